@@ -1,0 +1,69 @@
+"""charnn: character-level recurrent text generation.
+
+The public API is imported lazily so that `charnn --help` never pays for importing torch:
+
+    import charnn
+    result = charnn.train(charnn.TrainConfig(corpus="data/pydoc.txt", max_steps=200))
+    model = charnn.load_checkpoint(result.best_path)
+    print("".join(charnn.sample(model, length=200, prime="The ")))
+    print(charnn.evaluate(model, "other.txt").bits_per_char)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API = {
+    "ModelConfig": "charnn.config",
+    "TrainConfig": "charnn.config",
+    "CharnnError": "charnn.errors",
+    "Vocab": "charnn.vocab",
+    "read_corpus": "charnn.vocab",
+    "CharRNN": "charnn.model",
+    "train": "charnn.train",
+    "TrainResult": "charnn.train",
+    "LoadedModel": "charnn.checkpoint",
+    "load_checkpoint": "charnn.checkpoint",
+    "find_checkpoint": "charnn.checkpoint",
+    "sample": "charnn.sample",
+    "evaluate": "charnn.evaluate",
+    "EvalResult": "charnn.evaluate",
+}
+
+__all__ = [
+    "CharRNN",
+    "CharnnError",
+    "EvalResult",
+    "LoadedModel",
+    "ModelConfig",
+    "TrainConfig",
+    "TrainResult",
+    "Vocab",
+    "__version__",
+    "evaluate",
+    "find_checkpoint",
+    "load_checkpoint",
+    "read_corpus",
+    "sample",
+    "train",
+]
+
+if TYPE_CHECKING:
+    from charnn.checkpoint import LoadedModel, find_checkpoint, load_checkpoint
+    from charnn.config import ModelConfig, TrainConfig
+    from charnn.errors import CharnnError
+    from charnn.evaluate import EvalResult, evaluate
+    from charnn.model import CharRNN
+    from charnn.sample import sample
+    from charnn.train import TrainResult, train
+    from charnn.vocab import Vocab, read_corpus
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'charnn' has no attribute {name!r}")

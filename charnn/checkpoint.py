@@ -1,0 +1,154 @@
+"""Checkpoint files: self-describing dicts of plain types and CPU tensors.
+
+Every checkpoint is readable with `torch.load(weights_only=True)`, so a hostile file cannot run
+code, and carries everything needed to use the model on its own: format version, configs,
+vocabulary, weights, optimizer state, step and metrics. Files are written to a temporary file in
+the same folder, flushed to disk, then renamed over the target, so a crash never leaves half a
+checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charnn import __version__
+from charnn.config import ModelConfig, TrainConfig
+from charnn.errors import CharnnError
+from charnn.fileio import atomic_write
+from charnn.model import CharRNN
+from charnn.vocab import Vocab
+
+FORMAT_VERSION = 1
+LAST, BEST = "last.pt", "best.pt"
+
+
+def save_atomic(payload: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint so that `path` is always either the old file or the new one."""
+    atomic_write(path, lambda out: torch.save(payload, out))
+
+
+def to_cpu(value: Any) -> Any:
+    """A copy of nested dicts/lists/tensors with every tensor on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(to_cpu(v) for v in value)
+    return value
+
+
+def make_payload(
+    model: CharRNN,
+    vocab: Vocab,
+    train_config: TrainConfig,
+    optimizer_state: dict[str, Any],
+    step: int,
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "charnn_version": __version__,
+        "model_config": model.config.__dict__.copy(),
+        "train_config": train_config.to_dict(),
+        "vocab": vocab.chars,
+        "model_state": to_cpu(model.state_dict()),
+        "optimizer_state": to_cpu(optimizer_state),
+        "step": step,
+        "metrics": metrics,
+    }
+
+
+def read_payload(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict safely, turning every way it can be unusable into one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CharnnError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CharnnError(
+            f"{path} is not a plain charnn checkpoint (it holds objects that could run code); "
+            "refusing to load it"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CharnnError(f"{path} is corrupt or truncated ({reason})") from None
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise CharnnError(f"{path} is not a charnn checkpoint")
+    if payload["format_version"] > FORMAT_VERSION:
+        raise CharnnError(
+            f"{path} has checkpoint format {payload['format_version']}, newer than this charnn "
+            f"({__version__}, format {FORMAT_VERSION}) reads: upgrade charnn"
+        )
+    return payload
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to use, with what it was trained on."""
+
+    model: CharRNN
+    vocab: Vocab
+    path: Path
+    train_config: TrainConfig
+    step: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a checkpoint file (or a run folder's best.pt) as an eval-mode model on `device`."""
+    path = Path(path)
+    if path.is_dir():
+        path = _run_checkpoint(path)
+    payload = read_payload(path)
+    try:
+        config = ModelConfig.from_dict(payload["model_config"])
+        model = CharRNN(config)
+        model.load_state_dict(payload["model_state"])
+        vocab = Vocab(payload["vocab"])
+        train_config = TrainConfig.from_dict(payload.get("train_config", {}))
+    except (KeyError, TypeError, ValueError, RuntimeError, CharnnError) as err:
+        raise CharnnError(f"{path} is not a usable charnn checkpoint ({err})") from None
+    model.to(device).eval()
+    return LoadedModel(model, vocab, path, train_config, payload["step"], payload["metrics"])
+
+
+def _run_checkpoint(run_dir: Path) -> Path:
+    for name in (BEST, LAST):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise CharnnError(f"run folder {run_dir} holds no {BEST} or {LAST}")
+
+
+def find_checkpoint(checkpoint_dir: str | Path = "checkpoints", cell: str | None = None) -> Path:
+    """The best checkpoint of the newest run under `checkpoint_dir` (optionally of one cell)."""
+    root = Path(checkpoint_dir)
+    candidates = []
+    for run_dir in root.iterdir() if root.is_dir() else []:
+        files = [run_dir / n for n in (BEST, LAST) if (run_dir / n).is_file()]
+        if not files:
+            continue
+        if cell is not None and _cell_of(files[0]) != cell:
+            continue
+        candidates.append((max(f.stat().st_mtime for f in files), files[0]))
+    if not candidates:
+        which = f"{cell} run" if cell else "run"
+        raise CharnnError(
+            f"no {which} found under {root}/: train one with `charnn train CORPUS"
+            f"{' --cell ' + cell if cell else ''}` or pass a checkpoint path"
+        )
+    return max(candidates)[1]
+
+
+def _cell_of(path: Path) -> str | None:
+    try:
+        return read_payload(path)["model_config"].get("cell")
+    except CharnnError:
+        return None

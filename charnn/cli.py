@@ -1,0 +1,356 @@
+"""The command line: parse flags into configs, call the library, print what comes back.
+
+Generated text and JSON go to stdout; progress, logs and errors go to stderr. Heavy modules
+(torch, the trainer) are imported inside the commands so that `charnn --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from charnn import __version__
+from charnn.config import CELLS, DEVICES, ModelConfig, TrainConfig, parse_duration
+from charnn.errors import CharnnError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
+EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
+
+
+class CharnnGroup(click.Group):
+    """Turns a CharnnError anywhere below into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CharnnError as err:
+            raise click.ClickException(str(err)) from None
+        except BrokenPipeError:
+            _silence_stdout()
+            ctx.exit(0)
+
+
+def _silence_stdout() -> None:
+    """The reader of our stdout has gone (`| head`): drop further output quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+@click.group(cls=CharnnGroup, context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="charnn")
+def main() -> None:
+    """Character-level recurrent text generation: train, sample, evaluate.
+
+    \b
+      charnn data get pydoc                 # a built-in corpus, no internet needed
+      charnn train data/pydoc.txt --time-budget 2m
+      charnn sample --length 500            # newest run under ./checkpoints
+      charnn eval --json other.txt          # bits per character on another text
+    """
+
+
+# ---------------------------------------------------------------- train
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except CharnnError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("corpus", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--cell", type=click.Choice(CELLS), default=ModelConfig.cell, help="Recurrent cell.")
+@click.option("--layers", type=click.IntRange(min=1), default=ModelConfig.layers)
+@click.option("--hidden-size", type=click.IntRange(min=1), default=ModelConfig.hidden_size)
+@click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=ModelConfig.dropout)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=TrainConfig.lr,
+    help="Peak learning rate (AdamW), warmed up then cosine-decayed.",
+)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=TrainConfig.weight_decay)
+@click.option(
+    "--clip",
+    type=click.FloatRange(min=0),
+    default=TrainConfig.clip,
+    help="Clip the global gradient norm to this; 0 disables.",
+)
+@click.option(
+    "--seq-len",
+    type=click.IntRange(min=1),
+    default=TrainConfig.seq_len,
+    help="Characters per window of truncated BPTT.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=TrainConfig.batch_size,
+    help="Contiguous streams trained in parallel.",
+)
+@click.option(
+    "--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps."
+)
+@click.option(
+    "--epochs",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many passes over the data (10 if no limit is given).",
+)
+@click.option(
+    "--time-budget",
+    callback=_duration,
+    default=None,
+    metavar="DURATION",
+    help="Train for this wall-clock time (90s, 5m, 1h); the schedule fits it.",
+)
+@click.option(
+    "--val-frac",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=TrainConfig.val_frac,
+    help="Last fraction of the text kept for validation.",
+)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=1),
+    default=TrainConfig.eval_every,
+    help="Steps between evaluations (and checkpoints); also at the end.",
+)
+@click.option("--seed", type=int, default=TrainConfig.seed)
+@click.option("--device", type=click.Choice(DEVICES), default=TrainConfig.device)
+@click.option("--encoding", default=TrainConfig.encoding, help="Text encoding of the corpus.")
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=TrainConfig.checkpoint_dir,
+)
+@click.option("--name", default=None, help="Run folder name [default: CORPUS-CELL, numbered].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or log output.")
+def train(corpus: Path, quiet: bool, checkpoint_dir: Path, **options: Any) -> None:
+    """Train a model on CORPUS (a UTF-8 text file) and save checkpoints."""
+    from charnn.progress import TrainDisplay
+    from charnn.train import train as run_training
+
+    model_keys = ("cell", "layers", "hidden_size", "embed_size", "dropout")
+    model = ModelConfig(**{k: options.pop(k) for k in model_keys})
+    config = TrainConfig(
+        corpus=str(corpus), model=model, checkpoint_dir=str(checkpoint_dir), **options
+    )
+    with TrainDisplay(quiet=quiet) as display, _StopOnSignal() as stop:
+        result = run_training(config, on_event=display.on_event, stop_requested=stop.requested)
+    display.finished(result)
+    if result.interrupted:
+        sys.exit(EXIT_INTERRUPTED.get(stop.signal_name or "SIGINT", 130))
+
+
+class _StopOnSignal:
+    """Ctrl-C or SIGTERM asks training to stop after the current step; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> _StopOnSignal:
+        import signal
+
+        self._previous = {
+            s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)
+        }
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+# ---------------------------------------------------------------- sample and eval
+
+
+def _checkpoint_option(func: Any) -> Any:
+    func = click.option(
+        "--checkpoint-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=TrainConfig.checkpoint_dir,
+        help="Where to look for the newest run when no checkpoint is given.",
+    )(func)
+    func = click.option(
+        "--cell", type=click.Choice(CELLS), default=None, help="Newest run of this cell only."
+    )(func)
+    return click.option("--device", type=click.Choice(DEVICES), default="auto")(func)
+
+
+def _load(checkpoint: Path | None, checkpoint_dir: Path, cell: str | None, device: str):
+    from charnn.checkpoint import find_checkpoint, load_checkpoint
+    from charnn.train import resolve_device
+
+    path = checkpoint if checkpoint is not None else find_checkpoint(checkpoint_dir, cell)
+    return load_checkpoint(path, resolve_device(device))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
+@_checkpoint_option
+@click.option(
+    "-n", "--length", type=click.IntRange(min=0), default=500, help="Characters to generate."
+)
+@click.option(
+    "-t",
+    "--temperature",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    help="Randomness: 0 is greedy, below 1 is safer, above 1 is wilder.",
+)
+@click.option("-p", "--prime", default="", help="Text the model reads first (echoed).")
+@click.option("--seed", type=int, default=None, help="Seed for reproducible samples.")
+def sample(
+    checkpoint: Path | None,
+    checkpoint_dir: Path,
+    cell: str | None,
+    device: str,
+    length: int,
+    temperature: float,
+    prime: str,
+    seed: int | None,
+) -> None:
+    """Generate text from CHECKPOINT (a .pt file or run folder) onto stdout.
+
+    Without CHECKPOINT, the best checkpoint of the newest run under --checkpoint-dir.
+    """
+    from charnn.sample import sample as generate
+
+    loaded = _load(checkpoint, checkpoint_dir, cell, device)
+    chunks = generate(
+        loaded,
+        length,
+        temperature=temperature,
+        prime=prime,
+        seed=seed,
+        device=next(loaded.model.parameters()).device,
+    )
+    out = sys.stdout
+    out.write(prime)
+    last = prime[-1:]
+    for chunk in chunks:
+        out.write(chunk)
+        out.flush()
+        last = chunk
+    if out.isatty() and last != "\n":
+        out.write("\n")
+    out.flush()
+
+
+@main.command("eval", context_settings=CONTEXT)
+@click.argument(
+    "paths",
+    nargs=-1,
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="[CHECKPOINT] FILE...",
+)
+@_checkpoint_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
+@click.option("--encoding", default="utf-8", help="Text encoding of the files.")
+def evaluate(
+    paths: tuple[Path, ...],
+    checkpoint_dir: Path,
+    cell: str | None,
+    device: str,
+    as_json: bool,
+    encoding: str,
+) -> None:
+    """Bits per character of a model on each FILE, the state carried through the whole file.
+
+    The first argument is taken as the CHECKPOINT when it is a .pt file or a run folder;
+    otherwise the best checkpoint of the newest run under --checkpoint-dir is used.
+    """
+    from charnn.evaluate import evaluate as run_eval
+
+    checkpoint = None
+    if len(paths) > 1 and (paths[0].suffix == ".pt" or paths[0].is_dir()):
+        checkpoint, paths = paths[0], paths[1:]
+    loaded = _load(checkpoint, checkpoint_dir, cell, device)
+    model_device = next(loaded.model.parameters()).device
+    results = [run_eval(loaded, p, encoding=encoding, device=model_device) for p in paths]
+    if as_json:
+        for result in results:
+            sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{loaded.path}", title_justify="left")
+    for column in ("file", "chars", "unknown", "nats/char", "bits/char", "perplexity"):
+        table.add_column(column, justify="left" if column == "file" else "right")
+    for r in results:
+        table.add_row(
+            r.file,
+            f"{r.chars:,}",
+            f"{r.unknown:,}",
+            f"{r.nats_per_char:.4f}",
+            f"{r.bits_per_char:.4f}",
+            f"{r.perplexity:.3f}",
+        )
+    Console().print(table)
+    for r in results:
+        if r.unknown:
+            click.echo(
+                f"note: {r.file}: {r.unknown} characters outside the vocabulary were left "
+                f"out: {r.unknown_chars[:40]!r}",
+                err=True,
+            )
+
+
+# ---------------------------------------------------------------- data
+
+
+@main.group(context_settings=CONTEXT)
+def data() -> None:
+    """Corpora: a built-in one (offline) and well-known public downloads."""
+
+
+@data.command("list", context_settings=CONTEXT)
+def data_list() -> None:
+    """Show the corpora `charnn data get` knows."""
+    from charnn.corpora import CORPORA
+
+    for corpus in CORPORA.values():
+        where = "built-in" if corpus.url is None else f"{corpus.size:,} bytes, download"
+        click.echo(f"{corpus.name:16} {where}: {corpus.description}")
+
+
+@data.command("get", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default="data")
+@click.option(
+    "--url", default=None, help="Download from this mirror instead (SHA-256 still checked)."
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def data_get(name: str, data_dir: Path, url: str | None, quiet: bool) -> None:
+    """Write corpus NAME to DATA_DIR/NAME.txt (downloading it if needed); print its path."""
+    from charnn.corpora import get_corpus
+    from charnn.progress import DownloadDisplay
+
+    with DownloadDisplay(name, quiet=quiet) as display:
+        path = get_corpus(name, data_dir, url=url, on_progress=display.update)
+    click.echo(str(path))

@@ -1,0 +1,110 @@
+"""Typed, frozen configuration: CLI flags become these, and every checkpoint stores them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from charnn.errors import CharnnError
+
+CELLS = ("rnn", "lstm", "gru")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise CharnnError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network's shape: embedding -> recurrent stack -> linear decoder."""
+
+    vocab_size: int = 0  # filled in from the corpus
+    cell: str = "lstm"  # rnn (tanh) | lstm | gru
+    layers: int = 2
+    hidden_size: int = 256
+    embed_size: int = 64  # characters are few; a small embedding saves input-projection time
+    dropout: float = 0.0  # between layers and before the decoder
+
+    def __post_init__(self) -> None:
+        _check(self.cell in CELLS, f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
+        _check(self.layers >= 1, "--layers must be at least 1")
+        _check(self.hidden_size >= 1, "--hidden-size must be at least 1")
+        _check(self.embed_size >= 1, "--embed-size must be at least 1")
+        _check(0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return cls(**_known_fields(cls, data))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run. Defaults are tuned for a 2-core CPU."""
+
+    corpus: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # optimisation
+    lr: float = 3e-3  # peak AdamW learning rate; warmed up, then cosine-decayed
+    weight_decay: float = 0.0
+    clip: float = 5.0  # max global gradient norm; 0 disables clipping
+    seq_len: int = 64  # T: characters per window of truncated BPTT
+    batch_size: int = 64  # B: parallel contiguous streams
+    # when to stop (the first limit reached wins; none set means one epoch)
+    max_steps: int | None = None
+    epochs: float | None = None
+    time_budget: float | None = None  # seconds of wall-clock training
+    # bookkeeping
+    val_frac: float = 0.1
+    eval_every: int = 500  # steps between evaluations on the whole validation split
+    seed: int = 1337
+    device: str = "auto"
+    encoding: str = "utf-8"
+    checkpoint_dir: str = "checkpoints"
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "--lr must be positive")
+        _check(self.weight_decay >= 0, "--weight-decay must be non-negative")
+        _check(self.clip >= 0, "--clip must be non-negative (0 disables clipping)")
+        _check(self.seq_len >= 1, "--seq-len must be at least 1")
+        _check(self.batch_size >= 1, "--batch-size must be at least 1")
+        _check(self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1")
+        _check(self.epochs is None or self.epochs > 0, "--epochs must be positive")
+        _check(self.time_budget is None or self.time_budget > 0, "--time-budget must be positive")
+        _check(0.0 < self.val_frac < 1.0, "--val-frac must be between 0 and 1 (exclusive)")
+        _check(self.eval_every >= 1, "--eval-every must be at least 1")
+        _check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = _known_fields(cls, data)
+        known["model"] = ModelConfig.from_dict(known.get("model", {}))
+        return cls(**known)
+
+
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Drop keys this version does not know, so older and newer checkpoints still load."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([hms]?)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '5m', '1h', '1h30m' or a plain number of seconds -> seconds."""
+    cleaned = text.strip().lower()
+    parts = _DURATION.findall(cleaned)
+    if not cleaned or "".join(n + u for n, u in parts) != cleaned.replace(" ", ""):
+        raise CharnnError(f"cannot read duration {text!r}: use forms like 90s, 5m, 1h or 1h30m")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds <= 0:
+        raise CharnnError(f"duration {text!r} must be longer than zero")
+    return seconds

@@ -1,0 +1,88 @@
+"""Cutting text into streams and windows for truncated backpropagation through time.
+
+The train split is cut into B contiguous streams, one per row, and read T characters at a time
+(here B = 3, T = 4, and the text is "abcdefghijklmnopqrstuvwxyz"):
+
+    stream length L = (26 - 1) // 3 = 8         window 0    window 1
+                                                ┌───────┐  ┌───────┐
+    row 0  inputs   a b c d e f g h             a b c d    e f g h
+           targets  b c d e f g h i             b c d e    f g h i
+    row 1  inputs   i j k l m n o p             i j k l    m n o p
+           targets  j k l m n o p q             j k l m    n o p q
+    row 2  inputs   q r s t u v w x             q r s t    u v w x
+           targets  r s t u v w x y             r s t u    v w x y
+
+Targets are the inputs shifted by one character. Row b of window k+1 continues exactly where
+row b of window k stopped, so the hidden state is carried from one window to the next (and
+detached in between, which is what makes the backpropagation "truncated"). A pass over the data
+ends after L // T windows; the next pass starts again from zeros.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from charnn.errors import CharnnError
+
+
+def split_train_val(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
+    """The last `val_frac` of the text is validation; both parts need at least two characters."""
+    n_val = int(len(ids) * val_frac)
+    if n_val < 2 or len(ids) - n_val < 2:
+        minimum = int(np.ceil(2 / min(val_frac, 1 - val_frac)))
+        raise CharnnError(
+            f"corpus is too short: {len(ids)} characters, but --val-frac {val_frac} needs at "
+            f"least {minimum} so that both splits hold two characters"
+        )
+    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+
+
+@dataclass(frozen=True)
+class StreamShape:
+    batch_size: int  # B: rows
+    seq_len: int  # T: characters per window
+
+
+def fit_shape(n_chars: int, batch_size: int, seq_len: int) -> StreamShape:
+    """Shrink B (then T) so that a text of `n_chars` holds at least one full window."""
+    targets = n_chars - 1
+    if targets < 1:
+        raise CharnnError("the training split needs at least two characters")
+    batch_size = max(1, min(batch_size, targets // seq_len))
+    seq_len = min(seq_len, targets // batch_size)
+    return StreamShape(batch_size, seq_len)
+
+
+class TrainStreams:
+    """B contiguous streams over the training ids, yielding (inputs, targets) windows of T."""
+
+    def __init__(self, ids: np.ndarray, shape: StreamShape) -> None:
+        self.shape = shape
+        B, T = shape.batch_size, shape.seq_len
+        self.stream_len = (len(ids) - 1) // B  # L
+        if self.stream_len < T:
+            raise CharnnError(f"{len(ids)} characters cannot fill one window of {B} x {T}")
+        usable = B * self.stream_len
+        tensor = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
+        self.inputs = tensor[:usable].view(B, self.stream_len)  # (B, L)
+        self.targets = tensor[1 : usable + 1].view(B, self.stream_len)  # (B, L)
+        self.windows_per_pass = self.stream_len // T
+
+    @property
+    def chars_per_window(self) -> int:
+        return self.shape.batch_size * self.shape.seq_len
+
+    def window(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `index`-th window of a pass: inputs and targets, each (B, T)."""
+        T = self.shape.seq_len
+        cols = slice(index * T, (index + 1) * T)
+        return self.inputs[:, cols], self.targets[:, cols]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One pass over the data, window by window."""
+        for index in range(self.windows_per_pass):
+            yield self.window(index)

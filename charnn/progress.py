@@ -1,0 +1,128 @@
+"""What the user sees on stderr while charnn works: a Rich progress bar on a terminal, plain
+log lines elsewhere (one per evaluation), nothing at all with --quiet."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from charnn.train import Evaluated, Event, Notice, Saved, TrainResult
+from charnn.train import Progress as StepProgress
+
+BAR_TOTAL = 1000  # the bar's resolution: the run's fraction done, in thousandths
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class TrainDisplay:
+    """Turns training events into a progress bar (terminal) or log lines (pipe, file)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.console = Console(stderr=True)
+        self.live = not quiet and sys.stderr.isatty()
+        self.progress: Progress | None = None
+
+    def __enter__(self) -> TrainDisplay:
+        if self.live:
+            self.progress = Progress(
+                TextColumn("step {task.fields[step]}"),
+                BarColumn(),
+                TextColumn("loss {task.fields[loss]}  val {task.fields[val]} bits/char"),
+                TextColumn("{task.fields[speed]} chars/s"),
+                TextColumn("{task.fields[elapsed]} elapsed, {task.fields[remaining]} left"),
+                console=self.console,
+                transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(
+                "train",
+                total=BAR_TOTAL,
+                step=0,
+                loss="-",
+                val="-",
+                speed="-",
+                elapsed="0:00",
+                remaining="-:--",
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, StepProgress) and self.progress is not None:
+            self.progress.update(
+                self.task,
+                completed=event.fraction * BAR_TOTAL,
+                step=event.step,
+                loss=f"{event.train_loss:.3f}",
+                val="-" if event.val_bpc is None else f"{event.val_bpc:.3f}",
+                speed=f"{event.chars_per_sec:,.0f}",
+                elapsed=_clock(event.elapsed),
+                remaining=_clock(event.remaining),
+            )
+        elif isinstance(event, Evaluated):
+            mark = " (best)" if event.best else ""
+            self.log(
+                f"step {event.step}: train loss {event.train_loss:.4f} nats/char, "
+                f"val {event.val_bpc:.4f} bits/char{mark}, {_clock(event.elapsed)} elapsed"
+            )
+        elif isinstance(event, Notice):
+            self.log(f"note: {event.message}")
+        elif isinstance(event, Saved):
+            pass  # summarised once at the end
+
+    def finished(self, result: TrainResult) -> None:
+        where = result.run_dir
+        if result.interrupted:
+            self.log(f"interrupted at step {result.steps}; saved {result.last_path}")
+            return
+        self.log(
+            f"done: {result.steps} steps in {_clock(result.elapsed)}, best val "
+            f"{result.best_val_bpc:.4f} bits/char; checkpoints in {where}/"
+        )
+
+
+class DownloadDisplay:
+    """A download progress bar on a terminal; silence elsewhere."""
+
+    def __init__(self, name: str, quiet: bool = False) -> None:
+        self.name = name
+        self.progress: Progress | None = None
+        if not quiet and sys.stderr.isatty():
+            self.progress = Progress(
+                TextColumn(name),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=Console(stderr=True),
+            )
+
+    def __enter__(self) -> DownloadDisplay:
+        if self.progress is not None:
+            self.progress.start()
+            self.task = self.progress.add_task(self.name, total=None)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def update(self, received: int, total: int | None) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=received, total=total)

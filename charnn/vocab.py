@@ -1,0 +1,108 @@
+"""The character vocabulary: every distinct code point of the training text, sorted.
+
+Text is turned into code points with one numpy call (via UTF-32) and mapped to ids with a
+binary search over the sorted vocabulary, so encoding never loops over characters in Python.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from charnn.errors import CharnnError
+
+_BOM = "\ufeff"
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """An ordered set of characters; a character's id is its index in `chars`."""
+
+    chars: str
+
+    @classmethod
+    def from_text(cls, text: str) -> Vocab:
+        if not text:
+            raise CharnnError("cannot build a vocabulary from empty text")
+        points = np.unique(_code_points(text))  # sorted by code point: a stable order
+        return cls(points.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass"))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def __contains__(self, char: object) -> bool:
+        return isinstance(char, str) and len(char) == 1 and char in self.chars
+
+    def _lookup(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Ids for every character of `text` and a mask of those found in the vocabulary."""
+        table = _code_points(self.chars)
+        points = _code_points(text)
+        ids = np.searchsorted(table, points).clip(max=len(table) - 1)
+        return ids.astype(np.int64), table[ids] == points
+
+    def encode(self, text: str) -> np.ndarray:
+        """Ids of `text` (int64); raises if a character is not in the vocabulary."""
+        ids, known = self._lookup(text)
+        if not known.all():
+            raise CharnnError(
+                f"text has characters the vocabulary lacks: {describe_chars(self.unknown(text))}"
+            )
+        return ids
+
+    def encode_known(self, text: str) -> tuple[np.ndarray, int]:
+        """Ids of the in-vocabulary characters of `text`, and how many were left out."""
+        ids, known = self._lookup(text)
+        return ids[known], int((~known).sum())
+
+    def unknown(self, text: str) -> list[str]:
+        """The distinct characters of `text` that the vocabulary lacks, in order of code point."""
+        _, known = self._lookup(text)
+        missing = np.unique(_code_points(text)[~known])
+        return list(missing.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass"))
+
+    def decode(self, ids: np.ndarray | list[int]) -> str:
+        return "".join(self.chars[i] for i in np.asarray(ids).reshape(-1).tolist())
+
+
+def describe_chars(chars: list[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(c) for c in chars[:limit])
+    more = f" and {len(chars) - limit} more" if len(chars) > limit else ""
+    return f"{shown}{more}"
+
+
+def read_corpus(path: str | Path, encoding: str = "utf-8") -> str:
+    """Read a text file for training or evaluation, with a clear error for anything unusable."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CharnnError(f"corpus not found: {path}") from None
+    except IsADirectoryError:
+        raise CharnnError(f"{path} is a folder: give the path of a text file") from None
+    except PermissionError:
+        raise CharnnError(f"cannot read {path}: permission denied") from None
+    except OSError as err:
+        raise CharnnError(f"cannot read {path}: {err.strerror or err}") from None
+    if not data.strip():
+        raise CharnnError(f"{path} is empty: a corpus needs some text")
+    if b"\x00" in data[:65536] and not encoding.lower().replace("-", "").startswith("utf16"):
+        raise CharnnError(f"{path} looks like a binary file (it contains NUL bytes), not text")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise CharnnError(f"unknown encoding {encoding!r}: try utf-8 or latin-1") from None
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise CharnnError(
+            f"{path} is not valid {encoding}: bad byte 0x{data[err.start]:02x} at byte offset "
+            f"{err.start}; convert the file or pass --encoding (for example latin-1)"
+        ) from None
+    return text.removeprefix(_BOM)

@@ -1,0 +1,53 @@
+"""Shared helpers: small generated corpora and a way to run the real `charnn` command."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WORDS = (
+    "the cell state runs like a conveyor belt through the whole chain with only minor linear "
+    "interactions gates let information through optionally forget input output hello world "
+    "said Romeo to Juliet what light through yonder window breaks"
+).split()
+
+
+def make_text(n_chars: int, seed: int = 0) -> str:
+    """Pseudo-English lines of words, quotes and punctuation, deterministic for a seed."""
+    rng = random.Random(seed)
+    lines, size = [], 0
+    while size < n_chars:
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 9))]
+        if rng.random() < 0.3:
+            words[0] = f'"{words[0]}'
+            words[-1] = f'{words[-1]}"'
+        line = " ".join(words).capitalize() + rng.choice(".,;!?")
+        lines.append(line)
+        size += len(line) + 1
+    return ("\n".join(lines) + "\n")[:n_chars]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(make_text(20_000), encoding="utf-8")
+    return path
+
+
+def run_charnn(*args: str, cwd: Path | None = None, input: str | None = None, timeout: float = 300):
+    """Run `python -m charnn ARGS` as a real subprocess; returns the CompletedProcess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+    return subprocess.run(
+        [sys.executable, "-m", "charnn", *args],
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )

@@ -1,0 +1,197 @@
+"""The real `charnn` command, end to end, in subprocesses."""
+
+import json
+import os
+
+import pytest
+
+from conftest import make_text, run_charnn
+
+TINY = ["--hidden-size", "32", "--embed-size", "8", "--layers", "1", "--quiet"]
+
+
+def assert_one_line_error(proc, code=1):
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 if code == 1 else lines, proc.stderr
+    return proc.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small run shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("run")
+    corpus = root / "corpus.txt"
+    corpus.write_text(make_text(20_000), encoding="utf-8")
+    proc = run_charnn(
+        "train",
+        str(corpus),
+        "--max-steps",
+        "30",
+        "--eval-every",
+        "15",
+        "--checkpoint-dir",
+        str(root / "ck"),
+        *TINY,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""  # training prints nothing on stdout
+    return root, corpus, root / "ck" / "corpus-lstm"
+
+
+def test_train_sample_eval_end_to_end(trained):
+    root, corpus, run = trained
+    assert {"last.pt", "best.pt", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
+
+    proc = run_charnn(
+        "sample",
+        "--checkpoint-dir",
+        str(root / "ck"),
+        "--length",
+        "80",
+        "--prime",
+        "Hello",
+        "--seed",
+        "7",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Hello") and len(proc.stdout) == len("Hello") + 80
+    again = run_charnn(
+        "sample", str(run / "best.pt"), "--length", "80", "--prime", "Hello", "--seed", "7"
+    )
+    assert again.stdout == proc.stdout  # same seed, same checkpoint, same text
+
+    proc = run_charnn("eval", "--json", "--checkpoint-dir", str(root / "ck"), str(corpus))
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stdout.splitlines()
+    result = json.loads(line)
+    assert result["chars"] == 20_000 and result["unknown"] == 0
+    assert 0 < result["bits_per_char"] < 8
+    assert result["perplexity"] == pytest.approx(2 ** result["bits_per_char"], rel=1e-6)
+
+
+def test_eval_on_the_validation_text_agrees_with_training(trained):
+    root, corpus, run = trained
+    text = corpus.read_text(encoding="utf-8")
+    val = root / "val.txt"
+    val.write_text(text[len(text) - int(len(text) * 0.1) :], encoding="utf-8")
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    proc = run_charnn("eval", "--json", str(run / "last.pt"), str(val))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["bits_per_char"] == pytest.approx(last["val_bpc"], abs=1e-6)
+
+
+def test_eval_reports_unknown_characters(trained, tmp_path):
+    root, _, run = trained
+    other = tmp_path / "other.txt"
+    other.write_text("hello world ÆØÅ hello", encoding="utf-8")
+    proc = run_charnn("eval", "--json", str(run), str(other))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["unknown"] == 3 and result["unknown_chars"] == "ÅÆØ"
+    table = run_charnn("eval", str(run), str(other))
+    assert "bits/char" in table.stdout and "outside the vocabulary" in table.stderr
+
+
+def test_version_and_help_on_every_command():
+    proc = run_charnn("--version")
+    assert proc.returncode == 0 and "charnn" in proc.stdout
+    for command in ([], ["train"], ["sample"], ["eval"], ["data"], ["data", "get"]):
+        proc = run_charnn(*command, "-h")
+        assert proc.returncode == 0 and "Usage:" in proc.stdout, command
+    assert "[default: 64" in run_charnn("train", "--help").stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (None, "not found"),
+        (b"", "empty"),
+        (b"\x00\x01binary\x00", "binary"),
+        (b"ok text \xfe\xff", "byte offset 8"),
+        (b"ab", "too short"),
+    ],
+)
+def test_bad_corpora_get_one_clear_line(tmp_path, content, needle):
+    corpus = tmp_path / "c.txt"
+    if content is not None:
+        corpus.write_bytes(content)
+    proc = run_charnn("train", str(corpus), "--checkpoint-dir", str(tmp_path / "ck"), *TINY)
+    assert needle in assert_one_line_error(proc)
+    assert not any((tmp_path / "ck").glob("*/*"))  # a failed run leaves no checkpoint behind
+
+
+@pytest.mark.parametrize(
+    "args", [["--lr", "-1"], ["--time-budget", "5x"], ["--cell", "transformer"], ["--layers", "0"]]
+)
+def test_impossible_options_are_usage_errors(corpus, args):
+    proc = run_charnn("train", str(corpus), *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_no_checkpoint_found(tmp_path):
+    proc = run_charnn("sample", "--checkpoint-dir", str(tmp_path))
+    assert "no run found" in assert_one_line_error(proc)
+    proc = run_charnn("sample", str(tmp_path / "missing.pt"))
+    assert "not found" in assert_one_line_error(proc)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, corpus):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    proc = run_charnn("eval", str(bad), str(corpus))
+    assert "corrupt" in assert_one_line_error(proc)
+
+
+def test_a_failing_run_never_overwrites_a_saved_one(trained, tmp_path):
+    root, corpus, run = trained
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    proc = run_charnn(
+        "train",
+        str(corpus),
+        "--name",
+        run.name,
+        "--checkpoint-dir",
+        str(run.parent),
+        "--max-steps",
+        "2",
+        *TINY,
+    )
+    assert "already exists" in assert_one_line_error(proc)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_unnamed_runs_get_fresh_folders(tmp_path, corpus):
+    ck = tmp_path / "ck"
+    for _ in range(2):
+        proc = run_charnn(
+            "train", str(corpus), "--max-steps", "2", "--checkpoint-dir", str(ck), *TINY
+        )
+        assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in ck.iterdir()) == ["corpus-lstm", "corpus-lstm-2"]
+
+
+def test_log_lines_off_a_terminal(tmp_path, corpus):
+    proc = run_charnn(
+        "train",
+        str(corpus),
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--checkpoint-dir",
+        str(tmp_path),
+        *TINY[:-1],
+    )
+    assert proc.returncode == 0 and proc.stdout == ""
+    evals = [line for line in proc.stderr.splitlines() if "val" in line and "step" in line]
+    assert len(evals) == 3  # steps 2 and 4, then the summary
+    assert "\x1b[" not in proc.stderr  # no progress bar or colour codes in a log
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_corpus(tmp_path, corpus):
+    corpus.chmod(0)
+    proc = run_charnn("train", str(corpus), "--checkpoint-dir", str(tmp_path / "ck"))
+    assert "permission denied" in assert_one_line_error(proc)

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+import torch
+
+from charnn.config import ModelConfig
+from charnn.data import TrainStreams, fit_shape, split_train_val
+from charnn.errors import CharnnError
+from charnn.model import CharRNN
+from charnn.train import loss_on
+
+
+def test_split_keeps_the_last_fraction_for_validation():
+    ids = np.arange(100)
+    train, val = split_train_val(ids, 0.1)
+    assert np.array_equal(train, np.arange(90)) and np.array_equal(val, np.arange(90, 100))
+    with pytest.raises(CharnnError, match="too short"):
+        split_train_val(np.arange(5), 0.1)
+
+
+def test_streams_are_contiguous_and_targets_shift_by_one():
+    ids = np.arange(26)  # "a".."z" as in the diagram: B = 3, T = 4
+    streams = TrainStreams(ids, fit_shape(len(ids), 3, 4))
+    windows = list(streams)
+    assert len(windows) == streams.windows_per_pass == 2
+    for inputs, targets in windows:
+        assert torch.equal(targets, inputs + 1)
+    # each row continues in the next window exactly where it stopped
+    rows = torch.cat([inputs for inputs, _ in windows], dim=1)
+    assert rows.tolist() == [list(range(0, 8)), list(range(8, 16)), list(range(16, 24))]
+
+
+def test_fit_shape_shrinks_batch_then_window_for_short_text():
+    assert fit_shape(10_000, 64, 64) == fit_shape(10_000, 64, 64)  # fits: unchanged
+    assert fit_shape(10_000, 64, 64).batch_size == 64
+    assert fit_shape(200, 64, 64).batch_size == 3
+    shape = fit_shape(5, 64, 64)
+    assert (shape.batch_size, shape.seq_len) == (1, 4)
+
+
+def test_carried_state_makes_window_two_depend_on_window_one():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=10, hidden_size=16, embed_size=8))
+    window_two = torch.randint(0, 10, (2, 5)), torch.randint(0, 10, (2, 5))
+
+    def loss_after(first_window: torch.Tensor) -> float:
+        _, state = model(first_window)
+        loss, _ = loss_on(model, *window_two, state)
+        return loss.item()
+
+    a = loss_after(torch.zeros(2, 5, dtype=torch.long))
+    b = loss_after(torch.full((2, 5), 7, dtype=torch.long))
+    assert a != pytest.approx(b, abs=1e-6)

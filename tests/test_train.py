@@ -1,0 +1,101 @@
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from charnn.checkpoint import LoadedModel
+from charnn.config import ModelConfig, TrainConfig
+from charnn.sample import sample
+from charnn.train import Trainer, lr_at
+from charnn.vocab import Vocab
+
+
+def make_trainer(text: str, run_dir: Path | None = None, **overrides) -> Trainer:
+    vocab = Vocab.from_text(text)
+    ids = vocab.encode(text)
+    model = overrides.pop("model", ModelConfig(hidden_size=32, embed_size=8, layers=1))
+    settings = {"lr": 1e-2, "max_steps": 300, "eval_every": 10_000, "device": "cpu", "seed": 0}
+    config = TrainConfig(model=model, **{**settings, **overrides})
+    return Trainer(config, vocab, ids, ids, run_dir=run_dir)
+
+
+def as_loaded(trainer: Trainer) -> LoadedModel:
+    return LoadedModel(trainer.model, trainer.vocab, Path("memory"), trainer.config, trainer.step)
+
+
+def test_hello_the_classic_example():
+    """Vocabulary "helo", text "hello": after "l" comes "l" once and "o" once, so only a model
+    that uses its state can greedy-sample "ello" from "h"."""
+    trainer = make_trainer("hello", max_steps=300)
+    assert trainer.vocab.chars == "ehlo"
+    trainer.run()
+    generated = "".join(sample(as_loaded(trainer), 4, temperature=0, prime="h"))
+    assert generated == "ello"
+
+
+def test_overfits_a_short_text_to_near_zero_loss():
+    text = "the quick brown fox jumps over the lazy dog, then naps.\n"
+    trainer = make_trainer(text, model=ModelConfig(hidden_size=64, embed_size=16, layers=1))
+    result = trainer.run()
+    assert result.final_val_bpc < 0.05  # bits/char on the very text it trained on
+
+
+def test_clipping_bounds_the_global_gradient_norm():
+    def norms_seen(clip: float) -> list[float]:
+        trainer = make_trainer("abcabdabeabf" * 20, max_steps=5, lr=1.0, clip=clip)
+        seen = []
+        step = trainer.optimizer.step
+
+        def record_then_step(*args, **kwargs):
+            grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+            seen.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+            return step(*args, **kwargs)
+
+        trainer.optimizer.step = record_then_step
+        trainer.run()
+        return seen
+
+    assert max(norms_seen(clip=0)) > 0.05  # unclipped gradients are larger than the bound...
+    assert max(norms_seen(clip=0.05)) <= 0.05 + 1e-6  # ...and clipping holds them to it
+
+
+def test_state_is_carried_between_windows_and_reset_each_pass(monkeypatch):
+    import charnn.train as train_module
+
+    states = []
+    real_loss_on = train_module.loss_on
+
+    def spy(model, inputs, targets, state):
+        states.append(state)
+        loss, new_state = real_loss_on(model, inputs, targets, state)
+        states.append(new_state)
+        return loss, new_state
+
+    monkeypatch.setattr(train_module, "loss_on", spy)
+    text = "".join(chr(97 + i % 26) for i in range(401))
+    trainer = make_trainer(text, max_steps=8, batch_size=2, seq_len=50)  # 4 windows per pass
+    assert trainer.streams.windows_per_pass == 4
+    trainer.run()
+    given = states[0::2]
+    returned = states[1::2]
+    assert given[0] is None and given[4] is None  # each pass starts from zeros
+    for step in (1, 2, 3, 5):
+        h_given, h_before = given[step][0], returned[step - 1][0]
+        assert torch.equal(h_given, h_before)  # the same values...
+        assert not h_given.requires_grad  # ...detached from the previous window's graph
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    assert lr_at(0.0, 1.0) == 0.0
+    assert lr_at(0.02, 1.0) == pytest.approx(1.0)
+    assert lr_at(0.5, 1.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.48 / 0.98)))
+    assert lr_at(1.0, 1.0) == pytest.approx(0.0)
+
+
+def test_time_budget_stops_training(tmp_path):
+    trainer = make_trainer("abcdefgh" * 200, max_steps=None, time_budget=1.5)
+    result = trainer.run()
+    assert 1.5 <= result.elapsed < 10 and result.steps > 1
+    assert np.isfinite(result.final_val_bpc)
