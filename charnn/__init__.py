@@ -24,14 +24,14 @@ _API = {
     "Vocab": "charnn.vocab",
     "read_corpus": "charnn.vocab",
     "CharRNN": "charnn.model",
-    "train": "charnn.train",
-    "TrainResult": "charnn.train",
+    "train": "charnn.trainer",
+    "TrainResult": "charnn.trainer",
     "LoadedModel": "charnn.checkpoint",
     "load_checkpoint": "charnn.checkpoint",
     "find_checkpoint": "charnn.checkpoint",
-    "sample": "charnn.sample",
-    "evaluate": "charnn.evaluate",
-    "EvalResult": "charnn.evaluate",
+    "sample": "charnn.sampler",
+    "evaluate": "charnn.evaluator",
+    "EvalResult": "charnn.evaluator",
 }
 
 __all__ = [
@@ -56,10 +56,10 @@ if TYPE_CHECKING:
     from charnn.checkpoint import LoadedModel, find_checkpoint, load_checkpoint
     from charnn.config import ModelConfig, TrainConfig
     from charnn.errors import CharnnError
-    from charnn.evaluate import EvalResult, evaluate
+    from charnn.evaluator import EvalResult, evaluate
     from charnn.model import CharRNN
-    from charnn.sample import sample
-    from charnn.train import TrainResult, train
+    from charnn.sampler import sample
+    from charnn.trainer import TrainResult, train
     from charnn.vocab import Vocab, read_corpus
 
 

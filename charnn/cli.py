@@ -139,7 +139,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 def train(corpus: Path, quiet: bool, checkpoint_dir: Path, **options: Any) -> None:
     """Train a model on CORPUS (a UTF-8 text file) and save checkpoints."""
     from charnn.progress import TrainDisplay
-    from charnn.train import train as run_training
+    from charnn.trainer import train as run_training
 
     model_keys = ("cell", "layers", "hidden_size", "embed_size", "dropout")
     model = ModelConfig(**{k: options.pop(k) for k in model_keys})
@@ -202,7 +202,7 @@ def _checkpoint_option(func: Any) -> Any:
 
 def _load(checkpoint: Path | None, checkpoint_dir: Path, cell: str | None, device: str):
     from charnn.checkpoint import find_checkpoint, load_checkpoint
-    from charnn.train import resolve_device
+    from charnn.trainer import resolve_device
 
     path = checkpoint if checkpoint is not None else find_checkpoint(checkpoint_dir, cell)
     return load_checkpoint(path, resolve_device(device))
@@ -237,7 +237,7 @@ def sample(
 
     Without CHECKPOINT, the best checkpoint of the newest run under --checkpoint-dir.
     """
-    from charnn.sample import sample as generate
+    from charnn.sampler import sample as generate
 
     loaded = _load(checkpoint, checkpoint_dir, cell, device)
     chunks = generate(
@@ -284,7 +284,7 @@ def evaluate(
     The first argument is taken as the CHECKPOINT when it is a .pt file or a run folder;
     otherwise the best checkpoint of the newest run under --checkpoint-dir is used.
     """
-    from charnn.evaluate import evaluate as run_eval
+    from charnn.evaluator import evaluate as run_eval
 
     checkpoint = None
     if len(paths) > 1 and (paths[0].suffix == ".pt" or paths[0].is_dir()):

@@ -47,11 +47,11 @@ class TrainConfig:
     corpus: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     # optimisation
-    lr: float = 3e-3  # peak AdamW learning rate; warmed up, then cosine-decayed
+    lr: float = 6e-3  # peak AdamW learning rate; warmed up, then cosine-decayed
     weight_decay: float = 0.0
     clip: float = 5.0  # max global gradient norm; 0 disables clipping
     seq_len: int = 64  # T: characters per window of truncated BPTT
-    batch_size: int = 64  # B: parallel contiguous streams
+    batch_size: int = 32  # B: parallel contiguous streams; fewer streams, more updates
     # when to stop (the first limit reached wins; none set means one epoch)
     max_steps: int | None = None
     epochs: float | None = None

@@ -9,8 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from charnn.train import Evaluated, Event, Notice, Saved, TrainResult
-from charnn.train import Progress as StepProgress
+from charnn.trainer import Evaluated, Event, Notice, Saved, TrainResult
+from charnn.trainer import Progress as StepProgress
 
 BAR_TOTAL = 1000  # the bar's resolution: the run's fraction done, in thousandths
 
@@ -77,6 +77,8 @@ class TrainDisplay:
                 remaining=_clock(event.remaining),
             )
         elif isinstance(event, Evaluated):
+            if self.progress is not None:
+                self.progress.update(self.task, val=f"{event.val_bpc:.3f}")
             mark = " (best)" if event.best else ""
             self.log(
                 f"step {event.step}: train loss {event.train_loss:.4f} nats/char, "

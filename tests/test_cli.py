@@ -195,3 +195,61 @@ def test_unreadable_corpus(tmp_path, corpus):
     corpus.chmod(0)
     proc = run_charnn("train", str(corpus), "--checkpoint-dir", str(tmp_path / "ck"))
     assert "permission denied" in assert_one_line_error(proc)
+
+
+def test_piping_sample_into_head_ends_quietly(trained):
+    import subprocess
+    import sys
+
+    _, _, run = trained
+    command = [sys.executable, "-m", "charnn", "sample", str(run), "--length", "1000000"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = proc.stdout.read(100)  # what `head -c 100` reads, then it closes the pipe
+    proc.stdout.close()
+    _, stderr = proc.communicate(timeout=60)
+    assert len(head) == 100
+    assert stderr == b"" and proc.returncode == 0
+
+
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_interrupt_saves_last_and_exits(tmp_path, corpus, signame, code):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [
+        sys.executable,
+        "-m",
+        "charnn",
+        "train",
+        str(corpus),
+        "--time-budget",
+        "1h",
+        "--checkpoint-dir",
+        str(tmp_path),
+        "--name",
+        "run",
+        *TINY[:-1],
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "run").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # let it take some steps
+    proc.send_signal(getattr(signal, signame))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert "interrupted at step" in stderr and "Traceback" not in stderr
+    from charnn.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "run" / "last.pt").step > 0
+
+
+def test_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from charnn.cli import main; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "False"

@@ -6,7 +6,7 @@ from charnn.config import ModelConfig
 from charnn.data import TrainStreams, fit_shape, split_train_val
 from charnn.errors import CharnnError
 from charnn.model import CharRNN
-from charnn.train import loss_on
+from charnn.trainer import loss_on
 
 
 def test_split_keeps_the_last_fraction_for_validation():

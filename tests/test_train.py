@@ -7,8 +7,8 @@ import torch
 
 from charnn.checkpoint import LoadedModel
 from charnn.config import ModelConfig, TrainConfig
-from charnn.sample import sample
-from charnn.train import Trainer, lr_at
+from charnn.sampler import sample
+from charnn.trainer import Trainer, lr_at
 from charnn.vocab import Vocab
 
 
@@ -62,7 +62,7 @@ def test_clipping_bounds_the_global_gradient_norm():
 
 
 def test_state_is_carried_between_windows_and_reset_each_pass(monkeypatch):
-    import charnn.train as train_module
+    import charnn.trainer as train_module
 
     states = []
     real_loss_on = train_module.loss_on

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from charnn.checkpoint import BEST, LAST, make_payload, save_atomic
 from charnn.config import TrainConfig
 from charnn.data import TrainStreams, fit_shape, split_train_val
 from charnn.errors import CharnnError
-from charnn.evaluate import bits_per_char
+from charnn.evaluator import bits_per_char
 from charnn.model import CharRNN, State, detach_state
 from charnn.vocab import Vocab, read_corpus
 
@@ -227,8 +228,12 @@ class Trainer:
 
         if losses:
             train_loss = self._check_finite(float(loss_sum) / losses)
-        if self.step % config.eval_every != 0 or self.step == 0:
-            self._evaluate_and_save(train_loss, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        if interrupted:  # save at once; the user is waiting
+            if self.step > 0:
+                self._save(self._metrics(train_loss, self.last_val_bpc, elapsed), best=False)
+        elif self.step % config.eval_every != 0 or self.step == 0:
+            self._evaluate_and_save(train_loss, elapsed)
         return TrainResult(
             run_dir=self.run_dir,
             steps=self.step,
@@ -253,25 +258,29 @@ class Trainer:
         self.last_val_bpc = val_bpc
         self.best_val_bpc = min(self.best_val_bpc, val_bpc)
         self.emit(Evaluated(self.step, train_loss, val_bpc, best, elapsed))
-        if self.run_dir is None:
-            return
-        metrics = {
-            "train_loss": train_loss,
-            "val_bpc": val_bpc,
-            "best_val_bpc": self.best_val_bpc,
+        self._save(self._metrics(train_loss, val_bpc, elapsed), best)
+
+    def _metrics(self, train_loss: float, val_bpc: float, elapsed: float) -> dict[str, Any]:
+        def known(value: float) -> float | None:  # JSON has no NaN or infinity
+            return value if math.isfinite(value) else None
+
+        return {
+            "train_loss": known(train_loss),
+            "val_bpc": known(val_bpc),
+            "best_val_bpc": known(self.best_val_bpc),
             "elapsed": elapsed,
             "batch_size": self.streams.shape.batch_size,
             "seq_len": self.streams.shape.seq_len,
         }
+
+    def _save(self, metrics: dict[str, Any], best: bool) -> None:
+        """Append the metrics line, then write last.pt (and best.pt on a new best)."""
+        if self.run_dir is None:
+            return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
             log.write(json.dumps({"step": self.step, **metrics}) + "\n")
         payload = make_payload(
-            self.model,
-            self.vocab,
-            self.config,
-            self.optimizer.state_dict(),
-            self.step,
-            metrics,
+            self.model, self.vocab, self.config, self.optimizer.state_dict(), self.step, metrics
         )
         save_atomic(payload, self.run_dir / LAST)
         self.emit(Saved(self.run_dir / LAST))
