@@ -92,7 +92,8 @@ class TrainDisplay:
     def finished(self, result: TrainResult) -> None:
         where = result.run_dir
         if result.interrupted:
-            self.log(f"interrupted at step {result.steps}; saved {result.last_path}")
+            saved = f"saved {result.last_path}" if result.steps else "nothing to save yet"
+            self.log(f"interrupted at step {result.steps}; {saved}")
             return
         self.log(
             f"done: {result.steps} steps in {_clock(result.elapsed)}, best val "

@@ -234,9 +234,8 @@ def test_interrupt_saves_last_and_exits(tmp_path, corpus, signame, code):
     ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not (tmp_path / "run").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)  # let it take some steps
+    while not (tmp_path / "run" / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # wait until it has trained (and evaluated) a few steps
     proc.send_signal(getattr(signal, signame))
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
