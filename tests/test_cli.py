@@ -230,6 +230,8 @@ def test_interrupt_saves_last_and_exits(tmp_path, corpus, signame, code):
         str(tmp_path),
         "--name",
         "run",
+        "--eval-every",
+        "3",
         *TINY[:-1],
     ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
