@@ -33,6 +33,8 @@ class CharnnGroup(click.Group):
         except BrokenPipeError:
             _silence_stdout()
             ctx.exit(0)
+        except KeyboardInterrupt:
+            ctx.exit(130)
 
 
 def _silence_stdout() -> None:
@@ -187,20 +189,19 @@ class _StopOnSignal:
 # ---------------------------------------------------------------- sample and eval
 
 
-def _checkpoint_option(func: Any) -> Any:
+def _checkpoint_options(func: Any) -> Any:
     func = click.option(
         "--checkpoint-dir",
         type=click.Path(file_okay=False, path_type=Path),
         default=TrainConfig.checkpoint_dir,
         help="Where to look for the newest run when no checkpoint is given.",
     )(func)
-    func = click.option(
+    return click.option(
         "--cell", type=click.Choice(CELLS), default=None, help="Newest run of this cell only."
     )(func)
-    return click.option("--device", type=click.Choice(DEVICES), default="auto")(func)
 
 
-def _load(checkpoint: Path | None, checkpoint_dir: Path, cell: str | None, device: str):
+def _load(checkpoint: Path | None, checkpoint_dir: Path, cell: str | None, device: str = "cpu"):
     from charnn.checkpoint import find_checkpoint, load_checkpoint
     from charnn.trainer import resolve_device
 
@@ -208,11 +209,28 @@ def _load(checkpoint: Path | None, checkpoint_dir: Path, cell: str | None, devic
     return load_checkpoint(path, resolve_device(device))
 
 
+def _read_prime_file(path: str) -> str:
+    from charnn.vocab import decode_text, read_corpus
+
+    if path == "-":
+        return decode_text(sys.stdin.buffer.read(), "standard input")
+    return read_corpus(path)
+
+
+def _unescape(text: str) -> str:
+    """Let --separator '\\n---\\n' mean what it says."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
-@_checkpoint_option
+@_checkpoint_options
 @click.option(
-    "-n", "--length", type=click.IntRange(min=0), default=500, help="Characters to generate."
+    "-n",
+    "--length",
+    type=click.IntRange(min=0),
+    default=500,
+    help="Characters to generate per sample; 0 streams until stopped.",
 )
 @click.option(
     "-t",
@@ -221,40 +239,129 @@ def _load(checkpoint: Path | None, checkpoint_dir: Path, cell: str | None, devic
     default=1.0,
     help="Randomness: 0 is greedy, below 1 is safer, above 1 is wilder.",
 )
-@click.option("-p", "--prime", default="", help="Text the model reads first (echoed).")
-@click.option("--seed", type=int, default=None, help="Seed for reproducible samples.")
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Sample only from the k most likely characters.",
+)
+@click.option(
+    "--top-p",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Sample only from the likeliest characters holding this much probability.",
+)
+@click.option("--greedy", is_flag=True, help="Always take the most likely character (-t 0).")
+@click.option("-p", "--prime", default=None, help="Text the model reads first.")
+@click.option(
+    "--prime-file",
+    default=None,
+    metavar="PATH",
+    help="Read the prime from a file; - for standard input.",
+)
+@click.option("--no-echo-prime", is_flag=True, help="Do not print the prime before the sample.")
+@click.option(
+    "--unknown",
+    type=click.Choice(["error", "skip"]),
+    default="error",
+    help="Prime characters the model never saw: fail, or leave them out.",
+)
+@click.option(
+    "--stop",
+    multiple=True,
+    metavar="STR",
+    help="End a sample where this text appears (repeatable).",
+)
+@click.option("--include-stop", is_flag=True, help="Keep the stop string at the sample's end.")
+@click.option(
+    "-N",
+    "--num-samples",
+    type=click.IntRange(min=1),
+    default=1,
+    help="Samples generated together as one batch.",
+)
+@click.option(
+    "--separator", default="\\n\\n", help="Printed between samples (\\n and \\t understood)."
+)
+@click.option("--seed", type=int, default=None, help="Same seed, same text (on the same machine).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "jsonl"]),
+    default="text",
+    help="jsonl: one JSON object per sample, with its settings.",
+)
 def sample(
     checkpoint: Path | None,
     checkpoint_dir: Path,
     cell: str | None,
-    device: str,
-    length: int,
-    temperature: float,
-    prime: str,
-    seed: int | None,
+    greedy: bool,
+    prime: str | None,
+    prime_file: str | None,
+    no_echo_prime: bool,
+    separator: str,
+    output_format: str,
+    **options: Any,
 ) -> None:
     """Generate text from CHECKPOINT (a .pt file or run folder) onto stdout.
 
     Without CHECKPOINT, the best checkpoint of the newest run under --checkpoint-dir.
     """
-    from charnn.sampler import sample as generate
+    import random
 
-    loaded = _load(checkpoint, checkpoint_dir, cell, device)
-    chunks = generate(
-        loaded,
-        length,
-        temperature=temperature,
-        prime=prime,
-        seed=seed,
-        device=next(loaded.model.parameters()).device,
-    )
+    from charnn.sampler import SampleConfig, generate, prepare_prime
+
+    if prime is not None and prime_file is not None:
+        raise click.UsageError("give --prime or --prime-file, not both")
+    if options["length"] == 0 and options["num_samples"] > 1 and not options["stop"]:
+        raise click.UsageError("--length 0 with several samples needs a --stop string")
+    loaded = _load(checkpoint, checkpoint_dir, cell)
+    text = _read_prime_file(prime_file) if prime_file is not None else (prime or "")
+    missing = loaded.vocab.unknown(text)
+    text = prepare_prime(text, loaded, options["unknown"])  # fails early on unknown characters
+    if missing:
+        click.echo(f"note: left out of the prime: {''.join(missing)!r}", err=True)
+    if options["seed"] is None:
+        options["seed"] = random.SystemRandom().randrange(2**32)  # recorded in JSONL
+    if greedy:
+        options["temperature"] = 0.0
+    config = SampleConfig(prime=text, stop=tuple(options.pop("stop")), **options)
+    echo = "" if no_echo_prime else text
+
+    if output_format == "jsonl":
+        texts = ["" for _ in range(config.num_samples)]
+        for i, piece in generate(loaded, config):
+            texts[i] += piece
+        for i, generated in enumerate(texts):
+            record = {
+                "index": i,
+                "text": generated,
+                "prime": text,
+                "checkpoint": str(loaded.path),
+                "temperature": config.temperature,
+                "top_k": config.top_k,
+                "top_p": config.top_p,
+                "seed": config.seed,
+            }
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return
+
     out = sys.stdout
-    out.write(prime)
-    last = prime[-1:]
-    for chunk in chunks:
+    out.write(echo)
+    out.flush()
+    later = ["" for _ in range(config.num_samples)]  # the first sample streams; others wait
+    last = echo[-1:]
+    for i, piece in generate(loaded, config):
+        if i == 0:
+            out.write(piece)
+            out.flush()
+            last = piece[-1]
+        else:
+            later[i] += piece
+    for generated in later[1:]:
+        chunk = _unescape(separator) + echo + generated
         out.write(chunk)
-        out.flush()
-        last = chunk
+        last = chunk[-1:] or last
     if out.isatty() and last != "\n":
         out.write("\n")
     out.flush()
@@ -268,7 +375,8 @@ def sample(
     type=click.Path(path_type=Path),
     metavar="[CHECKPOINT] FILE...",
 )
-@_checkpoint_option
+@_checkpoint_options
+@click.option("--device", type=click.Choice(DEVICES), default="auto")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
 @click.option("--encoding", default="utf-8", help="Text encoding of the files.")
 def evaluate(

@@ -94,6 +94,11 @@ def read_corpus(path: str | Path, encoding: str = "utf-8") -> str:
         raise CharnnError(f"{path} is empty: a corpus needs some text")
     if b"\x00" in data[:65536] and not encoding.lower().replace("-", "").startswith("utf16"):
         raise CharnnError(f"{path} looks like a binary file (it contains NUL bytes), not text")
+    return decode_text(data, str(path), encoding)
+
+
+def decode_text(data: bytes, source: str, encoding: str = "utf-8") -> str:
+    """Bytes -> text, dropping a leading BOM; a bad byte is reported with its offset."""
     try:
         codecs.lookup(encoding)
     except LookupError:
@@ -102,7 +107,7 @@ def read_corpus(path: str | Path, encoding: str = "utf-8") -> str:
         text = data.decode(encoding)
     except UnicodeDecodeError as err:
         raise CharnnError(
-            f"{path} is not valid {encoding}: bad byte 0x{data[err.start]:02x} at byte offset "
+            f"{source} is not valid {encoding}: bad byte 0x{data[err.start]:02x} at byte offset "
             f"{err.start}; convert the file or pass --encoding (for example latin-1)"
         ) from None
     return text.removeprefix(_BOM)

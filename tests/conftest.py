@@ -32,6 +32,31 @@ def make_text(n_chars: int, seed: int = 0) -> str:
     return ("\n".join(lines) + "\n")[:n_chars]
 
 
+TINY = ["--hidden-size", "32", "--embed-size", "8", "--layers", "1", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One small trained run (root, corpus, run folder), shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("run")
+    corpus = root / "corpus.txt"
+    corpus.write_text(make_text(20_000), encoding="utf-8")
+    proc = run_charnn(
+        "train",
+        str(corpus),
+        "--max-steps",
+        "30",
+        "--eval-every",
+        "15",
+        "--checkpoint-dir",
+        str(root / "ck"),
+        *TINY,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""  # training prints nothing on stdout
+    return root, corpus, root / "ck" / "corpus-lstm"
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     path = tmp_path / "corpus.txt"

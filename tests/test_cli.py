@@ -5,9 +5,7 @@ import os
 
 import pytest
 
-from conftest import make_text, run_charnn
-
-TINY = ["--hidden-size", "32", "--embed-size", "8", "--layers", "1", "--quiet"]
+from conftest import TINY, run_charnn
 
 
 def assert_one_line_error(proc, code=1):
@@ -16,28 +14,6 @@ def assert_one_line_error(proc, code=1):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 if code == 1 else lines, proc.stderr
     return proc.stderr
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One small run shared by the tests that only read it."""
-    root = tmp_path_factory.mktemp("run")
-    corpus = root / "corpus.txt"
-    corpus.write_text(make_text(20_000), encoding="utf-8")
-    proc = run_charnn(
-        "train",
-        str(corpus),
-        "--max-steps",
-        "30",
-        "--eval-every",
-        "15",
-        "--checkpoint-dir",
-        str(root / "ck"),
-        *TINY,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == ""  # training prints nothing on stdout
-    return root, corpus, root / "ck" / "corpus-lstm"
 
 
 def test_train_sample_eval_end_to_end(trained):
