@@ -30,6 +30,9 @@ _API = {
     "load_checkpoint": "charnn.checkpoint",
     "find_checkpoint": "charnn.checkpoint",
     "sample": "charnn.sampler",
+    "SampleConfig": "charnn.sampler",
+    "generate": "charnn.sampler",
+    "describe_checkpoint": "charnn.checkpoint",
     "evaluate": "charnn.evaluator",
     "EvalResult": "charnn.evaluator",
 }
@@ -40,12 +43,15 @@ __all__ = [
     "EvalResult",
     "LoadedModel",
     "ModelConfig",
+    "SampleConfig",
     "TrainConfig",
     "TrainResult",
     "Vocab",
     "__version__",
+    "describe_checkpoint",
     "evaluate",
     "find_checkpoint",
+    "generate",
     "load_checkpoint",
     "read_corpus",
     "sample",
@@ -53,12 +59,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from charnn.checkpoint import LoadedModel, find_checkpoint, load_checkpoint
+    from charnn.checkpoint import (
+        LoadedModel,
+        describe_checkpoint,
+        find_checkpoint,
+        load_checkpoint,
+    )
     from charnn.config import ModelConfig, TrainConfig
     from charnn.errors import CharnnError
     from charnn.evaluator import EvalResult, evaluate
     from charnn.model import CharRNN
-    from charnn.sampler import sample
+    from charnn.sampler import SampleConfig, generate, sample
     from charnn.trainer import TrainResult, train
     from charnn.vocab import Vocab, read_corpus
 

@@ -1,3 +1,3 @@
 from charnn.cli import main
 
-main()
+main(prog_name="charnn")  # the same name (and completion variable) as the console script

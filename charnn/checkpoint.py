@@ -9,6 +9,7 @@ checkpoint behind.
 
 from __future__ import annotations
 
+import json
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -152,3 +153,34 @@ def _cell_of(path: Path) -> str | None:
         return read_payload(path)["model_config"].get("cell")
     except CharnnError:
         return None
+
+
+def describe_checkpoint(path: str | Path) -> dict[str, Any]:
+    """What a checkpoint holds, as plain data: configs, vocabulary, step, metrics, history."""
+    path = Path(path)
+    if path.is_dir():
+        path = _run_checkpoint(path)
+    payload = read_payload(path)
+    history = []
+    metrics_log = path.parent / "metrics.jsonl"
+    if metrics_log.is_file():
+        for line in metrics_log.read_text(encoding="utf-8").splitlines():
+            try:
+                value = json.loads(line).get("val_bpc")
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a line cut short by a crash
+            if isinstance(value, int | float):
+                history.append(value)
+    return {
+        "path": str(path),
+        "format_version": payload["format_version"],
+        "charnn_version": payload.get("charnn_version"),
+        "step": payload["step"],
+        "model_config": payload["model_config"],
+        "train_config": payload.get("train_config", {}),
+        "vocab_size": len(payload["vocab"]),
+        "vocab": payload["vocab"],
+        "parameters": sum(t.numel() for t in payload["model_state"].values()),
+        "metrics": payload.get("metrics", {}),
+        "val_bpc_history": history,
+    }

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from charnn import __version__
-from charnn.config import CELLS, DEVICES, ModelConfig, TrainConfig, parse_duration
+from charnn.config import CELLS, DEVICES, ModelConfig, TrainConfig, parse_duration, read_config_file
 from charnn.errors import CharnnError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
@@ -68,8 +68,33 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(err)) from None
 
 
+def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """--config run.toml: its options become defaults, so flags and CHARNN_* still override."""
+    if value is None:
+        return
+    try:
+        options = read_config_file(value)
+    except CharnnError as err:
+        raise click.BadParameter(str(err)) from None
+    known = {p.name for p in ctx.command.params} - {"config", "help"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise click.BadParameter(
+            f"{value}: unknown option(s) {', '.join(unknown)}; `charnn train --help` lists them"
+        )
+    ctx.default_map = {**(ctx.default_map or {}), **options}
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("corpus", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    callback=_apply_config_file,
+    is_eager=True,
+    expose_value=False,
+    help="Read options from this TOML file (`hidden-size = 512`); flags override it.",
+)
 @click.option("--cell", type=click.Choice(CELLS), default=ModelConfig.cell, help="Recurrent cell.")
 @click.option("--layers", type=click.IntRange(min=1), default=ModelConfig.layers)
 @click.option("--hidden-size", type=click.IntRange(min=1), default=ModelConfig.hidden_size)
@@ -153,6 +178,17 @@ def train(corpus: Path, quiet: bool, checkpoint_dir: Path, **options: Any) -> No
     display.finished(result)
     if result.interrupted:
         sys.exit(EXIT_INTERRUPTED.get(stop.signal_name or "SIGINT", 130))
+
+
+def _options_from_environment(command: click.Command) -> None:
+    """Every train option can also come from CHARNN_<OPTION>, e.g. CHARNN_HIDDEN_SIZE=512."""
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name not in ("help",):
+            param.envvar = f"CHARNN_{param.name.upper()}"
+            param.show_envvar = True
+
+
+_options_from_environment(train)
 
 
 class _StopOnSignal:
@@ -427,6 +463,47 @@ def evaluate(
                 f"out: {r.unknown_chars[:40]!r}",
                 err=True,
             )
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def info(checkpoint: Path, as_json: bool) -> None:
+    """Describe CHECKPOINT (a .pt file or run folder): configs, vocabulary, metrics."""
+    from charnn.checkpoint import describe_checkpoint
+
+    described = describe_checkpoint(checkpoint)
+    if as_json:
+        sys.stdout.write(json.dumps(described, ensure_ascii=False) + "\n")
+        return
+    model, metrics = described["model_config"], described["metrics"]
+    lines = [
+        f"checkpoint   {described['path']}",
+        f"charnn       {described['charnn_version']} (format {described['format_version']})",
+        f"model        {model['cell']}, {model['layers']}x{model['hidden_size']}, embed "
+        f"{model['embed_size']}, dropout {model['dropout']}",
+        f"parameters   {described['parameters']:,}",
+        f"vocabulary   {described['vocab_size']} characters: {described['vocab']!r}",
+        f"step         {described['step']:,}",
+    ]
+    for key in ("val_bpc", "best_val_bpc", "train_loss", "elapsed"):
+        if metrics.get(key) is not None:
+            lines.append(f"{key:12} {metrics[key]:.4f}")
+    history = described.get("val_bpc_history") or []
+    if len(history) > 1:
+        lines.append(f"val history  {_sparkline(history)}  {history[0]:.3f} -> {history[-1]:.3f}")
+    lines.append("training config:")
+    config = dict(described["train_config"])
+    config.pop("model", None)
+    lines += [f"  {key:15} {value}" for key, value in config.items()]
+    click.echo("\n".join(lines))
+
+
+def _sparkline(values: list[float]) -> str:
+    bars = "▁▂▃▄▅▆▇█"
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(bars[round((v - low) / span * (len(bars) - 1))] for v in values)
 
 
 # ---------------------------------------------------------------- data

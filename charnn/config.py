@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from charnn.errors import CharnnError
 
@@ -108,3 +115,26 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise CharnnError(f"duration {text!r} must be longer than zero")
     return seconds
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Options from a TOML file, keys as Python names (`hidden-size` -> `hidden_size`).
+
+    TOML is data: nothing in the file is ever executed.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise CharnnError(f"config file not found: {path}") from None
+    except OSError as err:
+        raise CharnnError(f"cannot read config file {path}: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise CharnnError(f"{path} is not valid TOML: {err}") from None
+    nested = [key for key, value in data.items() if isinstance(value, dict)]
+    if nested:
+        raise CharnnError(
+            f"{path}: tables are not options ({', '.join(nested)}); write `key = value`"
+        )
+    return {key.replace("-", "_"): value for key, value in data.items()}

@@ -89,8 +89,10 @@ class Stepper:
 
     def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         """ids (B,) -> logits (B, vocab) and the new state."""
-        new_state = []
-        h = np.empty(0)  # the output of the layer below; layer 0 reads the input table instead
+        new_state: list = []
+        h: np.ndarray = np.empty(
+            0
+        )  # the output of the layer below; layer 0 reads the input table instead
         for k, (w_ih, b_ih, w_hh, b_hh, w_both) in enumerate(self.layers):
             previous = state[k]
             h_prev = previous[0] if self.cell == "lstm" else previous

@@ -64,9 +64,11 @@ def corpus(tmp_path: Path) -> Path:
     return path
 
 
-def run_charnn(*args: str, cwd: Path | None = None, input: str | None = None, timeout: float = 300):
+def run_charnn(*args: str, cwd=None, input=None, timeout: float = 300, env=None):
     """Run `python -m charnn ARGS` as a real subprocess; returns the CompletedProcess."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+    if env is None:  # a developer's own CHARNN_* settings must not change the tests
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHARNN_")}
+    env = {**env, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
     return subprocess.run(
         [sys.executable, "-m", "charnn", *args],
         cwd=cwd,

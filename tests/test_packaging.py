@@ -1,0 +1,56 @@
+"""The wheel and sdist build, and the wheel alone gives a working charnn in a fresh venv."""
+
+import subprocess
+import sys
+import tarfile
+import venv
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*command, **kwargs):
+    proc = subprocess.run([str(c) for c in command], capture_output=True, text=True, **kwargs)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+def test_wheel_installs_into_a_fresh_venv(tmp_path):
+    dist = tmp_path / "dist"
+    run(sys.executable, "-m", "build", "--outdir", dist, ROOT, timeout=600)
+    (wheel,) = dist.glob("*.whl")
+    (sdist,) = dist.glob("*.tar.gz")
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "charnn/py.typed" in names and "charnn/cli.py" in names
+    assert not [n for n in names if n.endswith((".pt", ".txt")) and "dist-info" not in n]
+    assert not [n for n in names if n.startswith(("data/", "checkpoints/", "tests/"))]
+    with tarfile.open(sdist) as archive:
+        members = archive.getnames()
+    assert not [m for m in members if "/checkpoints/" in m and not m.endswith(".gitkeep")]
+    assert not [m for m in members if "/data/" in m and not m.endswith("README.md")]
+
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    pip = env_dir / "bin" / "pip"
+    run(pip, "install", "-q", "torch==2.13.0", timeout=600)  # first, as the README says
+    run(pip, "install", "-q", wheel, timeout=600)
+    charnn = env_dir / "bin" / "charnn"
+    assert "charnn" in run(charnn, "--version").stdout
+    run(charnn, "data", "get", "pydoc", "--data-dir", tmp_path / "data")
+    run(
+        charnn,
+        "train",
+        tmp_path / "data" / "pydoc.txt",
+        "--max-steps",
+        "3",
+        "--hidden-size",
+        "16",
+        "--checkpoint-dir",
+        tmp_path / "ck",
+        "--quiet",
+        timeout=300,
+    )
+    sample = run(charnn, "sample", "--checkpoint-dir", tmp_path / "ck", "--length", "20")
+    assert len(sample.stdout) == 20
