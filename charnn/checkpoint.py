@@ -45,6 +45,21 @@ def to_cpu(value: Any) -> Any:
     return value
 
 
+def clone_tensors(value: Any) -> Any:
+    """A copy of nested dicts/lists with every tensor cloned into freshly allocated memory.
+
+    Tensors that torch.load returns can sit at a different memory alignment than fresh ones,
+    and oneDNN then computes bitwise-different results; an exact resume clones them first.
+    """
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {k: clone_tensors(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(clone_tensors(v) for v in value)
+    return value
+
+
 def make_payload(
     model: CharRNN,
     vocab: Vocab,
@@ -103,11 +118,15 @@ class LoadedModel:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def load_path(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's best.pt (else last.pt)."""
+    path = Path(path)
+    return _run_checkpoint(path) if path.is_dir() else path
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a checkpoint file (or a run folder's best.pt) as an eval-mode model on `device`."""
-    path = Path(path)
-    if path.is_dir():
-        path = _run_checkpoint(path)
+    path = load_path(path)
     payload = read_payload(path)
     try:
         config = ModelConfig.from_dict(payload["model_config"])
@@ -157,9 +176,7 @@ def _cell_of(path: Path) -> str | None:
 
 def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     """What a checkpoint holds, as plain data: configs, vocabulary, step, metrics, history."""
-    path = Path(path)
-    if path.is_dir():
-        path = _run_checkpoint(path)
+    path = load_path(path)
     payload = read_payload(path)
     history = []
     metrics_log = path.parent / "metrics.jsonl"

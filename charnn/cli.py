@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -162,20 +163,83 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     default=TrainConfig.checkpoint_dir,
 )
 @click.option("--name", default=None, help="Run folder name [default: CORPUS-CELL, numbered].")
+@click.option(
+    "--save-every",
+    type=click.IntRange(min=1),
+    default=TrainConfig.save_every,
+    help="Steps between saves of last.pt (evaluations also save).",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    default=TrainConfig.keep,
+    help="Older snapshots (step-N.pt) to keep besides last.pt and best.pt.",
+)
+@click.option(
+    "--on-nan",
+    type=click.Choice(["stop", "skip"]),
+    default=TrainConfig.on_nan,
+    help="A non-finite loss or gradient: stop (keeping the last good checkpoint), or "
+    "skip the batch and halve the learning rate.",
+)
+@click.option(
+    "--resume",
+    default=None,
+    metavar="RUN_DIR|CHECKPOINT|auto",
+    help="Continue a run exactly where it stopped; auto: the named run if it exists.",
+)
+@click.option(
+    "--init-from",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="CHECKPOINT",
+    help="Start a new run from these weights (fine-tuning); new characters are added.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress or log output.")
-def train(corpus: Path, quiet: bool, checkpoint_dir: Path, **options: Any) -> None:
+@click.pass_context
+def train(
+    ctx: click.Context,
+    corpus: Path,
+    quiet: bool,
+    checkpoint_dir: Path,
+    resume: str | None,
+    init_from: Path | None,
+    **options: Any,
+) -> None:
     """Train a model on CORPUS (a UTF-8 text file) and save checkpoints."""
+    from charnn.checkpoint import load_path, read_payload
     from charnn.progress import TrainDisplay
+    from charnn.runs import merged_config, resume_checkpoint
     from charnn.trainer import train as run_training
 
+    if resume is not None and init_from is not None:
+        raise click.UsageError("give --resume or --init-from, not both")
     model_keys = ("cell", "layers", "hidden_size", "embed_size", "dropout")
     model = ModelConfig(**{k: options.pop(k) for k in model_keys})
     config = TrainConfig(
         corpus=str(corpus), model=model, checkpoint_dir=str(checkpoint_dir), **options
     )
+    given = {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    }
+    # settings not given now come from the run being continued (or the weights' shape)
+    resume_path = None if resume is None else resume_checkpoint(resume, config, corpus)
+    source = resume_path if resume_path is not None else init_from
+    if source is not None:
+        saved = TrainConfig.from_dict(read_payload(load_path(source))["train_config"])
+        merged = merged_config(saved, config, given)
+        config = merged if resume_path is not None else replace(config, model=merged.model)
     with TrainDisplay(quiet=quiet) as display, _StopOnSignal() as stop:
-        result = run_training(config, on_event=display.on_event, stop_requested=stop.requested)
-    display.finished(result)
+        result = run_training(
+            config,
+            on_event=display.on_event,
+            stop_requested=stop.requested,
+            resume=resume_path if resume != "auto" else "auto",
+            init_from=init_from,
+        )
+    display.finished(result, corpus)
     if result.interrupted:
         sys.exit(EXIT_INTERRUPTED.get(stop.signal_name or "SIGINT", 130))
 
@@ -183,7 +247,7 @@ def train(corpus: Path, quiet: bool, checkpoint_dir: Path, **options: Any) -> No
 def _options_from_environment(command: click.Command) -> None:
     """Every train option can also come from CHARNN_<OPTION>, e.g. CHARNN_HIDDEN_SIZE=512."""
     for param in command.params:
-        if isinstance(param, click.Option) and param.name not in ("help",):
+        if isinstance(param, click.Option) and param.name not in ("help", "resume", "init_from"):
             param.envvar = f"CHARNN_{param.name.upper()}"
             param.show_envvar = True
 
@@ -463,6 +527,49 @@ def evaluate(
                 f"out: {r.unknown_chars[:40]!r}",
                 err=True,
             )
+
+
+@main.command("list", context_settings=CONTEXT)
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=TrainConfig.checkpoint_dir,
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run on stdout.")
+def list_command(checkpoint_dir: Path, as_json: bool) -> None:
+    """The runs under --checkpoint-dir, newest first."""
+    from charnn.runs import list_runs
+
+    runs = list_runs(checkpoint_dir)
+    if as_json:
+        for run in runs:
+            sys.stdout.write(json.dumps(run, ensure_ascii=False) + "\n")
+        return
+    if not runs:
+        click.echo(f"no runs under {checkpoint_dir}/", err=True)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("run", "cell", "size", "params", "steps", "best val bpc", "corpus", "modified"):
+        table.add_column(column, justify="right" if column in ("params", "steps") else "left")
+    for r in runs:
+        if "error" in r:
+            table.add_row(r["name"], "[red]unreadable[/red]", "", "", "", "", r["error"][:60], "")
+            continue
+        bpc = "-" if r["best_val_bpc"] is None else f"{r['best_val_bpc']:.4f}"
+        table.add_row(
+            r["name"],
+            r["cell"],
+            f"{r['layers']}x{r['hidden_size']}",
+            f"{r['parameters']:,}",
+            f"{r['steps']:,}",
+            bpc,
+            str(r["corpus"]),
+            r["modified"].replace("T", " "),
+        )
+    Console().print(table)
 
 
 @main.command(context_settings=CONTEXT)

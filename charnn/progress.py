@@ -3,6 +3,7 @@ log lines elsewhere (one per evaluation), nothing at all with --quiet."""
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Any
 
@@ -89,11 +90,16 @@ class TrainDisplay:
         elif isinstance(event, Saved):
             pass  # summarised once at the end
 
-    def finished(self, result: TrainResult) -> None:
+    def finished(self, result: TrainResult, corpus: object) -> None:
         where = result.run_dir
         if result.interrupted:
-            saved = f"saved {result.last_path}" if result.steps else "nothing to save yet"
-            self.log(f"interrupted at step {result.steps}; {saved}")
+            if not result.steps:
+                self.log("interrupted before the first step; nothing to save yet")
+                return
+            self.log(
+                f"interrupted at step {result.steps}; saved {result.last_path}. Continue with:\n"
+                f"  charnn train {shlex.quote(str(corpus))} --resume {shlex.quote(str(where))}"
+            )
             return
         self.log(
             f"done: {result.steps} steps in {_clock(result.elapsed)}, best val "

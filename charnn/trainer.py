@@ -6,8 +6,10 @@ The loop never prints. It reports what happens as events (`Progress`, `Evaluated
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -18,13 +20,30 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from charnn.checkpoint import BEST, LAST, make_payload, save_atomic
+from charnn.checkpoint import (
+    BEST,
+    LAST,
+    clone_tensors,
+    load_path,
+    make_payload,
+    read_payload,
+    save_atomic,
+    to_cpu,
+)
 from charnn.config import TrainConfig
 from charnn.data import TrainStreams, fit_shape, split_train_val
 from charnn.errors import CharnnError
 from charnn.evaluator import bits_per_char
 from charnn.model import CharRNN, State, detach_state
-from charnn.vocab import Vocab, read_corpus
+from charnn.runs import (
+    LOCK,
+    check_resumable,
+    claim_run_dir,
+    default_name,
+    resume_checkpoint,
+    run_lock,
+)
+from charnn.vocab import Vocab, describe_chars, read_corpus
 
 DEFAULT_EPOCHS = 10  # when no --max-steps, --epochs or --time-budget is given
 WARMUP = 0.02  # fraction of training spent raising the learning rate from zero
@@ -101,6 +120,31 @@ def lr_at(fraction: float, peak: float) -> float:
     return peak * 0.5 * (1.0 + math.cos(math.pi * decay))
 
 
+def capture_rng() -> dict[str, Any]:
+    """Every random number generator training might touch, as checkpoint-safe values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(_as_tuples(state["python"]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(value: Any) -> Any:
+    """random.setstate wants tuples where a checkpoint may hand back lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+
+
 def loss_on(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor, state: State | None):
     """Mean cross-entropy (nats/char) of one window, and the state after it."""
     logits, state = model(inputs, state)
@@ -108,8 +152,16 @@ def loss_on(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor, state: 
     return loss, state
 
 
+def _as_tuple(state: State) -> tuple[torch.Tensor, ...]:
+    return state if isinstance(state, tuple) else (state,)
+
+
 class Trainer:
-    """Trains one model on already-encoded ids; `run_dir=None` keeps everything in memory."""
+    """Trains one model on already-encoded ids; `run_dir=None` keeps everything in memory.
+
+    Everything needed to continue exactly where a run stopped lives in the fields below and is
+    saved in every checkpoint (see `resume_state` and `restore`).
+    """
 
     def __init__(
         self,
@@ -146,9 +198,16 @@ class Trainer:
             )
         self.streams = TrainStreams(train_ids, shape)
         self.total_steps = self._total_steps()
+        # where the run stands: all of it is saved, so a resumed run continues exactly
         self.step = 0
+        self.window = 0  # next window of the current pass
+        self.hidden: State | None = None  # carried from window to window, per stream
+        self.elapsed_before = 0.0  # training seconds spent before this process started
+        self.lr_scale = 1.0  # halved by each skipped non-finite batch (--on-nan skip)
         self.best_val_bpc = math.inf
         self.last_val_bpc = math.nan
+        self.corpus_sha256: str | None = None  # stored so a resume can check the text
+        self.chars_trained = 0  # by this process, for chars/s in metrics.jsonl
 
     def _total_steps(self) -> int | None:
         """Steps to run, or None when only the time budget decides."""
@@ -173,39 +232,44 @@ class Trainer:
 
     def run(self) -> TrainResult:
         model, streams, config = self.model, self.streams, self.config
-        start = time.perf_counter()
-        last_report, chars_since, loss_sum, losses = start, 0, torch.zeros(()), 0
+        start = time.perf_counter() - self.elapsed_before
+        last_report, chars_since, loss_sum, losses = time.perf_counter(), 0, 0.0, 0
         train_loss = math.nan
-        window, state = 0, None
         interrupted = False
         model.train()
         while (fraction := self._fraction(time.perf_counter() - start)) < 1.0:
             if self.stop_requested():
                 interrupted = True
                 break
-            if window == streams.windows_per_pass:  # a new pass starts from a zero state
-                window, state = 0, None
-            inputs, targets = (t.to(self.device, non_blocking=True) for t in streams.window(window))
-            lr = lr_at(fraction, config.lr)
+            if self.window == streams.windows_per_pass:  # a new pass starts from a zero state
+                self.window, self.hidden = 0, None
+            inputs, targets = streams.window(self.window)
+            inputs, targets = inputs.to(self.device), targets.to(self.device)
+            lr = lr_at(fraction, config.lr) * self.lr_scale
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
 
-            loss, state = loss_on(model, inputs, targets, state)
-            state = detach_state(state)
+            loss, new_hidden = loss_on(model, inputs, targets, self.hidden)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if config.clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            self.optimizer.step()
-
-            window += 1
+            max_norm = config.clip if config.clip > 0 else math.inf  # inf: measure, don't clip
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            loss_value = loss.item()
+            self.window += 1
             self.step += 1
-            loss_sum += loss.detach().cpu()
+            if not (math.isfinite(loss_value) and math.isfinite(grad_norm.item())):
+                self._non_finite(loss_value)  # raises, or skips this batch
+                continue
+            self.optimizer.step()
+            self.hidden = detach_state(new_hidden)
+
+            loss_sum += loss_value
             losses += 1
             chars_since += streams.chars_per_window
+            self.chars_trained += streams.chars_per_window
             now = time.perf_counter()
             if now - last_report >= PROGRESS_INTERVAL or self.step == self.total_steps:
-                train_loss = self._check_finite(float(loss_sum) / losses)
+                train_loss = loss_sum / losses
                 elapsed = now - start
                 fraction = self._fraction(elapsed)
                 self.emit(
@@ -220,18 +284,19 @@ class Trainer:
                         val_bpc=None if math.isnan(self.last_val_bpc) else self.last_val_bpc,
                     )
                 )
-                last_report, chars_since, loss_sum, losses = now, 0, torch.zeros(()), 0
+                last_report, chars_since, loss_sum, losses = now, 0, 0.0, 0
             if self.step % config.eval_every == 0:
-                if losses:
-                    train_loss = self._check_finite(float(loss_sum) / losses)
+                train_loss = loss_sum / losses if losses else train_loss
                 self._evaluate_and_save(train_loss, time.perf_counter() - start)
+            elif self.step % config.save_every == 0:
+                train_loss = loss_sum / losses if losses else train_loss
+                self._save(train_loss, time.perf_counter() - start, best=False)
 
-        if losses:
-            train_loss = self._check_finite(float(loss_sum) / losses)
+        train_loss = loss_sum / losses if losses else train_loss
         elapsed = time.perf_counter() - start
         if interrupted:  # save at once; the user is waiting
             if self.step > 0:
-                self._save(self._metrics(train_loss, self.last_val_bpc, elapsed), best=False)
+                self._save(train_loss, elapsed, best=False)
         elif self.step % config.eval_every != 0 or self.step == 0:
             self._evaluate_and_save(train_loss, elapsed)
         return TrainResult(
@@ -239,17 +304,26 @@ class Trainer:
             steps=self.step,
             best_val_bpc=self.best_val_bpc,
             final_val_bpc=self.last_val_bpc,
-            elapsed=time.perf_counter() - start,
+            elapsed=elapsed,
             interrupted=interrupted,
         )
 
-    def _check_finite(self, loss: float) -> float:
-        if not math.isfinite(loss):
+    def _non_finite(self, loss: float) -> None:
+        """A NaN or infinite loss or gradient: stop, or skip the batch at half the rate."""
+        if self.config.on_nan == "stop":
+            kept = f"; {self.run_dir / LAST} (the last good state) is kept" if self.run_dir else ""
             raise CharnnError(
-                f"training diverged at step {self.step} (loss is {loss}); the checkpoints "
-                "already saved are kept; try a lower --lr or a smaller --clip"
+                f"training diverged at step {self.step}: the loss or a gradient is not finite "
+                f"(loss {loss}){kept}; try a lower --lr, or --on-nan skip"
             )
-        return loss
+        self.optimizer.zero_grad(set_to_none=True)
+        self.lr_scale *= 0.5
+        self.emit(
+            Notice(
+                f"step {self.step}: non-finite loss or gradient; batch skipped, learning "
+                f"rate halved (now x{self.lr_scale:g})"
+            )
+        )
 
     def _evaluate_and_save(self, train_loss: float, elapsed: float) -> None:
         val_bpc = bits_per_char(self.model, self.val_ids, self.device)
@@ -258,81 +332,167 @@ class Trainer:
         self.last_val_bpc = val_bpc
         self.best_val_bpc = min(self.best_val_bpc, val_bpc)
         self.emit(Evaluated(self.step, train_loss, val_bpc, best, elapsed))
-        self._save(self._metrics(train_loss, val_bpc, elapsed), best)
+        self._save(train_loss, elapsed, best)
 
-    def _metrics(self, train_loss: float, val_bpc: float, elapsed: float) -> dict[str, Any]:
+    def _metrics(self, train_loss: float, elapsed: float) -> dict[str, Any]:
         def known(value: float) -> float | None:  # JSON has no NaN or infinity
             return value if math.isfinite(value) else None
 
+        segment = elapsed - self.elapsed_before  # this process's share of the training time
         return {
+            "time": time.time(),
+            "chars_per_sec": self.chars_trained / segment if segment > 0 else None,
             "train_loss": known(train_loss),
-            "val_bpc": known(val_bpc),
+            "val_bpc": known(self.last_val_bpc),
             "best_val_bpc": known(self.best_val_bpc),
+            "lr": self.optimizer.param_groups[0]["lr"],
             "elapsed": elapsed,
             "batch_size": self.streams.shape.batch_size,
             "seq_len": self.streams.shape.seq_len,
         }
 
-    def _save(self, metrics: dict[str, Any], best: bool) -> None:
+    def resume_state(self, elapsed: float) -> dict[str, Any]:
+        """Where the run stands, beyond weights and optimizer: enough to continue exactly."""
+        hidden = self.hidden
+        return {
+            "window": self.window,
+            "hidden": None if hidden is None else to_cpu(list(_as_tuple(hidden))),
+            "elapsed": elapsed,
+            "lr_scale": self.lr_scale,
+            "best_val_bpc": self.best_val_bpc,
+            "last_val_bpc": self.last_val_bpc,
+            "rng": capture_rng(),
+        }
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Continue from a checkpoint saved by `_save`, exactly where it stopped."""
+        payload = clone_tensors(payload)  # loaded tensors may sit at a different alignment
+        self.model.load_state_dict(payload["model_state"])
+        self.optimizer.load_state_dict(payload["optimizer_state"])
+        self.step = payload["step"]
+        resume = payload["resume"]
+        self.window = resume["window"]
+        hidden = resume["hidden"]
+        if hidden is not None:
+            tensors = tuple(t.to(self.device) for t in hidden)
+            self.hidden = tensors if self.model.config.cell == "lstm" else tensors[0]
+        self.elapsed_before = resume["elapsed"]
+        self.lr_scale = resume["lr_scale"]
+        self.best_val_bpc = resume["best_val_bpc"]
+        self.last_val_bpc = resume["last_val_bpc"]
+        restore_rng(resume["rng"])
+
+    @torch.no_grad()
+    def transplant(self, payload: dict[str, Any]) -> None:
+        """Start from another run's weights; characters new to it keep their fresh rows."""
+        old_vocab = Vocab(payload["vocab"])
+        rows = torch.tensor([self.vocab.chars.index(c) for c in old_vocab.chars])
+        own = self.model.state_dict()
+        try:
+            for key, value in payload["model_state"].items():
+                if key in ("embed.weight", "decoder.weight", "decoder.bias"):
+                    own[key][rows] = value.to(own[key].device)  # one row per character
+                else:
+                    own[key].copy_(value)
+        except (KeyError, RuntimeError) as err:
+            raise CharnnError(
+                f"--init-from checkpoint does not fit this model ({str(err).splitlines()[0]}): "
+                "leave out the model flags to take its shape"
+            ) from None
+
+    def _save(self, train_loss: float, elapsed: float, best: bool) -> None:
         """Append the metrics line, then write last.pt (and best.pt on a new best)."""
         if self.run_dir is None:
             return
+        metrics = self._metrics(train_loss, elapsed)
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
             log.write(json.dumps({"step": self.step, **metrics}) + "\n")
         payload = make_payload(
             self.model, self.vocab, self.config, self.optimizer.state_dict(), self.step, metrics
         )
+        payload["resume"] = self.resume_state(elapsed)
+        payload["corpus_sha256"] = self.corpus_sha256
         save_atomic(payload, self.run_dir / LAST)
         self.emit(Saved(self.run_dir / LAST))
         if best:
             save_atomic(payload, self.run_dir / BEST)
             self.emit(Saved(self.run_dir / BEST))
-
-
-def claim_run_dir(config: TrainConfig, corpus_path: Path) -> Path:
-    """Create this run's folder, never reusing one that already holds a run."""
-    root = Path(config.checkpoint_dir)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CharnnError(f"cannot create checkpoint folder {root}: {err.strerror}") from None
-    if config.name is not None:
-        run_dir = root / config.name
-        try:
-            run_dir.mkdir()
-        except FileExistsError:
-            if any(run_dir.iterdir()):
-                raise CharnnError(
-                    f"run folder {run_dir} already exists: choose another --name, or leave "
-                    "--name out to get a fresh folder"
-                ) from None
-        return run_dir
-    base = f"{corpus_path.stem}-{config.model.cell}"
-    for index in range(1, 10_000):
-        run_dir = root / (base if index == 1 else f"{base}-{index}")
-        try:
-            run_dir.mkdir()
-            return run_dir
-        except FileExistsError:
-            continue
-    raise CharnnError(f"too many runs named {base} under {root}: pass --name")
+        if self.config.keep > 0:
+            save_atomic(payload, self.run_dir / f"step-{self.step:08d}.pt")
+            for old in sorted(self.run_dir.glob("step-*.pt"))[: -self.config.keep]:
+                old.unlink()
 
 
 def train(
     config: TrainConfig,
     on_event: Callable[[Event], None] | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    *,
+    resume: str | Path | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
-    """Train a model on `config.corpus` and keep its checkpoints in a fresh run folder."""
+    """Train a model on `config.corpus`, keeping checkpoints in its run folder.
+
+    resume: a run folder or checkpoint to continue exactly, or "auto" (continue the run named by
+    --name, or CORPUS-CELL, if it has a last.pt; else start it). init_from: a checkpoint whose
+    weights start a new run (fine-tuning), its vocabulary extended by the corpus's characters.
+    """
     corpus_path = Path(config.corpus)
     text = read_corpus(corpus_path, config.encoding)
-    vocab = Vocab.from_text(text)
-    train_ids, val_ids = split_train_val(vocab.encode(text), config.val_frac)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     resolve_device(config.device)  # fail on a bad device before creating any folder
-    run_dir = claim_run_dir(config, corpus_path)
+    resume_path = None if resume is None else resume_checkpoint(str(resume), config, corpus_path)
+
+    start_from: dict | None = None
+    if resume_path is not None:
+        start_from = read_payload(resume_path)
+        check_resumable(config, TrainConfig.from_dict(start_from["train_config"]), resume_path)
+        vocab = Vocab(start_from["vocab"])
+        _check_same_corpus(start_from, digest, text, vocab, resume_path)
+        run_dir, fresh = resume_path.parent, False
+    else:
+        vocab = Vocab.from_text(text)
+        if init_from is not None:
+            start_from = read_payload(load_path(init_from))
+            vocab = Vocab.from_text(start_from["vocab"] + text)  # old characters plus new ones
+        if resume == "auto" and config.name is None:
+            config = replace(config, name=default_name(corpus_path, config.model.cell))
+        run_dir, fresh = claim_run_dir(config, corpus_path), True
+    train_ids, val_ids = split_train_val(vocab.encode(text), config.val_frac)
     try:
-        trainer = Trainer(config, vocab, train_ids, val_ids, run_dir, on_event, stop_requested)
-        return trainer.run()
+        with run_lock(run_dir):
+            for stale in run_dir.glob(".*.tmp"):  # half-written by a run that was killed
+                stale.unlink()
+            trainer = Trainer(config, vocab, train_ids, val_ids, run_dir, on_event, stop_requested)
+            trainer.corpus_sha256 = digest
+            if resume_path is not None and start_from is not None:
+                trainer.restore(start_from)
+            elif start_from is not None:
+                trainer.transplant(start_from)
+            return trainer.run()
     finally:
-        if not any(run_dir.iterdir()):  # a run that failed before saving leaves nothing behind
+        leftovers = [p for p in run_dir.iterdir() if p.name != LOCK] if run_dir.is_dir() else []
+        if fresh and not leftovers:  # a run that failed before saving leaves nothing behind
+            (run_dir / LOCK).unlink(missing_ok=True)
             run_dir.rmdir()
+
+
+def _check_same_corpus(payload: dict, digest: str, text: str, vocab: Vocab, path: Path) -> None:
+    if payload.get("corpus_sha256") == digest:
+        return
+    ours = Vocab.from_text(text)
+    if ours.chars != vocab.chars:
+        new = sorted(set(ours.chars) - set(vocab.chars))
+        gone = sorted(set(vocab.chars) - set(ours.chars))
+        detail = f"new characters {describe_chars(new)}" if new else ""
+        detail += ("; " if new and gone else "") + (
+            f"missing {describe_chars(gone)}" if gone else ""
+        )
+        raise CharnnError(
+            f"cannot resume {path} on this corpus: its vocabulary differs ({detail}); start a new "
+            "run from it with --init-from instead"
+        )
+    raise CharnnError(
+        f"cannot resume {path}: this corpus is not the text the run was trained on (its SHA-256 "
+        "differs); start a new run from it with --init-from instead"
+    )

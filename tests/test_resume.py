@@ -1,0 +1,226 @@
+"""Training never loses work: exact resume, kill -9, NaN, refusals, locks, fine-tuning."""
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+
+from charnn.checkpoint import load_checkpoint, read_payload
+from charnn.config import ModelConfig, TrainConfig
+from charnn.errors import CharnnError
+from charnn.runs import run_lock
+from charnn.trainer import Trainer, train
+from charnn.vocab import Vocab
+
+from conftest import TINY, make_text, run_charnn
+
+SMALL = ModelConfig(layers=2, hidden_size=24, embed_size=8, dropout=0.2)  # dropout: RNG in use
+
+
+def config_for(corpus, tmp_path, name, **overrides):
+    settings = dict(
+        corpus=str(corpus),
+        model=SMALL,
+        batch_size=4,
+        seq_len=16,
+        max_steps=40,
+        eval_every=10,
+        save_every=5,
+        device="cpu",
+        seed=3,
+        checkpoint_dir=str(tmp_path / "ck"),
+        name=name,
+    )
+    return TrainConfig(**{**settings, **overrides})
+
+
+def stop_after(k):
+    calls = {"n": 0}
+
+    def requested():
+        calls["n"] += 1
+        return calls["n"] > k  # asked once before each step: k steps run
+
+    return requested
+
+
+@pytest.fixture
+def small_corpus(tmp_path):
+    path = tmp_path / "small.txt"
+    path.write_text(make_text(2_000), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("k", [7, 10, 31])  # mid-interval, on an evaluation, after a new pass
+def test_stopped_and_resumed_run_is_bit_identical(tmp_path, small_corpus, k):
+    whole = train(config_for(small_corpus, tmp_path, "whole"))
+    cut = train(config_for(small_corpus, tmp_path, "cut"), stop_requested=stop_after(k))
+    assert cut.interrupted and cut.steps == k
+    resumed = train(config_for(small_corpus, tmp_path, "cut"), resume=tmp_path / "ck" / "cut")
+    assert resumed.steps == whole.steps == 40
+    a = read_payload(tmp_path / "ck" / "whole" / "last.pt")
+    b = read_payload(tmp_path / "ck" / "cut" / "last.pt")
+    for key, tensor in a["model_state"].items():
+        assert torch.equal(tensor, b["model_state"][key]), key
+    for slot_a, slot_b in zip(
+        a["optimizer_state"]["state"].values(), b["optimizer_state"]["state"].values(), strict=True
+    ):
+        assert all(torch.equal(slot_a[n], slot_b[n]) for n in slot_a)
+    assert a["metrics"]["val_bpc"] == b["metrics"]["val_bpc"]
+
+
+def test_resume_refuses_a_different_corpus_or_model(tmp_path, small_corpus):
+    train(config_for(small_corpus, tmp_path, "run", max_steps=6))
+    run = tmp_path / "ck" / "run"
+    other = tmp_path / "other.txt"
+    other.write_text(make_text(2_000) + "Ωmega", encoding="utf-8")
+    with pytest.raises(CharnnError, match="vocabulary differs.*'Ω'"):
+        train(config_for(other, tmp_path, "run"), resume=run)
+    shuffled = tmp_path / "shuffled.txt"  # the same characters, in another order
+    shuffled.write_text(small_corpus.read_text(encoding="utf-8")[::-1], encoding="utf-8")
+    with pytest.raises(CharnnError, match="not the text the run was trained on"):
+        train(config_for(shuffled, tmp_path, "run"), resume=run)
+    bigger = config_for(small_corpus, tmp_path, "run", model=replace(SMALL, hidden_size=32))
+    with pytest.raises(CharnnError, match="--hidden-size 32 \\(run: 24\\)"):
+        train(bigger, resume=run)
+
+
+def test_non_finite_loss_stops_without_saving_it(tmp_path, small_corpus, monkeypatch):
+    import charnn.trainer as trainer_module
+
+    real = trainer_module.loss_on
+    calls = {"n": 0}
+
+    def poisoned(model, inputs, targets, state):
+        calls["n"] += 1
+        loss, new_state = real(model, inputs, targets, state)
+        return (loss * float("nan") if calls["n"] == 8 else loss), new_state
+
+    monkeypatch.setattr(trainer_module, "loss_on", poisoned)
+    with pytest.raises(CharnnError, match="diverged at step 8"):
+        train(config_for(small_corpus, tmp_path, "stop"))
+    kept = load_checkpoint(tmp_path / "ck" / "stop" / "last.pt")
+    assert kept.step == 5  # the last good save
+    assert all(torch.isfinite(p).all() for p in kept.model.parameters())
+
+    calls["n"] = 0
+    events = []
+    result = train(
+        config_for(small_corpus, tmp_path, "skip", on_nan="skip"), on_event=events.append
+    )
+    assert result.steps == 40
+    assert any("batch skipped" in getattr(e, "message", "") for e in events)
+    payload = read_payload(tmp_path / "ck" / "skip" / "last.pt")
+    assert payload["resume"]["lr_scale"] == 0.5
+    assert all(torch.isfinite(t).all() for t in payload["model_state"].values())
+
+
+def test_init_from_extends_the_vocabulary(tmp_path, small_corpus):
+    train(config_for(small_corpus, tmp_path, "base", max_steps=4))
+    base = read_payload(tmp_path / "ck" / "base" / "last.pt")
+    text = make_text(2_000, seed=5) + "Ωmega ☃\n"
+    vocab = Vocab.from_text(base["vocab"] + text)
+    ids = vocab.encode(text)
+    trainer = Trainer(config_for(small_corpus, tmp_path, None), vocab, ids, ids)
+    trainer.transplant(base)
+    old_rows = [vocab.chars.index(c) for c in base["vocab"]]
+    assert torch.equal(trainer.model.embed.weight[old_rows], base["model_state"]["embed.weight"])
+    assert torch.equal(trainer.model.decoder.bias[old_rows], base["model_state"]["decoder.bias"])
+    assert {"Ω", "☃"} <= set(vocab.chars)
+
+
+def test_cli_fine_tunes_and_refuses_a_mismatched_resume(tmp_path, trained):
+    _, _, run = trained
+    other = tmp_path / "other.txt"
+    other.write_text(make_text(5_000, seed=2) + "Ωmega\n", encoding="utf-8")
+    ck = tmp_path / "ck"
+    proc = run_charnn(
+        "train",
+        str(other),
+        "--init-from",
+        str(run),
+        "--max-steps",
+        "3",
+        "--checkpoint-dir",
+        str(ck),
+        "--quiet",
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(run_charnn("info", str(ck / "other-lstm"), "--json").stdout)
+    assert "Ω" in info["vocab"] and info["model_config"]["hidden_size"] == 32  # shape kept
+    refused = run_charnn("train", str(other), "--resume", str(run), "--checkpoint-dir", str(ck))
+    assert refused.returncode == 1 and "vocabulary differs" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_one_writer_per_run_folder(tmp_path, small_corpus):
+    train(config_for(small_corpus, tmp_path, "run", max_steps=3))
+    run = tmp_path / "ck" / "run"
+    with run_lock(run):
+        proc = run_charnn("train", str(small_corpus), "--resume", str(run), "--quiet")
+    assert proc.returncode == 1 and "being written by another" in proc.stderr
+    proc = run_charnn(
+        "train", str(small_corpus), "--resume", str(run), "--max-steps", "5", "--quiet"
+    )
+    assert proc.returncode == 0, proc.stderr  # the lock went with its holder
+    assert load_checkpoint(run / "last.pt").step == 5
+
+
+def test_kill_9_at_random_moments_leaves_every_checkpoint_loadable(tmp_path, corpus):
+    rng = random.Random(0)
+    ck = tmp_path / "ck"
+    command = [
+        sys.executable,
+        "-m",
+        "charnn",
+        "train",
+        str(corpus),
+        "--resume",
+        "auto",
+        "--name",
+        "run",
+        "--checkpoint-dir",
+        str(ck),
+        "--time-budget",
+        "1h",
+        "--save-every",
+        "1",
+        "--eval-every",
+        "7",
+        "--keep",
+        "3",
+        *TINY,
+    ]
+    for _ in range(5):
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(1.5, 4.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        checkpoints = sorted((ck / "run").glob("*.pt"))
+        for path in checkpoints:
+            load_checkpoint(path)  # raises if any file is damaged
+    steps = [load_checkpoint(ck / "run" / "last.pt").step]
+    assert steps[0] > 0 and len(list((ck / "run").glob("step-*.pt"))) <= 3
+
+
+def test_list_shows_runs(tmp_path, trained):
+    root, _, run = trained
+    proc = run_charnn("list", "--checkpoint-dir", str(run.parent), "--json")
+    assert proc.returncode == 0, proc.stderr
+    (entry,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert entry["name"] == run.name and entry["cell"] == "lstm" and entry["steps"] == 30
+    table = run_charnn("list", "--checkpoint-dir", str(run.parent))
+    assert run.name in table.stdout
+
+
+def test_newer_checkpoint_format_is_refused(tmp_path):
+    path = tmp_path / "future.pt"
+    torch.save({"format_version": 99}, path)
+    with pytest.raises(CharnnError, match="newer than this charnn"):
+        read_payload(path)
