@@ -183,10 +183,11 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     if metrics_log.is_file():
         for line in metrics_log.read_text(encoding="utf-8").splitlines():
             try:
-                value = json.loads(line).get("val_bpc")
-            except (json.JSONDecodeError, AttributeError):
+                record = json.loads(line)
+            except json.JSONDecodeError:
                 continue  # a line cut short by a crash
-            if isinstance(value, int | float):
+            value = record.get("val_bpc") if isinstance(record, dict) else None
+            if record.get("evaluated", True) and isinstance(value, int | float):
                 history.append(value)
     return {
         "path": str(path),

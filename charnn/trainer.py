@@ -332,15 +332,16 @@ class Trainer:
         self.last_val_bpc = val_bpc
         self.best_val_bpc = min(self.best_val_bpc, val_bpc)
         self.emit(Evaluated(self.step, train_loss, val_bpc, best, elapsed))
-        self._save(train_loss, elapsed, best)
+        self._save(train_loss, elapsed, best, evaluated=True)
 
-    def _metrics(self, train_loss: float, elapsed: float) -> dict[str, Any]:
+    def _metrics(self, train_loss: float, elapsed: float, evaluated: bool) -> dict[str, Any]:
         def known(value: float) -> float | None:  # JSON has no NaN or infinity
             return value if math.isfinite(value) else None
 
         segment = elapsed - self.elapsed_before  # this process's share of the training time
         return {
             "time": time.time(),
+            "evaluated": evaluated,  # val_bpc was measured at this step (else: the latest)
             "chars_per_sec": self.chars_trained / segment if segment > 0 else None,
             "train_loss": known(train_loss),
             "val_bpc": known(self.last_val_bpc),
@@ -400,11 +401,11 @@ class Trainer:
                 "leave out the model flags to take its shape"
             ) from None
 
-    def _save(self, train_loss: float, elapsed: float, best: bool) -> None:
+    def _save(self, train_loss: float, elapsed: float, best: bool, evaluated: bool = False) -> None:
         """Append the metrics line, then write last.pt (and best.pt on a new best)."""
         if self.run_dir is None:
             return
-        metrics = self._metrics(train_loss, elapsed)
+        metrics = self._metrics(train_loss, elapsed, evaluated)
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
             log.write(json.dumps({"step": self.step, **metrics}) + "\n")
         payload = make_payload(

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -25,7 +27,11 @@ def run_dir(tmp_path):
 def test_run_folder_holds_last_and_best(run_dir):
     _, folder = run_dir
     assert (folder / "last.pt").is_file() and (folder / "best.pt").is_file()
-    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 2  # steps 10 and 20
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [10, 20]  # one line per save
+    for line in lines:
+        assert {"step", "time", "chars_per_sec", "train_loss", "val_bpc", "lr"} <= set(line)
+        assert line["evaluated"] and line["chars_per_sec"] > 0 and line["lr"] > 0
 
 
 def test_checkpoint_reloads_to_identical_logits(run_dir):
