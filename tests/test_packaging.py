@@ -23,7 +23,7 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path):
     (sdist,) = dist.glob("*.tar.gz")
 
     names = zipfile.ZipFile(wheel).namelist()
-    assert "charnn/py.typed" in names and "charnn/cli.py" in names
+    assert "charnn/py.typed" in names and "charnn/cli/train.py" in names
     assert not [n for n in names if n.endswith((".pt", ".txt")) and "dist-info" not in n]
     assert not [n for n in names if n.startswith(("data/", "checkpoints/", "tests/"))]
     with tarfile.open(sdist) as archive:

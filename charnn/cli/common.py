@@ -1,0 +1,34 @@
+"""What several commands share: context settings and finding and loading a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from charnn.config import CELLS, TrainConfig
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
+
+
+def checkpoint_options(func: Any) -> Any:
+    func = click.option(
+        "--checkpoint-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=TrainConfig.checkpoint_dir,
+        help="Where to look for the newest run when no checkpoint is given.",
+    )(func)
+    return click.option(
+        "--cell", type=click.Choice(CELLS), default=None, help="Newest run of this cell only."
+    )(func)
+
+
+def load_model(
+    checkpoint: Path | None, checkpoint_dir: Path, cell: str | None, device: str = "cpu"
+):
+    from charnn.checkpoint import find_checkpoint, load_checkpoint
+    from charnn.trainer import resolve_device
+
+    path = checkpoint if checkpoint is not None else find_checkpoint(checkpoint_dir, cell)
+    return load_checkpoint(path, resolve_device(device))

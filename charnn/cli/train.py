@@ -1,0 +1,249 @@
+"""`charnn train`: flags, a TOML file and CHARNN_* variables -> TrainConfig -> the trainer."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from charnn.cli.common import CONTEXT
+from charnn.config import (
+    CELLS,
+    DEVICES,
+    ModelConfig,
+    TrainConfig,
+    parse_duration,
+    read_config_file,
+)
+from charnn.errors import CharnnError
+
+EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except CharnnError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """--config run.toml: its options become defaults, so flags and CHARNN_* still override."""
+    if value is None:
+        return
+    try:
+        options = read_config_file(value)
+    except CharnnError as err:
+        raise click.BadParameter(str(err)) from None
+    known = {p.name for p in ctx.command.params} - {"config", "help"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise click.BadParameter(
+            f"{value}: unknown option(s) {', '.join(unknown)}; `charnn train --help` lists them"
+        )
+    ctx.default_map = {**(ctx.default_map or {}), **options}
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("corpus", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    callback=_apply_config_file,
+    is_eager=True,
+    expose_value=False,
+    help="Read options from this TOML file (`hidden-size = 512`); flags override it.",
+)
+@click.option("--cell", type=click.Choice(CELLS), default=ModelConfig.cell, help="Recurrent cell.")
+@click.option("--layers", type=click.IntRange(min=1), default=ModelConfig.layers)
+@click.option("--hidden-size", type=click.IntRange(min=1), default=ModelConfig.hidden_size)
+@click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=ModelConfig.dropout)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=TrainConfig.lr,
+    help="Peak learning rate (AdamW), warmed up then cosine-decayed.",
+)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=TrainConfig.weight_decay)
+@click.option(
+    "--clip",
+    type=click.FloatRange(min=0),
+    default=TrainConfig.clip,
+    help="Clip the global gradient norm to this; 0 disables.",
+)
+@click.option(
+    "--seq-len",
+    type=click.IntRange(min=1),
+    default=TrainConfig.seq_len,
+    help="Characters per window of truncated BPTT.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=TrainConfig.batch_size,
+    help="Contiguous streams trained in parallel.",
+)
+@click.option(
+    "--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps."
+)
+@click.option(
+    "--epochs",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many passes over the data (10 if no limit is given).",
+)
+@click.option(
+    "--time-budget",
+    callback=_duration,
+    default=None,
+    metavar="DURATION",
+    help="Train for this wall-clock time (90s, 5m, 1h); the schedule fits it.",
+)
+@click.option(
+    "--val-frac",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=TrainConfig.val_frac,
+    help="Last fraction of the text kept for validation.",
+)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=1),
+    default=TrainConfig.eval_every,
+    help="Steps between evaluations (and checkpoints); also at the end.",
+)
+@click.option("--seed", type=int, default=TrainConfig.seed)
+@click.option("--device", type=click.Choice(DEVICES), default=TrainConfig.device)
+@click.option("--encoding", default=TrainConfig.encoding, help="Text encoding of the corpus.")
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=TrainConfig.checkpoint_dir,
+)
+@click.option("--name", default=None, help="Run folder name [default: CORPUS-CELL, numbered].")
+@click.option(
+    "--save-every",
+    type=click.IntRange(min=1),
+    default=TrainConfig.save_every,
+    help="Steps between saves of last.pt (evaluations also save).",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    default=TrainConfig.keep,
+    help="Older snapshots (step-N.pt) to keep besides last.pt and best.pt.",
+)
+@click.option(
+    "--on-nan",
+    type=click.Choice(["stop", "skip"]),
+    default=TrainConfig.on_nan,
+    help="A non-finite loss or gradient: stop (keeping the last good checkpoint), or "
+    "skip the batch and halve the learning rate.",
+)
+@click.option(
+    "--resume",
+    default=None,
+    metavar="RUN_DIR|CHECKPOINT|auto",
+    help="Continue a run exactly where it stopped; auto: the named run if it exists.",
+)
+@click.option(
+    "--init-from",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="CHECKPOINT",
+    help="Start a new run from these weights (fine-tuning); new characters are added.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress or log output.")
+@click.pass_context
+def train(
+    ctx: click.Context,
+    corpus: Path,
+    quiet: bool,
+    checkpoint_dir: Path,
+    resume: str | None,
+    init_from: Path | None,
+    **options: Any,
+) -> None:
+    """Train a model on CORPUS (a UTF-8 text file) and save checkpoints."""
+    from charnn.checkpoint import load_path, read_payload
+    from charnn.progress import TrainDisplay
+    from charnn.runs import merged_config, resume_checkpoint
+    from charnn.trainer import train as run_training
+
+    if resume is not None and init_from is not None:
+        raise click.UsageError("give --resume or --init-from, not both")
+    model_keys = ("cell", "layers", "hidden_size", "embed_size", "dropout")
+    model = ModelConfig(**{k: options.pop(k) for k in model_keys})
+    config = TrainConfig(
+        corpus=str(corpus), model=model, checkpoint_dir=str(checkpoint_dir), **options
+    )
+    given = {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    }
+    # settings not given now come from the run being continued (or the weights' shape)
+    resume_path = None if resume is None else resume_checkpoint(resume, config, corpus)
+    source = resume_path if resume_path is not None else init_from
+    if source is not None:
+        saved = TrainConfig.from_dict(read_payload(load_path(source))["train_config"])
+        merged = merged_config(saved, config, given)
+        config = merged if resume_path is not None else replace(config, model=merged.model)
+    with TrainDisplay(quiet=quiet) as display, _StopOnSignal() as stop:
+        result = run_training(
+            config,
+            on_event=display.on_event,
+            stop_requested=stop.requested,
+            resume=resume_path if resume != "auto" else "auto",
+            init_from=init_from,
+        )
+    display.finished(result, corpus)
+    if result.interrupted:
+        sys.exit(EXIT_INTERRUPTED.get(stop.signal_name or "SIGINT", 130))
+
+
+def _options_from_environment(command: click.Command) -> None:
+    """Every train option can also come from CHARNN_<OPTION>, e.g. CHARNN_HIDDEN_SIZE=512."""
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name not in ("help", "resume", "init_from"):
+            param.envvar = f"CHARNN_{param.name.upper()}"
+            param.show_envvar = True
+
+
+_options_from_environment(train)
+
+
+class _StopOnSignal:
+    """Ctrl-C or SIGTERM asks training to stop after the current step; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> _StopOnSignal:
+        import signal
+
+        self._previous = {
+            s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)
+        }
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
