@@ -5,32 +5,57 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from charnn.cells import FORGET_ROWS, HAS_CELL_STATE, RecurrentStack
 from charnn.config import ModelConfig
 
-# LSTM state is (h, c); GRU and RNN state is h alone. Each is (layers, B, hidden).
+# LSTM-family state is (h, c); GRU and RNN state is h alone. Each is (layers, B, hidden).
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
-_FUSED = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+FUSED = {"rnn": nn.RNN, "rnn-relu": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
 class CharRNN(nn.Module):
-    """A character-level language model over PyTorch's fused recurrent modules."""
+    """A character-level language model: embedding -> recurrent stack -> linear decoder.
 
-    def __init__(self, config: ModelConfig) -> None:
+    The standard cells run on PyTorch's fused modules; peephole and cifg (and any cell, with
+    hand_written=True) on the hand-written cells of charnn.cells. Both name their parameters
+    alike, so their checkpoints load into each other.
+    """
+
+    def __init__(self, config: ModelConfig, hand_written: bool = False) -> None:
         super().__init__()
         if config.vocab_size < 1:
             raise ValueError("ModelConfig.vocab_size must be set from the corpus")
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.embed_size)
-        self.rnn = _FUSED[config.cell](
-            config.embed_size,
-            config.hidden_size,
-            num_layers=config.layers,
-            dropout=config.dropout if config.layers > 1 else 0.0,
-            batch_first=True,
-        )
+        dropout = config.dropout if config.layers > 1 else 0.0
+        self.rnn: nn.Module
+        if config.cell in FUSED and not hand_written:
+            extra = {"nonlinearity": "relu"} if config.cell == "rnn-relu" else {}
+            self.rnn = FUSED[config.cell](
+                config.embed_size,
+                config.hidden_size,
+                num_layers=config.layers,
+                dropout=dropout,
+                batch_first=True,
+                **extra,
+            )
+        else:
+            self.rnn = RecurrentStack(
+                config.cell, config.embed_size, config.hidden_size, config.layers, dropout
+            )
         self.drop = nn.Dropout(config.dropout)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        if config.cell in FORGET_ROWS and config.forget_bias is not None:
+            self._set_forget_bias(config.forget_bias)
+
+    @torch.no_grad()
+    def _set_forget_bias(self, value: float) -> None:
+        """Start the forget gates at σ(value): b_f = value (in bias_ih; bias_hh's part is 0)."""
+        H, block = self.config.hidden_size, FORGET_ROWS[self.config.cell]
+        for k in range(self.config.layers):
+            getattr(self.rnn, f"bias_ih_l{k}")[block * H : (block + 1) * H] = value
+            getattr(self.rnn, f"bias_hh_l{k}")[block * H : (block + 1) * H] = 0.0
 
     def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """ids (B, T) -> logits (B, T, vocab) and the state after the last character."""
@@ -41,7 +66,7 @@ class CharRNN(nn.Module):
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         shape = (self.config.layers, batch_size, self.config.hidden_size)
         zeros = torch.zeros(shape, device=device)
-        return (zeros, zeros.clone()) if self.config.cell == "lstm" else zeros
+        return (zeros, zeros.clone()) if self.config.cell in HAS_CELL_STATE else zeros
 
 
 def detach_state(state: State) -> State:

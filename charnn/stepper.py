@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from charnn.cells import GATES, HAS_CELL_STATE
 from charnn.model import CharRNN, State
 
 
@@ -33,13 +34,14 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 class Stepper:
     """Runs a CharRNN forward one character per call, for a batch of B independent streams.
 
-    The state is a list with one entry per layer: (h, c) for the LSTM, h otherwise, each (B, H).
+    The state is a list with one entry per layer: (h, c) for LSTM-family cells, h otherwise,
+    each (B, H).
     Weights are rearranged once, so that each layer's step is as few NumPy calls as possible:
     - layer 0's input projection W_ih·embed(x) + b_ih is a table lookup, one row per character;
     - LSTM and RNN layers above it compute W_ih·x + W_hh·h as one product, [x, h]·[W_ih; W_hh],
       with the two biases added together beforehand;
-    - the LSTM's candidate rows are doubled, because tanh(a) = 2σ(2a) − 1 lets one logistic
-      call cover all four gates.
+    - the LSTM's (and cifg's) candidate rows are doubled, because tanh(a) = 2σ(2a) − 1 lets one
+      logistic call cover all the gates.
     """
 
     def __init__(self, model: CharRNN) -> None:
@@ -47,10 +49,16 @@ class Stepper:
         self.cell = config.cell
         self.hidden = H = config.hidden_size
         rnn = model.rnn
-        # LSTM: scale the candidate (g) rows by 2 for the single-logistic trick above
-        scale = torch.ones(rnn.weight_hh_l0.shape[0])
-        if self.cell == "lstm":
-            scale[2 * H : 3 * H] = 2.0
+        # scale the candidate rows by 2 for the single-logistic trick above
+        scale = torch.ones(GATES[self.cell] * H)
+        candidate_block = {"lstm": 2, "cifg": 1}.get(self.cell)
+        if candidate_block is not None:
+            scale[candidate_block * H : (candidate_block + 1) * H] = 2.0
+        self.peepholes = [
+            _numpy(getattr(rnn, f"peephole_l{k}")).reshape(3, H)
+            for k in range(config.layers)
+            if self.cell == "peephole"
+        ]
         fold_biases = self.cell != "gru"  # the GRU keeps b_hn inside r ⊙ (W_hn·h + b_hn)
         with torch.no_grad():
             self.layers = []
@@ -90,12 +98,10 @@ class Stepper:
     def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         """ids (B,) -> logits (B, vocab) and the new state."""
         new_state: list = []
-        h: np.ndarray = np.empty(
-            0
-        )  # the output of the layer below; layer 0 reads the input table instead
+        h: np.ndarray = np.empty(0)  # the output of the layer below; layer 0 reads the table
         for k, (w_ih, b_ih, w_hh, b_hh, w_both) in enumerate(self.layers):
             previous = state[k]
-            h_prev = previous[0] if self.cell == "lstm" else previous
+            h_prev = previous[0] if self.cell in HAS_CELL_STATE else previous
             if self.cell == "gru":
                 x_proj = self.input_table[ids] if k == 0 else h @ w_ih + b_ih
                 h = self._gru(x_proj, h_prev @ w_hh + b_hh, h_prev)
@@ -105,21 +111,35 @@ class Stepper:
                 pre = self.input_table[ids] + h_prev @ w_hh  # W_ih·x + W_hh·h + b
             else:
                 pre = np.concatenate([h, h_prev], axis=1) @ w_both + b_ih
-            if self.cell == "lstm":
-                h, c = self._lstm(pre, previous[1])
+            if self.cell in HAS_CELL_STATE:
+                h, c = self._cell_state_step(k, pre, previous[1])
                 new_state.append((h, c))
             else:
-                h = np.tanh(pre)
+                h = np.maximum(pre, 0.0) if self.cell == "rnn-relu" else np.tanh(pre)
                 new_state.append(h)
         w_out, b_out = self.decoder
         return h @ w_out + b_out, new_state
 
-    def _lstm(self, pre: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _cell_state_step(
+        self, k: int, pre: np.ndarray, c: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The LSTM family (equations in charnn.cells), from the summed pre-activations."""
         H = self.hidden
-        gates = _sigmoid(pre)  # i, f, (g + 1) / 2, o
-        i, f, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 3 * H :]
-        g = 2.0 * gates[:, 2 * H : 3 * H] - 1.0  # = tanh of the unscaled pre-activation
-        c = f * c + i * g
+        if self.cell == "peephole":
+            p_i, p_f, p_o = self.peepholes[k]
+            i = _sigmoid(pre[:, :H] + p_i * c)
+            f = _sigmoid(pre[:, H : 2 * H] + p_f * c)
+            c = f * c + i * np.tanh(pre[:, 2 * H : 3 * H])
+            o = _sigmoid(pre[:, 3 * H :] + p_o * c)
+            return o * np.tanh(c), c
+        gates = _sigmoid(pre)  # the candidate's rows were doubled: 2σ(2a) − 1 = tanh(a)
+        if self.cell == "cifg":
+            f, g, o = gates[:, :H], 2.0 * gates[:, H : 2 * H] - 1.0, gates[:, 2 * H :]
+            c = f * c + (1.0 - f) * g
+        else:
+            i, f, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 3 * H :]
+            g = 2.0 * gates[:, 2 * H : 3 * H] - 1.0
+            c = f * c + i * g
         return o * np.tanh(c), c
 
     def _gru(self, x_proj: np.ndarray, h_proj: np.ndarray, h: np.ndarray) -> np.ndarray:

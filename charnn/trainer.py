@@ -376,7 +376,7 @@ class Trainer:
         hidden = resume["hidden"]
         if hidden is not None:
             tensors = tuple(t.to(self.device) for t in hidden)
-            self.hidden = tensors if self.model.config.cell == "lstm" else tensors[0]
+            self.hidden = tensors if len(tensors) == 2 else tensors[0]
         self.elapsed_before = resume["elapsed"]
         self.lr_scale = resume["lr_scale"]
         self.best_val_bpc = resume["best_val_bpc"]

@@ -32,9 +32,9 @@ def text(loaded, length=200, **options) -> str:
     return "".join(sample(loaded, length, **options))
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_stepper_matches_the_fused_module(cell):
-    """PyTorch is the oracle: stepping one character at a time gives the fused module's logits."""
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "rnn-relu", "peephole", "cifg"])
+def test_stepper_matches_the_model(cell):
+    """Stepping one character at a time gives the model's own logits (fused or hand-written)."""
     loaded = random_model(cell)
     model = loaded.model
     ids = torch.randint(0, len(VOCAB), (3, 12))

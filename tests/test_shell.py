@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from charnn.config import CELLS
+
 from conftest import run_charnn
 
 
@@ -90,7 +92,7 @@ def complete(words: str, index: int) -> list[str]:
 def test_bash_completion():
     assert "train" in complete("charnn tr", 1)
     assert complete("charnn train --hidden", 2) == ["--hidden-size"]
-    assert set(complete("charnn train --cell ", 3)) == {"rnn", "lstm", "gru"}
+    assert set(complete("charnn train --cell ", 3)) == set(CELLS)
     script = subprocess.run(
         [sys.executable, "-m", "charnn"],
         capture_output=True,

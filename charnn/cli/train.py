@@ -65,6 +65,13 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 @click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=ModelConfig.dropout)
 @click.option(
+    "--forget-bias",
+    type=float,
+    default=None,
+    help="Initial forget-gate bias of LSTM-family cells (char-rnn uses 1.0) "
+    "[default: PyTorch's initialisation].",
+)
+@click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
     default=TrainConfig.lr,
@@ -177,7 +184,7 @@ def train(
 
     if resume is not None and init_from is not None:
         raise click.UsageError("give --resume or --init-from, not both")
-    model_keys = ("cell", "layers", "hidden_size", "embed_size", "dropout")
+    model_keys = ("cell", "layers", "hidden_size", "embed_size", "dropout", "forget_bias")
     model = ModelConfig(**{k: options.pop(k) for k in model_keys})
     config = TrainConfig(
         corpus=str(corpus), model=model, checkpoint_dir=str(checkpoint_dir), **options
