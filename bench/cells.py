@@ -1,0 +1,73 @@
+"""Training speed of every cell at the default model size, against PyTorch's fused LSTM.
+
+    python bench/cells.py [--steps 6] [--rounds 3]
+
+For each cell it times forward + backward + clipping + AdamW on batches of the default shape
+(B x T characters) and prints training chars/s (best of the rounds) and the ratio to the fused
+`lstm` measured in the same run. The issue's target: peephole and cifg at least 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.nn import functional as F
+
+from charnn.config import CELLS, ModelConfig, TrainConfig
+from charnn.model import CharRNN
+
+VOCAB = 65
+
+
+def chars_per_sec(model: CharRNN, batch: int, seq: int, steps: int) -> float:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    inputs = torch.randint(0, VOCAB, (batch, seq))
+    targets = torch.randint(0, VOCAB, (batch, seq))
+    state = None
+
+    def step(state):
+        logits, state = model(inputs, state)
+        loss = F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+    state = step(state)  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        state = step(state)
+    return batch * seq * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    batch, seq = TrainConfig.batch_size, TrainConfig.seq_len
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, default model "
+        f"{ModelConfig.layers}x{ModelConfig.hidden_size}, batch {batch} x {seq}, "
+        f"best of {args.rounds}"
+    )
+    results = {}
+    for cell in CELLS:
+        torch.manual_seed(0)
+        model = CharRNN(ModelConfig(vocab_size=VOCAB, cell=cell))
+        path = "fused" if cell in ("rnn", "rnn-relu", "lstm", "gru") else "hand-written"
+        results[cell] = (
+            path,
+            max(chars_per_sec(model, batch, seq, args.steps) for _ in range(args.rounds)),
+        )
+    reference = results["lstm"][1]
+    print(f"{'cell':10} {'path':13} {'chars/s':>9} {'vs fused lstm':>14}")
+    for cell, (path, speed) in results.items():
+        print(f"{cell:10} {path:13} {speed:9,.0f} {speed / reference:14.2f}")
+
+
+if __name__ == "__main__":
+    main()
