@@ -11,7 +11,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from charnn.runs import (
     check_resumable,
     claim_run_dir,
     default_name,
+    merged_config,
     resume_checkpoint,
     run_lock,
 )
@@ -431,12 +432,15 @@ def train(
     *,
     resume: str | Path | None = None,
     init_from: str | Path | None = None,
+    given: Collection[str] | None = None,
 ) -> TrainResult:
     """Train a model on `config.corpus`, keeping checkpoints in its run folder.
 
     resume: a run folder or checkpoint to continue exactly, or "auto" (continue the run named by
     --name, or CORPUS-CELL, if it has a last.pt; else start it). init_from: a checkpoint whose
     weights start a new run (fine-tuning), its vocabulary extended by the corpus's characters.
+    given: the settings chosen explicitly (as the CLI knows them); the others then come from the
+    run being resumed, or the model's shape from `init_from`. None: all of `config` is meant.
     """
     corpus_path = Path(config.corpus)
     text = read_corpus(corpus_path, config.encoding)
@@ -447,7 +451,10 @@ def train(
     start_from: dict | None = None
     if resume_path is not None:
         start_from = read_payload(resume_path)
-        check_resumable(config, TrainConfig.from_dict(start_from["train_config"]), resume_path)
+        saved = TrainConfig.from_dict(start_from["train_config"])
+        if given is not None:
+            config = merged_config(saved, config, set(given))
+        check_resumable(config, saved, resume_path)
         vocab = Vocab(start_from["vocab"])
         _check_same_corpus(start_from, digest, text, vocab, resume_path)
         run_dir, fresh = resume_path.parent, False
@@ -456,6 +463,9 @@ def train(
         if init_from is not None:
             start_from = read_payload(load_path(init_from))
             vocab = Vocab.from_text(start_from["vocab"] + text)  # old characters plus new ones
+            if given is not None:  # take the weights' shape unless a model flag says otherwise
+                saved = TrainConfig.from_dict(start_from["train_config"])
+                config = replace(config, model=merged_config(saved, config, set(given)).model)
         if resume == "auto" and config.name is None:
             config = replace(config, name=default_name(corpus_path, config.model.cell))
         run_dir, fresh = claim_run_dir(config, corpus_path), True

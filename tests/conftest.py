@@ -32,6 +32,7 @@ def make_text(n_chars: int, seed: int = 0) -> str:
     return ("\n".join(lines) + "\n")[:n_chars]
 
 
+CHARNN = [sys.executable, "-m", "charnn"]  # the real command, in this interpreter
 TINY = ["--hidden-size", "32", "--embed-size", "8", "--layers", "1", "--quiet"]
 
 
@@ -70,7 +71,7 @@ def run_charnn(*args: str, cwd=None, input=None, timeout: float = 300, env=None)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHARNN_")}
     env = {**env, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
     return subprocess.run(
-        [sys.executable, "-m", "charnn", *args],
+        [*CHARNN, *args],
         cwd=cwd,
         input=input,
         capture_output=True,

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import TINY, run_charnn
+from conftest import CHARNN, TINY, run_charnn
 
 
 def assert_one_line_error(proc, code=1):
@@ -175,10 +175,9 @@ def test_unreadable_corpus(tmp_path, corpus):
 
 def test_piping_sample_into_head_ends_quietly(trained):
     import subprocess
-    import sys
 
     _, _, run = trained
-    command = [sys.executable, "-m", "charnn", "sample", str(run), "--length", "1000000"]
+    command = [*CHARNN, "sample", str(run), "--length", "1000000"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     head = proc.stdout.read(100)  # what `head -c 100` reads, then it closes the pipe
     proc.stdout.close()
@@ -191,13 +190,10 @@ def test_piping_sample_into_head_ends_quietly(trained):
 def test_interrupt_saves_last_and_exits(tmp_path, corpus, signame, code):
     import signal
     import subprocess
-    import sys
     import time
 
     command = [
-        sys.executable,
-        "-m",
-        "charnn",
+        *CHARNN,
         "train",
         str(corpus),
         "--time-budget",

@@ -4,7 +4,6 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import replace
 
@@ -18,7 +17,7 @@ from charnn.runs import run_lock
 from charnn.trainer import Trainer, train
 from charnn.vocab import Vocab
 
-from conftest import TINY, make_text, run_charnn
+from conftest import CHARNN, TINY, make_text, run_charnn
 
 SMALL = ModelConfig(layers=2, hidden_size=24, embed_size=8, dropout=0.2)  # dropout: RNG in use
 
@@ -176,9 +175,7 @@ def test_kill_9_at_random_moments_leaves_every_checkpoint_loadable(tmp_path, cor
     rng = random.Random(0)
     ck = tmp_path / "ck"
     command = [
-        sys.executable,
-        "-m",
-        "charnn",
+        *CHARNN,
         "train",
         str(corpus),
         "--resume",

@@ -3,11 +3,10 @@
 import json
 import os
 import subprocess
-import sys
 
 from charnn.config import CELLS
 
-from conftest import run_charnn
+from conftest import CHARNN, run_charnn
 
 
 def train_and_describe(tmp_path, corpus, *args, env=None):
@@ -84,7 +83,7 @@ def complete(words: str, index: int) -> list[str]:
         "COMP_WORDS": words,
         "COMP_CWORD": str(index),
     }
-    proc = subprocess.run([sys.executable, "-m", "charnn"], env=env, capture_output=True, text=True)
+    proc = subprocess.run(CHARNN, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return [line.split(",", 1)[1] for line in proc.stdout.splitlines()]
 
@@ -94,7 +93,7 @@ def test_bash_completion():
     assert complete("charnn train --hidden", 2) == ["--hidden-size"]
     assert set(complete("charnn train --cell ", 3)) == set(CELLS)
     script = subprocess.run(
-        [sys.executable, "-m", "charnn"],
+        CHARNN,
         capture_output=True,
         text=True,
         env={**os.environ, "_CHARNN_COMPLETE": "bash_source"},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -177,9 +176,7 @@ def train(
     **options: Any,
 ) -> None:
     """Train a model on CORPUS (a UTF-8 text file) and save checkpoints."""
-    from charnn.checkpoint import load_path, read_payload
     from charnn.progress import TrainDisplay
-    from charnn.runs import merged_config, resume_checkpoint
     from charnn.trainer import train as run_training
 
     if resume is not None and init_from is not None:
@@ -194,20 +191,14 @@ def train(
         for name in ctx.params
         if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
     }
-    # settings not given now come from the run being continued (or the weights' shape)
-    resume_path = None if resume is None else resume_checkpoint(resume, config, corpus)
-    source = resume_path if resume_path is not None else init_from
-    if source is not None:
-        saved = TrainConfig.from_dict(read_payload(load_path(source))["train_config"])
-        merged = merged_config(saved, config, given)
-        config = merged if resume_path is not None else replace(config, model=merged.model)
     with TrainDisplay(quiet=quiet) as display, _StopOnSignal() as stop:
         result = run_training(
             config,
             on_event=display.on_event,
             stop_requested=stop.requested,
-            resume=resume_path if resume != "auto" else "auto",
+            resume=resume,
             init_from=init_from,
+            given=given,  # settings not given now come from the run (or the weights' shape)
         )
     display.finished(result, corpus)
     if result.interrupted:
