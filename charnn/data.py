@@ -47,12 +47,17 @@ class StreamShape:
     seq_len: int  # T: characters per window
 
 
-def fit_shape(n_chars: int, batch_size: int, seq_len: int) -> StreamShape:
-    """Shrink B (then T) so that a text of `n_chars` holds at least one full window."""
+def fit_shape(n_chars: int, batch_size: int, seq_len: int, multiple: int = 1) -> StreamShape:
+    """Shrink B (then T) so that a text of `n_chars` holds at least one full window.
+
+    B stays a multiple of `multiple` (the number of processes sharing the rows).
+    """
     targets = n_chars - 1
-    if targets < 1:
-        raise CharnnError("the training split needs at least two characters")
-    batch_size = max(1, min(batch_size, targets // seq_len))
+    if targets < multiple:
+        raise CharnnError("the training split needs at least two characters per process")
+    if batch_size > targets // seq_len:  # too few windows: fewer rows, still divisible
+        fitted = targets // seq_len
+        batch_size = max(multiple, fitted - fitted % multiple)
     seq_len = min(seq_len, targets // batch_size)
     return StreamShape(batch_size, seq_len)
 

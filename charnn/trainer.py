@@ -12,6 +12,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Collection
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,9 @@ from charnn.checkpoint import (
 )
 from charnn.config import TrainConfig
 from charnn.data import TrainStreams, fit_shape, split_train_val
+from charnn.distributed import Ranks, process_group
 from charnn.errors import CharnnError
-from charnn.evaluator import bits_per_char
+from charnn.evaluator import stream_bounds, stream_nats
 from charnn.model import CharRNN, State, detach_state
 from charnn.runs import (
     LOCK,
@@ -93,6 +95,7 @@ class TrainResult:
     final_val_bpc: float
     elapsed: float
     interrupted: bool
+    rank: int = 0  # in a torchrun job, which process this result comes from
 
     @property
     def best_path(self) -> Path | None:
@@ -146,8 +149,11 @@ def _as_tuples(value: Any) -> Any:
     return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
 
 
-def loss_on(model: CharRNN, inputs: torch.Tensor, targets: torch.Tensor, state: State | None):
-    """Mean cross-entropy (nats/char) of one window, and the state after it."""
+def loss_on(
+    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, state: State | None
+) -> tuple[torch.Tensor, State]:
+    """Mean cross-entropy (nats/char) of one window, and the state after it (`model` is a
+    CharRNN, or one wrapped in DistributedDataParallel)."""
     logits, state = model(inputs, state)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
     return loss, state
@@ -161,7 +167,9 @@ class Trainer:
     """Trains one model on already-encoded ids; `run_dir=None` keeps everything in memory.
 
     Everything needed to continue exactly where a run stopped lives in the fields below and is
-    saved in every checkpoint (see `resume_state` and `restore`).
+    saved in every checkpoint (see `resume_state` and `restore`). In a torchrun job (`ranks`),
+    each process trains its block of the stream rows and all agree on every decision; see
+    charnn.distributed.
     """
 
     def __init__(
@@ -173,14 +181,18 @@ class Trainer:
         run_dir: Path | None = None,
         on_event: Callable[[Event], None] | None = None,
         stop_requested: Callable[[], bool] | None = None,
+        ranks: Ranks | None = None,
+        device: torch.device | None = None,
     ) -> None:
+        ranks = ranks or Ranks()
         self.config = config
         self.vocab = vocab
         self.val_ids = val_ids
-        self.run_dir = run_dir
-        self.emit = on_event or (lambda event: None)
+        self.ranks = ranks
+        self.run_dir = run_dir if ranks.is_main else None
+        self.emit = (on_event if ranks.is_main else None) or (lambda event: None)
         self.stop_requested = stop_requested or (lambda: False)
-        self.device = resolve_device(config.device)
+        self.device = device or resolve_device(config.device)
 
         torch.manual_seed(config.seed)
         model_config = replace(config.model, vocab_size=len(vocab))
@@ -189,7 +201,7 @@ class Trainer:
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
 
-        shape = fit_shape(len(train_ids), config.batch_size, config.seq_len)
+        shape = fit_shape(len(train_ids), config.batch_size, config.seq_len, ranks.world_size)
         if (shape.batch_size, shape.seq_len) != (config.batch_size, config.seq_len):
             self.emit(
                 Notice(
@@ -198,11 +210,12 @@ class Trainer:
                 )
             )
         self.streams = TrainStreams(train_ids, shape)
+        self.rows = ranks.rows(shape.batch_size)  # this process's streams
         self.total_steps = self._total_steps()
         # where the run stands: all of it is saved, so a resumed run continues exactly
         self.step = 0
         self.window = 0  # next window of the current pass
-        self.hidden: State | None = None  # carried from window to window, per stream
+        self.hidden: State | None = None  # carried from window to window, for self.rows
         self.elapsed_before = 0.0  # training seconds spent before this process started
         self.lr_scale = 1.0  # halved by each skipped non-finite batch (--on-nan skip)
         self.best_val_bpc = math.inf
@@ -232,30 +245,40 @@ class Trainer:
         return max(fractions)
 
     def run(self) -> TrainResult:
-        model, streams, config = self.model, self.streams, self.config
+        model, streams, config, ranks = self.model, self.streams, self.config, self.ranks
+        net: torch.nn.Module = model
+        if ranks.active:  # averages the gradients across processes during backward()
+            ids = [self.device] if self.device.type == "cuda" else None
+            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            if not ranks.is_main:  # dropout masks of its own (rank 0 keeps the saved RNG)
+                torch.manual_seed(config.seed + 1_000_003 * ranks.rank + self.step)
         start = time.perf_counter() - self.elapsed_before
         last_report, chars_since, loss_sum, losses = time.perf_counter(), 0, 0.0, 0
         train_loss = math.nan
         interrupted = False
         model.train()
-        while (fraction := self._fraction(time.perf_counter() - start)) < 1.0:
-            if self.stop_requested():
+        while True:
+            elapsed, stop = self._agreed_clock(start)
+            if (fraction := self._fraction(elapsed)) >= 1.0:
+                break
+            if stop:
                 interrupted = True
                 break
             if self.window == streams.windows_per_pass:  # a new pass starts from a zero state
                 self.window, self.hidden = 0, None
             inputs, targets = streams.window(self.window)
-            inputs, targets = inputs.to(self.device), targets.to(self.device)
+            inputs = inputs[self.rows].to(self.device)
+            targets = targets[self.rows].to(self.device)
             lr = lr_at(fraction, config.lr) * self.lr_scale
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
 
-            loss, new_hidden = loss_on(model, inputs, targets, self.hidden)
+            loss, new_hidden = loss_on(net, inputs, targets, self.hidden)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             max_norm = config.clip if config.clip > 0 else math.inf  # inf: measure, don't clip
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            loss_value = loss.item()
+            loss_value = self._mean_over_ranks(loss)
             self.window += 1
             self.step += 1
             if not (math.isfinite(loss_value) and math.isfinite(grad_norm.item())):
@@ -307,7 +330,23 @@ class Trainer:
             final_val_bpc=self.last_val_bpc,
             elapsed=elapsed,
             interrupted=interrupted,
+            rank=ranks.rank,
         )
+
+    def _agreed_clock(self, start: float) -> tuple[float, bool]:
+        """Seconds trained, and whether to stop: the same on every rank, so all stop together."""
+        elapsed, stop = time.perf_counter() - start, self.stop_requested()
+        if not self.ranks.active:
+            return elapsed, stop
+        agreed = self.ranks.all_reduce(torch.tensor([elapsed, float(stop)]), op="max")
+        return float(agreed[0]), bool(agreed[1])
+
+    def _mean_over_ranks(self, loss: torch.Tensor) -> float:
+        """The loss over all B rows (each rank holds the mean over its own rows)."""
+        if not self.ranks.active:
+            return loss.item()
+        total = self.ranks.all_reduce(loss.detach().reshape(1).double().cpu())
+        return float(total[0]) / self.ranks.world_size
 
     def _non_finite(self, loss: float) -> None:
         """A NaN or infinite loss or gradient: stop, or skip the batch at half the rate."""
@@ -326,9 +365,18 @@ class Trainer:
             )
         )
 
-    def _evaluate_and_save(self, train_loss: float, elapsed: float) -> None:
-        val_bpc = bits_per_char(self.model, self.val_ids, self.device)
+    def validate(self) -> float:
+        """Bits/char over the whole validation split; in a torchrun job each rank reads some of
+        its streams and the per-stream sums are added up, giving the single-process figure."""
+        n_streams = len(stream_bounds(len(self.val_ids) - 1))
+        mine = range(self.ranks.rank, n_streams, self.ranks.world_size)
+        nats = stream_nats(self.model, self.val_ids, self.device, mine)
+        nats = self.ranks.all_reduce(torch.from_numpy(nats)).numpy()  # one rank per stream
         self.model.train()
+        return float(nats.sum()) / (len(self.val_ids) - 1) / math.log(2)
+
+    def _evaluate_and_save(self, train_loss: float, elapsed: float) -> None:
+        val_bpc = self.validate()
         best = val_bpc < self.best_val_bpc
         self.last_val_bpc = val_bpc
         self.best_val_bpc = min(self.best_val_bpc, val_bpc)
@@ -353,12 +401,17 @@ class Trainer:
             "seq_len": self.streams.shape.seq_len,
         }
 
-    def resume_state(self, elapsed: float) -> dict[str, Any]:
+    def _all_hidden(self) -> list[torch.Tensor] | None:
+        """The carried state of all B streams, gathered from every rank (a collective)."""
+        if self.hidden is None:
+            return None
+        return [self.ranks.gather_rows(part) for part in _as_tuple(self.hidden)]
+
+    def resume_state(self, elapsed: float, hidden: list[torch.Tensor] | None) -> dict[str, Any]:
         """Where the run stands, beyond weights and optimizer: enough to continue exactly."""
-        hidden = self.hidden
         return {
             "window": self.window,
-            "hidden": None if hidden is None else to_cpu(list(_as_tuple(hidden))),
+            "hidden": None if hidden is None else to_cpu(hidden),
             "elapsed": elapsed,
             "lr_scale": self.lr_scale,
             "best_val_bpc": self.best_val_bpc,
@@ -375,8 +428,8 @@ class Trainer:
         resume = payload["resume"]
         self.window = resume["window"]
         hidden = resume["hidden"]
-        if hidden is not None:
-            tensors = tuple(t.to(self.device) for t in hidden)
+        if hidden is not None:  # all B streams were saved; this rank carries its own rows
+            tensors = tuple(t[:, self.rows].to(self.device) for t in hidden)
             self.hidden = tensors if len(tensors) == 2 else tensors[0]
         self.elapsed_before = resume["elapsed"]
         self.lr_scale = resume["lr_scale"]
@@ -404,6 +457,7 @@ class Trainer:
 
     def _save(self, train_loss: float, elapsed: float, best: bool, evaluated: bool = False) -> None:
         """Append the metrics line, then write last.pt (and best.pt on a new best)."""
+        hidden = self._all_hidden()  # every rank takes part; rank 0 writes
         if self.run_dir is None:
             return
         metrics = self._metrics(train_loss, elapsed, evaluated)
@@ -412,7 +466,7 @@ class Trainer:
         payload = make_payload(
             self.model, self.vocab, self.config, self.optimizer.state_dict(), self.step, metrics
         )
-        payload["resume"] = self.resume_state(elapsed)
+        payload["resume"] = self.resume_state(elapsed, hidden)
         payload["corpus_sha256"] = self.corpus_sha256
         save_atomic(payload, self.run_dir / LAST)
         self.emit(Saved(self.run_dir / LAST))
@@ -445,47 +499,60 @@ def train(
     corpus_path = Path(config.corpus)
     text = read_corpus(corpus_path, config.encoding)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    resolve_device(config.device)  # fail on a bad device before creating any folder
-    resume_path = None if resume is None else resume_checkpoint(str(resume), config, corpus_path)
+    device = resolve_device(config.device)  # fail on a bad device before creating any folder
+    with process_group(device) as (ranks, device):
+        # rank 0 alone decides which folder and checkpoint to use; the others are told
+        resume_path = None
+        if resume is not None:
+            resume_path = ranks.on_main(lambda: resume_checkpoint(str(resume), config, corpus_path))
 
-    start_from: dict | None = None
-    if resume_path is not None:
-        start_from = read_payload(resume_path)
-        saved = TrainConfig.from_dict(start_from["train_config"])
-        if given is not None:
-            config = merged_config(saved, config, set(given))
-        check_resumable(config, saved, resume_path)
-        vocab = Vocab(start_from["vocab"])
-        _check_same_corpus(start_from, digest, text, vocab, resume_path)
-        run_dir, fresh = resume_path.parent, False
-    else:
-        vocab = Vocab.from_text(text)
-        if init_from is not None:
-            start_from = read_payload(load_path(init_from))
-            vocab = Vocab.from_text(start_from["vocab"] + text)  # old characters plus new ones
-            if given is not None:  # take the weights' shape unless a model flag says otherwise
-                saved = TrainConfig.from_dict(start_from["train_config"])
-                config = replace(config, model=merged_config(saved, config, set(given)).model)
-        if resume == "auto" and config.name is None:
-            config = replace(config, name=default_name(corpus_path, config.model.cell))
-        run_dir, fresh = claim_run_dir(config, corpus_path), True
-    train_ids, val_ids = split_train_val(vocab.encode(text), config.val_frac)
-    try:
-        with run_lock(run_dir):
-            for stale in run_dir.glob(".*.tmp"):  # half-written by a run that was killed
-                stale.unlink()
-            trainer = Trainer(config, vocab, train_ids, val_ids, run_dir, on_event, stop_requested)
-            trainer.corpus_sha256 = digest
-            if resume_path is not None and start_from is not None:
-                trainer.restore(start_from)
-            elif start_from is not None:
-                trainer.transplant(start_from)
-            return trainer.run()
-    finally:
-        leftovers = [p for p in run_dir.iterdir() if p.name != LOCK] if run_dir.is_dir() else []
-        if fresh and not leftovers:  # a run that failed before saving leaves nothing behind
-            (run_dir / LOCK).unlink(missing_ok=True)
-            run_dir.rmdir()
+        start_from: dict | None = None
+        if resume_path is not None:
+            start_from = read_payload(resume_path)
+            saved = TrainConfig.from_dict(start_from["train_config"])
+            if given is not None:
+                config = merged_config(saved, config, set(given))
+            check_resumable(config, saved, resume_path)
+            vocab = Vocab(start_from["vocab"])
+            _check_same_corpus(start_from, digest, text, vocab, resume_path)
+            run_dir, fresh = resume_path.parent, False
+        else:
+            vocab = Vocab.from_text(text)
+            if init_from is not None:
+                start_from = read_payload(load_path(init_from))
+                vocab = Vocab.from_text(start_from["vocab"] + text)  # old characters plus new
+                if given is not None:  # take the weights' shape unless a model flag says not
+                    saved = TrainConfig.from_dict(start_from["train_config"])
+                    config = replace(config, model=merged_config(saved, config, set(given)).model)
+            if resume == "auto" and config.name is None:
+                config = replace(config, name=default_name(corpus_path, config.model.cell))
+            claimed = config  # the lambda must not see later rebindings
+            run_dir, fresh = ranks.on_main(lambda: claim_run_dir(claimed, corpus_path)), True
+        train_ids, val_ids = split_train_val(vocab.encode(text), config.val_frac)
+        owner = ranks.is_main  # only rank 0 writes to the run folder
+        try:
+            with run_lock(run_dir) if owner else nullcontext():
+                if owner:
+                    for stale in run_dir.glob(".*.tmp"):  # half-written by a killed run
+                        stale.unlink()
+                trainer = Trainer(
+                    config, vocab, train_ids, val_ids, run_dir, on_event, stop_requested,
+                    ranks=ranks, device=device,
+                )  # fmt: skip
+                trainer.corpus_sha256 = digest
+                if resume_path is not None and start_from is not None:
+                    trainer.restore(start_from)
+                elif start_from is not None:
+                    trainer.transplant(start_from)
+                return trainer.run()
+        finally:
+            if owner and fresh and _holds_nothing(run_dir):  # a run that failed before saving
+                (run_dir / LOCK).unlink(missing_ok=True)  # leaves nothing behind
+                run_dir.rmdir()
+
+
+def _holds_nothing(run_dir: Path) -> bool:
+    return run_dir.is_dir() and all(p.name == LOCK for p in run_dir.iterdir())
 
 
 def _check_same_corpus(payload: dict, digest: str, text: str, vocab: Vocab, path: Path) -> None:

@@ -176,6 +176,7 @@ def train(
     **options: Any,
 ) -> None:
     """Train a model on CORPUS (a UTF-8 text file) and save checkpoints."""
+    from charnn.distributed import is_main_process
     from charnn.progress import TrainDisplay
     from charnn.trainer import train as run_training
 
@@ -191,6 +192,7 @@ def train(
         for name in ctx.params
         if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
     }
+    quiet = quiet or not is_main_process()  # in a torchrun job, rank 0 reports for all
     with TrainDisplay(quiet=quiet) as display, _StopOnSignal() as stop:
         result = run_training(
             config,
