@@ -8,7 +8,8 @@ checkpoint moves between the fused and the hand-written paths wherever the math 
 
 Training and sampling use PyTorch's fused modules for rnn, rnn-relu, lstm and gru, and these
 cells for the variants PyTorch does not have: peephole and cifg. Gate rows are stacked in the
-order named in each docstring.
+order named in each docstring. Given a `seen` dict, a step also records its gates there (by the
+names in SEEN), which is how `charnn viz` looks inside.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+Seen = dict[str, Tensor] | None  # where a step records its gates, when asked
+
 
 def rnn_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor, relu: bool = False) -> Tensor:
     """The vanilla RNN:  h_t = act(W·x_t + U·h_{t−1} + b),  act = tanh (or ReLU for rnn-relu)."""
@@ -25,7 +28,7 @@ def rnn_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor, relu: bool = Fal
     return torch.relu(pre) if relu else torch.tanh(pre)
 
 
-def gru_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
+def gru_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor, seen: Seen = None) -> Tensor:
     """The GRU as PyTorch defines it (Cho et al. 2014); rows: r, z, n.
 
     r_t = σ(W_r·x_t + b_ir + U_r·h_{t−1} + b_hr)          reset gate
@@ -38,11 +41,13 @@ def gru_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
     r = torch.sigmoid(x_r + h_r)
     z = torch.sigmoid(x_z + h_z)
     n = torch.tanh(x_n + r * h_n)
+    if seen is not None:
+        seen.update(reset=r, update=z)
     return (1 - z) * n + z * h
 
 
 def lstm_step(
-    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor
+    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor, seen: Seen = None
 ) -> tuple[Tensor, Tensor]:
     """The LSTM; rows: i, f, C̃, o.  [h_{t−1}, x_t] is split into W·x_t + U·h_{t−1}.
 
@@ -60,11 +65,13 @@ def lstm_step(
     candidate = torch.tanh(x_c + h_c)
     c = f * c + i * candidate
     o = torch.sigmoid(x_o + h_o)
+    if seen is not None:
+        seen.update(forget=f, input=i, output=o)
     return o * torch.tanh(c), c
 
 
 def peephole_step(
-    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor, peep: Tensor
+    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor, peep: Tensor, seen: Seen = None
 ) -> tuple[Tensor, Tensor]:
     """The peephole LSTM (Gers & Schmidhuber 2000); rows: i, f, C̃, o; peep rows: p_i, p_f, p_o.
 
@@ -84,11 +91,13 @@ def peephole_step(
     candidate = torch.tanh(x_c + h_c)
     c = f * c + i * candidate
     o = torch.sigmoid(x_o + h_o + p_o * c)
+    if seen is not None:
+        seen.update(forget=f, input=i, output=o)
     return o * torch.tanh(c), c
 
 
 def cifg_step(
-    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor
+    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor, seen: Seen = None
 ) -> tuple[Tensor, Tensor]:
     """The LSTM with coupled input and forget gates; rows: f, C̃, o.
 
@@ -105,12 +114,23 @@ def cifg_step(
     candidate = torch.tanh(x_c + h_c)
     c = f * c + (1 - f) * candidate
     o = torch.sigmoid(x_o + h_o)
+    if seen is not None:
+        seen.update(forget=f, input=1 - f, output=o)
     return o * torch.tanh(c), c
 
 
 GATES = {"rnn": 1, "rnn-relu": 1, "gru": 3, "lstm": 4, "peephole": 4, "cifg": 3}
 HAS_CELL_STATE = {"lstm", "peephole", "cifg"}
 FORGET_ROWS = {"lstm": 1, "peephole": 1, "cifg": 0}  # which block of gate rows is f
+# What a layer of each cell shows, step by step: its state and the gates a step records
+SEEN = {
+    "rnn": ("hidden",),
+    "rnn-relu": ("hidden",),
+    "gru": ("hidden", "update", "reset"),
+    "lstm": ("hidden", "cell", "forget", "input", "output"),
+    "peephole": ("hidden", "cell", "forget", "input", "output"),
+    "cifg": ("hidden", "cell", "forget", "input", "output"),
+}
 
 
 class RecurrentStack(nn.Module):
@@ -149,7 +169,9 @@ class RecurrentStack(nn.Module):
                     nn.Parameter(torch.empty(3 * hidden_size).uniform_(-bound, bound)),
                 )
 
-    def forward(self, x: Tensor, state=None):
+    def forward(self, x: Tensor, state=None, record: list[dict[str, list[Tensor]]] | None = None):
+        """x (B, T, input) -> outputs (B, T, H) and the final state. Given `record` (one dict per
+        layer), each step appends what it saw to record[k][name] (names in SEEN), each (B, H)."""
         B = x.shape[0]
         H = self.hidden_size
         if state is None:
@@ -168,21 +190,26 @@ class RecurrentStack(nn.Module):
                 h, c = state[k], None
             outputs = []
             for t in range(x.shape[1]):
-                h, c = self._step(k, xw[:, t], h, c, w_hh, b_hh)
+                seen: Seen = None if record is None else {}
+                h, c = self._step(k, xw[:, t], h, c, w_hh, b_hh, seen)
                 outputs.append(h)
+                if record is not None and seen is not None:
+                    seen.update(hidden=h, **({} if c is None else {"cell": c}))
+                    for name, value in seen.items():
+                        record[k].setdefault(name, []).append(value)
             x = torch.stack(outputs, dim=1)  # (B, T, H)
             hs.append(h)
             cs.append(c)
         h_n = torch.stack(hs)
         return x, ((h_n, torch.stack(cs)) if self.cell in HAS_CELL_STATE else h_n)
 
-    def _step(self, k, xw, h, c, w_hh, b_hh):
+    def _step(self, k, xw, h, c, w_hh, b_hh, seen: Seen):
         if self.cell in ("rnn", "rnn-relu"):
             return rnn_step(xw, h, w_hh, b_hh, relu=self.cell == "rnn-relu"), None
         if self.cell == "gru":
-            return gru_step(xw, h, w_hh, b_hh), None
+            return gru_step(xw, h, w_hh, b_hh, seen), None
         if self.cell == "lstm":
-            return lstm_step(xw, h, c, w_hh, b_hh)
+            return lstm_step(xw, h, c, w_hh, b_hh, seen)
         if self.cell == "peephole":
-            return peephole_step(xw, h, c, w_hh, b_hh, getattr(self, f"peephole_l{k}"))
-        return cifg_step(xw, h, c, w_hh, b_hh)
+            return peephole_step(xw, h, c, w_hh, b_hh, getattr(self, f"peephole_l{k}"), seen)
+        return cifg_step(xw, h, c, w_hh, b_hh, seen)

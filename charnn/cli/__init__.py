@@ -20,6 +20,7 @@ from charnn.cli.evaluate import evaluate
 from charnn.cli.runs import info, list_command
 from charnn.cli.sample import sample
 from charnn.cli.train import train
+from charnn.cli.viz import plot, viz
 from charnn.errors import CharnnError
 
 
@@ -57,5 +58,5 @@ def main() -> None:
     """
 
 
-for command in (train, sample, evaluate, list_command, info, data):
+for command in (train, sample, evaluate, list_command, info, viz, plot, data):
     main.add_command(command)
