@@ -66,7 +66,7 @@ def lstm_step(
     c = f * c + i * candidate
     o = torch.sigmoid(x_o + h_o)
     if seen is not None:
-        seen.update(forget=f, input=i, output=o)
+        seen.update(forget=f, input=i, candidate=candidate, output=o)
     return o * torch.tanh(c), c
 
 
@@ -92,7 +92,7 @@ def peephole_step(
     c = f * c + i * candidate
     o = torch.sigmoid(x_o + h_o + p_o * c)
     if seen is not None:
-        seen.update(forget=f, input=i, output=o)
+        seen.update(forget=f, input=i, candidate=candidate, output=o)
     return o * torch.tanh(c), c
 
 
@@ -115,7 +115,7 @@ def cifg_step(
     c = f * c + (1 - f) * candidate
     o = torch.sigmoid(x_o + h_o)
     if seen is not None:
-        seen.update(forget=f, input=1 - f, output=o)
+        seen.update(forget=f, input=1 - f, candidate=candidate, output=o)
     return o * torch.tanh(c), c
 
 
@@ -188,6 +188,15 @@ class RecurrentStack(nn.Module):
                 h, c = state[0][k], state[1][k]
             else:
                 h, c = state[k], None
+            if c is not None and record is None and torch.is_grad_enabled():
+                # training: the same steps, with the backward pass written out
+                from charnn.sequence import LSTMFamilyWindow  # it imports the steps from here
+
+                peep = getattr(self, f"peephole_l{k}", xw.new_empty(0))
+                x, h, c = LSTMFamilyWindow.apply(self.cell, xw, h, c, w_hh, b_hh, peep)
+                hs.append(h)
+                cs.append(c)
+                continue
             outputs = []
             for t in range(x.shape[1]):
                 seen: Seen = None if record is None else {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ else:  # pragma: no cover - Python 3.10
 from charnn.errors import CharnnError
 
 CELLS = ("rnn", "rnn-relu", "lstm", "gru", "peephole", "cifg")
+PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -74,6 +75,8 @@ class TrainConfig:
     on_nan: str = "stop"  # a non-finite loss or gradient: "stop", or "skip" the batch
     seed: int = 1337
     device: str = "auto"
+    precision: str = "fp32"  # "bf16" or "fp16": autocast the forward pass (fp16 scales the loss)
+    threads: int | None = None  # CPU threads for PyTorch; None: PyTorch's default
     encoding: str = "utf-8"
     checkpoint_dir: str = "checkpoints"
     name: str | None = None
@@ -93,6 +96,8 @@ class TrainConfig:
         _check(self.save_every >= 1, "--save-every must be at least 1")
         _check(self.keep >= 0, "--keep must be 0 or more")
         _check(self.on_nan in ("stop", "skip"), "--on-nan must be 'stop' or 'skip'")
+        _check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}")
+        _check(self.threads is None or self.threads >= 1, "--threads must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,3 +152,23 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             f"{path}: tables are not options ({', '.join(nested)}); write `key = value`"
         )
     return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+LONG_BUDGET = 180.0  # seconds: from here on a wider model wins (README, "Defaults")
+LONGER_BUDGET = 480.0  # ...and from here on it overfits tinyshakespeare without dropout
+
+
+def budget_defaults(config: TrainConfig, given: set[str]) -> TrainConfig:
+    """The defaults tuned for --time-budget, for the settings not chosen explicitly.
+
+    Measured on tinyshakespeare with a 2-core CPU: within about a minute a 2x256 LSTM takes
+    enough steps to win; given a few minutes, a 2x384 one does; given ten, 2x384 with dropout.
+    """
+    budget, model = config.time_budget, config.model
+    if budget is None or budget < LONG_BUDGET:
+        return config
+    if "hidden_size" not in given:
+        model = replace(model, hidden_size=384)
+    if budget >= LONGER_BUDGET and "dropout" not in given:
+        model = replace(model, dropout=0.2)
+    return replace(config, model=model)

@@ -63,7 +63,11 @@ def fit_shape(n_chars: int, batch_size: int, seq_len: int, multiple: int = 1) ->
 
 
 class TrainStreams:
-    """B contiguous streams over the training ids, yielding (inputs, targets) windows of T."""
+    """B contiguous streams over the training ids, yielding (inputs, targets) windows of T.
+
+    `ids` may be a memory-mapped file of any unsigned integer type: each window reads just its
+    B x (T + 1) characters, so the corpus is never copied whole.
+    """
 
     def __init__(self, ids: np.ndarray, shape: StreamShape) -> None:
         self.shape = shape
@@ -71,10 +75,9 @@ class TrainStreams:
         self.stream_len = (len(ids) - 1) // B  # L
         if self.stream_len < T:
             raise CharnnError(f"{len(ids)} characters cannot fill one window of {B} x {T}")
-        usable = B * self.stream_len
-        tensor = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
-        self.inputs = tensor[:usable].view(B, self.stream_len)  # (B, L)
-        self.targets = tensor[1 : usable + 1].view(B, self.stream_len)  # (B, L)
+        self.ids = ids
+        self.row_starts = np.arange(B, dtype=np.int64) * self.stream_len  # where each row begins
+        self.offsets = np.arange(T + 1, dtype=np.int64)  # a window and the target after it
         self.windows_per_pass = self.stream_len // T
 
     @property
@@ -82,10 +85,10 @@ class TrainStreams:
         return self.shape.batch_size * self.shape.seq_len
 
     def window(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The `index`-th window of a pass: inputs and targets, each (B, T)."""
-        T = self.shape.seq_len
-        cols = slice(index * T, (index + 1) * T)
-        return self.inputs[:, cols], self.targets[:, cols]
+        """The `index`-th window of a pass: inputs and targets, each (B, T) int64."""
+        starts = self.row_starts + index * self.shape.seq_len
+        block = torch.from_numpy(self.ids[starts[:, None] + self.offsets].astype(np.int64))
+        return block[:, :-1], block[:, 1:]  # targets: the inputs shifted by one character
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One pass over the data, window by window."""

@@ -11,6 +11,7 @@ with B rows. Only rank 0 reports progress and writes files.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -118,6 +119,9 @@ def process_group(device: torch.device) -> Iterator[tuple[Ranks, torch.device]]:
         raise
     finally:
         if owned:
+            # a DistributedDataParallel wrapper lives in reference cycles: freed later, by the
+            # garbage collector at exit, it would touch a destroyed group and abort the process
+            gc.collect()
             if not failed:
                 dist.barrier()  # let every rank finish its last collective before tearing down
             dist.destroy_process_group()

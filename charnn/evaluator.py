@@ -51,38 +51,37 @@ def stream_nats(
     streams to compute (the others stay 0), for sharing the work between processes.
     """
     bounds = stream_bounds(len(ids) - 1)
-    picked = range(len(bounds)) if streams is None else streams
+    picked = list(range(len(bounds)) if streams is None else streams)
     nats = np.zeros(len(bounds), dtype=np.float64)
     if not picked:
         return nats
-    rows = []  # (inputs, targets) per picked stream; warm-up targets are IGNORE
-    for index in picked:
-        start, stop = bounds[index]
-        begin = max(0, start - WARMUP_CHARS)
-        targets = ids[begin + 1 : stop + 1].astype(np.int64)
-        targets[: start - begin] = IGNORE
-        rows.append((ids[begin:stop].astype(np.int64), targets))
-    width = max(len(inputs) for inputs, _ in rows)
-    inputs = np.zeros((len(rows), width), dtype=np.int64)
-    targets = np.full((len(rows), width), IGNORE, dtype=np.int64)  # short rows padded at the end
-    for row, (row_inputs, row_targets) in enumerate(rows):
-        inputs[row, : len(row_inputs)] = row_inputs
-        targets[row, : len(row_targets)] = row_targets
+    # each picked stream reads ids[begin:stop], scoring targets from `start` on
+    begins = np.array([max(0, bounds[i][0] - WARMUP_CHARS) for i in picked])
+    scored_from = np.array([bounds[i][0] for i in picked])
+    stops = np.array([bounds[i][1] for i in picked])
+    width = int((stops - begins).max())
 
     was_training = model.training
     model.eval()
-    inputs_t, targets_t = torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device)
-    sums = torch.zeros(len(rows), dtype=torch.float64, device=device)
+    sums = torch.zeros(len(picked), dtype=torch.float64, device=device)
     state = None
     for col in range(0, width, CHUNK):
-        logits, state = model(inputs_t[:, col : col + CHUNK], state)  # (S, T, vocab)
-        chunk_targets = targets_t[:, col : col + CHUNK]
+        positions = begins[:, None] + col + np.arange(min(CHUNK, width - col))  # (S, T)
+        inside = positions < stops[:, None]  # rows shorter than the longest are padded
+        safe = np.minimum(positions, len(ids) - 2)  # padding reads something harmless
+        scored = inside & (positions >= scored_from[:, None])  # not padding, not warm-up
+        inputs = np.where(inside, ids[safe], 0).astype(np.int64)
+        targets = np.where(scored, ids[safe + 1].astype(np.int64), IGNORE)
+        logits, state = model(torch.from_numpy(inputs).to(device), state)  # (S, T, vocab)
         losses = F.cross_entropy(
-            logits.float().transpose(1, 2), chunk_targets, ignore_index=IGNORE, reduction="none"
+            logits.float().transpose(1, 2),
+            torch.from_numpy(targets).to(device),
+            ignore_index=IGNORE,
+            reduction="none",
         )  # (S, T), 0 where ignored
         sums += losses.double().sum(dim=1)
     model.train(was_training)
-    nats[list(picked)] = sums.cpu().numpy()
+    nats[picked] = sums.cpu().numpy()
     return nats
 
 

@@ -26,6 +26,7 @@ RESUMABLE = {
     "keep",
     "on_nan",
     "device",
+    "threads",
     "checkpoint_dir",
     "name",
     "corpus",

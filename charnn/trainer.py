@@ -6,7 +6,6 @@ The loop never prints. It reports what happens as events (`Progress`, `Evaluated
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from charnn.cache import EncodedCorpus, load_corpus
 from charnn.checkpoint import (
     BEST,
     LAST,
@@ -31,7 +31,7 @@ from charnn.checkpoint import (
     save_atomic,
     to_cpu,
 )
-from charnn.config import TrainConfig
+from charnn.config import TrainConfig, budget_defaults
 from charnn.data import TrainStreams, fit_shape, split_train_val
 from charnn.distributed import Ranks, process_group
 from charnn.errors import CharnnError
@@ -46,7 +46,7 @@ from charnn.runs import (
     resume_checkpoint,
     run_lock,
 )
-from charnn.vocab import Vocab, describe_chars, read_corpus
+from charnn.vocab import Vocab, describe_chars
 
 DEFAULT_EPOCHS = 10  # when no --max-steps, --epochs or --time-budget is given
 WARMUP = 0.02  # fraction of training spent raising the learning rate from zero
@@ -114,6 +114,15 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise CharnnError("--device mps asked for, but this machine has no MPS: use --device cpu")
     return torch.device(name)
+
+
+def use_threads(threads: int | None) -> None:
+    """Set PyTorch's CPU threads for this process; None leaves its default (one per core)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def lr_at(fraction: float, peak: float) -> float:
@@ -193,6 +202,8 @@ class Trainer:
         self.emit = (on_event if ranks.is_main else None) or (lambda event: None)
         self.stop_requested = stop_requested or (lambda: False)
         self.device = device or resolve_device(config.device)
+        if config.precision == "fp16" and self.device.type == "cpu":  # oneDNN has no fp16 LSTM
+            raise CharnnError("--precision fp16 needs a GPU; on a CPU use bf16 or fp32")
 
         torch.manual_seed(config.seed)
         model_config = replace(config.model, vocab_size=len(vocab))
@@ -200,6 +211,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
+        # fp16 gradients can underflow: the loss is scaled up, and steps that overflow skipped
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
 
         shape = fit_shape(len(train_ids), config.batch_size, config.seq_len, ranks.world_size)
         if (shape.batch_size, shape.seq_len) != (config.batch_size, config.seq_len):
@@ -266,25 +279,27 @@ class Trainer:
                 break
             if self.window == streams.windows_per_pass:  # a new pass starts from a zero state
                 self.window, self.hidden = 0, None
-            inputs, targets = streams.window(self.window)
-            inputs = inputs[self.rows].to(self.device)
-            targets = targets[self.rows].to(self.device)
+            inputs, targets = self._to_device(*streams.window(self.window))
             lr = lr_at(fraction, config.lr) * self.lr_scale
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
 
-            loss, new_hidden = loss_on(net, inputs, targets, self.hidden)
+            with self._autocast():
+                loss, new_hidden = loss_on(net, inputs, targets, self.hidden)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients
             max_norm = config.clip if config.clip > 0 else math.inf  # inf: measure, don't clip
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             loss_value = self._mean_over_ranks(loss)
             self.window += 1
             self.step += 1
-            if not (math.isfinite(loss_value) and math.isfinite(grad_norm.item())):
+            overflow = self.scaler.is_enabled() and math.isfinite(loss_value)  # the scale's fault
+            if not (math.isfinite(loss_value) and math.isfinite(grad_norm.item())) and not overflow:
                 self._non_finite(loss_value)  # raises, or skips this batch
                 continue
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # skipped by the scaler if a gradient overflowed
+            self.scaler.update()
             self.hidden = detach_state(new_hidden)
 
             loss_sum += loss_value
@@ -332,6 +347,19 @@ class Trainer:
             interrupted=interrupted,
             rank=ranks.rank,
         )
+
+    def _to_device(self, inputs: torch.Tensor, targets: torch.Tensor):
+        """This rank's rows of a window, on the training device (copied asynchronously to a GPU)."""
+        inputs, targets = inputs[self.rows], targets[self.rows]
+        if self.device.type == "cuda":
+            return (inputs.pin_memory().to(self.device, non_blocking=True),
+                    targets.pin_memory().to(self.device, non_blocking=True))  # fmt: skip
+        return inputs.to(self.device), targets.to(self.device)
+
+    def _autocast(self) -> torch.autocast:
+        precision = self.config.precision
+        dtype = AUTOCAST.get(precision, torch.float32)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=precision != "fp32")
 
     def _agreed_clock(self, start: float) -> tuple[float, bool]:
         """Seconds trained, and whether to stop: the same on every rank, so all stop together."""
@@ -414,6 +442,7 @@ class Trainer:
             "hidden": None if hidden is None else to_cpu(hidden),
             "elapsed": elapsed,
             "lr_scale": self.lr_scale,
+            "grad_scaler": self.scaler.state_dict(),  # empty unless fp16
             "best_val_bpc": self.best_val_bpc,
             "last_val_bpc": self.last_val_bpc,
             "rng": capture_rng(),
@@ -433,6 +462,8 @@ class Trainer:
             self.hidden = tensors if len(tensors) == 2 else tensors[0]
         self.elapsed_before = resume["elapsed"]
         self.lr_scale = resume["lr_scale"]
+        if resume.get("grad_scaler"):
+            self.scaler.load_state_dict(resume["grad_scaler"])
         self.best_val_bpc = resume["best_val_bpc"]
         self.last_val_bpc = resume["last_val_bpc"]
         restore_rng(resume["rng"])
@@ -497,8 +528,8 @@ def train(
     run being resumed, or the model's shape from `init_from`. None: all of `config` is meant.
     """
     corpus_path = Path(config.corpus)
-    text = read_corpus(corpus_path, config.encoding)
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    notices: list[str] = []
+    corpus = load_corpus(corpus_path, config.encoding, notices.append)  # ids, often memory-mapped
     device = resolve_device(config.device)  # fail on a bad device before creating any folder
     with process_group(device) as (ranks, device):
         # rank 0 alone decides which folder and checkpoint to use; the others are told
@@ -514,21 +545,24 @@ def train(
                 config = merged_config(saved, config, set(given))
             check_resumable(config, saved, resume_path)
             vocab = Vocab(start_from["vocab"])
-            _check_same_corpus(start_from, digest, text, vocab, resume_path)
+            _check_same_corpus(start_from, corpus, vocab, resume_path)
             run_dir, fresh = resume_path.parent, False
         else:
-            vocab = Vocab.from_text(text)
+            vocab = corpus.vocab
             if init_from is not None:
                 start_from = read_payload(load_path(init_from))
-                vocab = Vocab.from_text(start_from["vocab"] + text)  # old characters plus new
+                vocab = Vocab.from_text(start_from["vocab"] + vocab.chars)  # old chars plus new
                 if given is not None:  # take the weights' shape unless a model flag says not
                     saved = TrainConfig.from_dict(start_from["train_config"])
                     config = replace(config, model=merged_config(saved, config, set(given)).model)
+            elif given is not None:  # a new run: defaults that depend on the time budget
+                config = budget_defaults(config, set(given))
             if resume == "auto" and config.name is None:
                 config = replace(config, name=default_name(corpus_path, config.model.cell))
             claimed = config  # the lambda must not see later rebindings
             run_dir, fresh = ranks.on_main(lambda: claim_run_dir(claimed, corpus_path)), True
-        train_ids, val_ids = split_train_val(vocab.encode(text), config.val_frac)
+        train_ids, val_ids = split_train_val(corpus.ids_in(vocab), config.val_frac)
+        use_threads(config.threads)
         owner = ranks.is_main  # only rank 0 writes to the run folder
         try:
             with run_lock(run_dir) if owner else nullcontext():
@@ -539,7 +573,9 @@ def train(
                     config, vocab, train_ids, val_ids, run_dir, on_event, stop_requested,
                     ranks=ranks, device=device,
                 )  # fmt: skip
-                trainer.corpus_sha256 = digest
+                trainer.corpus_sha256 = corpus.sha256
+                for notice in notices:
+                    trainer.emit(Notice(notice))
                 if resume_path is not None and start_from is not None:
                     trainer.restore(start_from)
                 elif start_from is not None:
@@ -555,10 +591,10 @@ def _holds_nothing(run_dir: Path) -> bool:
     return run_dir.is_dir() and all(p.name == LOCK for p in run_dir.iterdir())
 
 
-def _check_same_corpus(payload: dict, digest: str, text: str, vocab: Vocab, path: Path) -> None:
-    if payload.get("corpus_sha256") == digest:
+def _check_same_corpus(payload: dict, corpus: EncodedCorpus, vocab: Vocab, path: Path) -> None:
+    if payload.get("corpus_sha256") == corpus.sha256:
         return
-    ours = Vocab.from_text(text)
+    ours = corpus.vocab
     if ours.chars != vocab.chars:
         new = sorted(set(ours.chars) - set(vocab.chars))
         gone = sorted(set(vocab.chars) - set(ours.chars))

@@ -80,8 +80,18 @@ def describe_chars(chars: list[str], limit: int = 10) -> str:
 def read_corpus(path: str | Path, encoding: str = "utf-8") -> str:
     """Read a text file for training or evaluation, with a clear error for anything unusable."""
     path = Path(path)
+    check_readable(path, encoding)
+    data = path.read_bytes()
+    if not data.strip():
+        raise CharnnError(f"{path} is empty: a corpus needs some text")
+    return decode_text(data, str(path), encoding)
+
+
+def check_readable(path: Path, encoding: str) -> None:
+    """Fail with one clear line if `path` is missing, unreadable, empty or binary."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            head = handle.read(65536)
     except FileNotFoundError:
         raise CharnnError(f"corpus not found: {path}") from None
     except IsADirectoryError:
@@ -90,11 +100,14 @@ def read_corpus(path: str | Path, encoding: str = "utf-8") -> str:
         raise CharnnError(f"cannot read {path}: permission denied") from None
     except OSError as err:
         raise CharnnError(f"cannot read {path}: {err.strerror or err}") from None
-    if not data.strip():
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise CharnnError(f"unknown encoding {encoding!r}: try utf-8 or latin-1") from None
+    if not head:
         raise CharnnError(f"{path} is empty: a corpus needs some text")
-    if b"\x00" in data[:65536] and not encoding.lower().replace("-", "").startswith("utf16"):
+    if b"\x00" in head and not encoding.lower().replace("-", "").startswith("utf16"):
         raise CharnnError(f"{path} looks like a binary file (it contains NUL bytes), not text")
-    return decode_text(data, str(path), encoding)
 
 
 def decode_text(data: bytes, source: str, encoding: str = "utf-8") -> str:

@@ -32,6 +32,19 @@ def make_text(n_chars: int, seed: int = 0) -> str:
     return ("\n".join(lines) + "\n")[:n_chars]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def corpus_cache(tmp_path_factory):
+    """Encoded corpora go to a fresh folder, not the developer's ~/.cache (subprocesses too)."""
+    folder = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder / "charnn"
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 CHARNN = [sys.executable, "-m", "charnn"]  # the real command, in this interpreter
 TINY = ["--hidden-size", "32", "--embed-size", "8", "--layers", "1", "--quiet"]
 

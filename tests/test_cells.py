@@ -57,6 +57,32 @@ def test_hand_written_cell_matches_pytorch(cell):
         assert torch.allclose(grads[name], grads_ref[name], atol=1e-5), name
 
 
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
+def test_written_out_backward_matches_autograd_through_the_steps(cell):
+    """Training runs the LSTM family through charnn.sequence's hand-written backward pass;
+    autograd through the step functions (the path taken when gates are recorded) is the
+    oracle, for the weights, the peepholes, the inputs and the initial state."""
+    torch.manual_seed(1)
+    stack = RecurrentStack(cell, E, H, LAYERS)
+    x = torch.randn(B, T, E, requires_grad=True)
+    h0, c0 = (torch.randn(LAYERS, B, H, requires_grad=True) for _ in range(2))
+
+    def gradients(record):
+        stack.zero_grad()
+        x.grad = h0.grad = c0.grad = None
+        out, (h, c) = stack(x, (h0, c0), record=record)
+        ((out**2).sum() + (h**3).sum() + (c**3).sum()).backward()
+        found = {name: p.grad.clone() for name, p in stack.named_parameters()}
+        return out, {**found, "x": x.grad.clone(), "h0": h0.grad.clone(), "c0": c0.grad.clone()}
+
+    out, written_out = gradients(record=None)
+    out_ref, autograd = gradients(record=[{} for _ in range(LAYERS)])
+    assert torch.allclose(out, out_ref, atol=1e-6)
+    assert written_out.keys() == autograd.keys()
+    for name in autograd:
+        assert torch.allclose(written_out[name], autograd[name], atol=1e-5), name
+
+
 def test_peephole_with_zero_peepholes_is_the_lstm():
     torch.manual_seed(1)
     lstm = RecurrentStack("lstm", E, H, LAYERS)

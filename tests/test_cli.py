@@ -227,3 +227,14 @@ def test_help_does_not_import_torch():
     code = "import sys; from charnn.cli import main; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_a_long_time_budget_picks_the_wider_model_unless_told(tmp_path, corpus):
+    for extra, expected in [([], 384), (["--hidden-size", "48"], 48)]:
+        name = f"run{expected}"
+        proc = run_charnn("train", str(corpus), "--time-budget", "5m", "--max-steps", "2",
+                          "--checkpoint-dir", str(tmp_path), "--name", name, "--quiet",
+                          *extra)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        info = run_charnn("info", str(tmp_path / name), "--json")
+        assert json.loads(info.stdout)["model_config"]["hidden_size"] == expected

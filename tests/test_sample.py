@@ -1,6 +1,7 @@
 """Sampling: selection rules, stop strings, batches, determinism, and the CLI in pipes."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from charnn.sampler import SampleConfig, StopFilter, choose, sample, sample_batc
 from charnn.stepper import Stepper
 from charnn.vocab import Vocab
 
-from conftest import run_charnn
+from conftest import CHARNN, run_charnn
 
 VOCAB = Vocab("\n abcdefghijklmnopqrstuvwxyz.")
 
@@ -215,3 +216,47 @@ def test_length_zero_streams_until_stopped(trained):
     command = f"'{sys.executable}' -m charnn sample '{run}' --length 0 | head -c 3000"
     proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
     assert len(proc.stdout.encode()) == 3000 and proc.stderr == ""
+
+
+def test_interactive_mode_on_a_terminal(trained):
+    """A real pseudo-terminal: type two primes, read their continuations, end with Ctrl-D."""
+    import pty
+    import select
+
+    _, _, run = trained
+    args = ["sample", str(run), "--length", "30", "--seed", "7"]
+    expected = [
+        run_charnn(*args, "--prime", prime, "--seed", str(seed), "--no-echo-prime").stdout
+        for prime, seed in (("Romeo", "7"), ("Juliet", "8"))  # round k uses seed + k
+    ]
+    main, child = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARNN_")}
+    proc = subprocess.Popen([*CHARNN, *args, "--interactive"], stdin=child, stdout=child,
+                            stderr=child, env=env)  # fmt: skip
+    os.close(child)
+    seen = b""
+
+    def read_until_prompts(count):
+        nonlocal seen
+        while seen.count(b"> ") < count:
+            ready, _, _ = select.select([main], [], [], 60)
+            assert ready, seen
+            seen += os.read(main, 4096)
+
+    read_until_prompts(1)
+    os.write(main, b"Romeo\n")
+    read_until_prompts(2)
+    os.write(main, b"Juliet\n")
+    read_until_prompts(3)
+    os.write(main, b"\x04")  # Ctrl-D at the prompt
+    assert proc.wait(timeout=60) == 0
+    os.close(main)
+    shown = seen.decode("utf-8").replace("\r\n", "\n")
+    assert expected[0] in shown and expected[1] in shown
+    assert "Traceback" not in shown
+
+
+def test_interactive_needs_a_terminal(trained):
+    _, _, run = trained
+    proc = run_charnn("sample", str(run), "--interactive", input="Romeo\n")
+    assert proc.returncode == 2 and "needs a terminal" in proc.stderr

@@ -7,6 +7,7 @@ import torch
 
 from charnn.checkpoint import LoadedModel
 from charnn.config import ModelConfig, TrainConfig
+from charnn.errors import CharnnError
 from charnn.sampler import sample
 from charnn.trainer import Trainer, lr_at
 from charnn.vocab import Vocab
@@ -99,3 +100,50 @@ def test_time_budget_stops_training(tmp_path):
     result = trainer.run()
     assert 1.5 <= result.elapsed < 10 and result.steps > 1
     assert np.isfinite(result.final_val_bpc)
+
+
+def test_bf16_autocast_trains():
+    text = "the quick brown fox jumps over the lazy dog, then naps.\n"
+    trainer = make_trainer(text, max_steps=150, precision="bf16")
+    before = trainer.model.decoder.weight.detach().clone()
+    trainer.run()
+    assert not trainer.scaler.is_enabled()  # only fp16 scales the loss
+    assert trainer.model.decoder.weight.dtype == torch.float32  # weights stay fp32
+    assert not torch.equal(before, trainer.model.decoder.weight)
+    assert trainer.best_val_bpc < 2.0  # it learned (from about 4.3 bits/char at the start)
+
+
+def test_fp16_on_a_cpu_is_refused_with_the_way_out():
+    with pytest.raises(CharnnError, match="fp16 needs a GPU; on a CPU use bf16"):
+        make_trainer("hello world", precision="fp16")
+
+
+def test_threads_setting_reaches_pytorch(tmp_path):
+    from charnn.trainer import train
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abcdefgh" * 200, encoding="utf-8")
+    previous = torch.get_num_threads()
+    config = TrainConfig(corpus=str(corpus), model=ModelConfig(hidden_size=8, embed_size=4),
+                         max_steps=2, threads=1, checkpoint_dir=str(tmp_path / "ck"))  # fmt: skip
+    try:
+        torch.set_num_threads(2)
+        train(config)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_long_time_budgets_default_to_a_wider_model():
+    from charnn.config import budget_defaults
+
+    short = TrainConfig(time_budget=70)
+    long = TrainConfig(time_budget=300)
+    assert budget_defaults(short, set()).model.hidden_size == 256
+    assert budget_defaults(long, set()).model.hidden_size == 384
+    assert budget_defaults(long, {"hidden_size"}).model.hidden_size == 256  # chosen: kept
+    assert budget_defaults(TrainConfig(), set()).model.hidden_size == 256  # no budget
+    ten_minutes = budget_defaults(TrainConfig(time_budget=600), set()).model
+    assert (ten_minutes.hidden_size, ten_minutes.dropout) == (384, 0.2)
+    assert budget_defaults(TrainConfig(time_budget=600), {"dropout"}).model.dropout == 0.0
+    assert budget_defaults(long, set()).model.dropout == 0.0

@@ -88,6 +88,12 @@ def _unescape(text: str) -> str:
 )
 @click.option("--seed", type=int, default=None, help="Same seed, same text (on the same machine).")
 @click.option(
+    "-i",
+    "--interactive",
+    is_flag=True,
+    help="On a terminal: type a prime, read its continuation, repeat (Ctrl-D ends).",
+)
+@click.option(
     "--format",
     "output_format",
     type=click.Choice(["text", "jsonl"]),
@@ -104,6 +110,7 @@ def sample(
     no_echo_prime: bool,
     separator: str,
     output_format: str,
+    interactive: bool,
     **options: Any,
 ) -> None:
     """Generate text from CHECKPOINT (a .pt file or run folder) onto stdout.
@@ -130,6 +137,9 @@ def sample(
         options["temperature"] = 0.0
     config = SampleConfig(prime=text, stop=tuple(options.pop("stop")), **options)
     echo = "" if no_echo_prime else text
+    if interactive:
+        _interactive(loaded, config)
+        return
 
     if output_format == "jsonl":
         texts = ["" for _ in range(config.num_samples)]
@@ -168,3 +178,35 @@ def sample(
     if out.isatty() and last != "\n":
         out.write("\n")
     out.flush()
+
+
+def _interactive(loaded: Any, config: Any) -> None:
+    """Prime, continuation, prime, continuation... Round k samples with seed + k."""
+    from dataclasses import replace
+
+    from charnn.errors import CharnnError
+    from charnn.sampler import generate, prepare_prime
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise click.UsageError("--interactive needs a terminal; in a pipe, use --prime-file -")
+    click.echo(
+        f"type a prime and press Enter (\\n for a newline); {config.length} characters "
+        "follow it. Ctrl-D ends.",
+        err=True,
+    )
+    for round_ in range(2**31):
+        try:
+            line = click.prompt("", prompt_suffix="> ", default="", show_default=False, err=True)
+        except click.Abort:  # Ctrl-D or Ctrl-C at the prompt
+            click.echo(err=True)
+            return
+        try:
+            prime = prepare_prime(_unescape(line), loaded, config.unknown)
+        except CharnnError as err:
+            click.echo(f"Error: {err}", err=True)
+            continue
+        settings = replace(config, prime=prime, num_samples=1, seed=config.seed + round_)
+        for _, piece in generate(loaded, settings):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")

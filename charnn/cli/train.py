@@ -12,6 +12,7 @@ from charnn.cli.common import CONTEXT
 from charnn.config import (
     CELLS,
     DEVICES,
+    PRECISIONS,
     ModelConfig,
     TrainConfig,
     parse_duration,
@@ -60,9 +61,19 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 )
 @click.option("--cell", type=click.Choice(CELLS), default=ModelConfig.cell, help="Recurrent cell.")
 @click.option("--layers", type=click.IntRange(min=1), default=ModelConfig.layers)
-@click.option("--hidden-size", type=click.IntRange(min=1), default=ModelConfig.hidden_size)
+@click.option(
+    "--hidden-size",
+    type=click.IntRange(min=1),
+    default=ModelConfig.hidden_size,
+    help="Units per layer; 384 instead of the default with a --time-budget of 3m or more.",
+)
 @click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=ModelConfig.dropout)
+@click.option(
+    "--dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=ModelConfig.dropout,
+    help="Dropout between layers and before the decoder; 0.2 with a --time-budget of 8m or more.",
+)
 @click.option(
     "--forget-bias",
     type=float,
@@ -125,6 +136,18 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 )
 @click.option("--seed", type=int, default=TrainConfig.seed)
 @click.option("--device", type=click.Choice(DEVICES), default=TrainConfig.device)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=TrainConfig.precision,
+    help="Arithmetic of the forward pass: bf16/fp16 autocast (for GPUs; fp16 scales the loss).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for PyTorch [default: PyTorch's choice, one per core].",
+)
 @click.option("--encoding", default=TrainConfig.encoding, help="Text encoding of the corpus.")
 @click.option(
     "--checkpoint-dir",
