@@ -144,6 +144,6 @@ def test_long_time_budgets_default_to_a_wider_model():
     assert budget_defaults(long, {"hidden_size"}).model.hidden_size == 256  # chosen: kept
     assert budget_defaults(TrainConfig(), set()).model.hidden_size == 256  # no budget
     ten_minutes = budget_defaults(TrainConfig(time_budget=600), set()).model
-    assert (ten_minutes.hidden_size, ten_minutes.dropout) == (384, 0.2)
+    assert (ten_minutes.hidden_size, ten_minutes.dropout) == (512, 0.2)
     assert budget_defaults(TrainConfig(time_budget=600), {"dropout"}).model.dropout == 0.0
     assert budget_defaults(long, set()).model.dropout == 0.0
