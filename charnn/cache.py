@@ -27,7 +27,7 @@ import numpy as np
 
 from charnn.errors import CharnnError
 from charnn.fileio import atomic_write
-from charnn.vocab import Vocab, check_readable
+from charnn.vocab import Vocab, check_readable, code_points
 
 CHUNK_BYTES = 8 << 20  # bytes read and encoded at a time: bounds the memory encoding needs
 CACHE_FORMAT = 1
@@ -148,17 +148,13 @@ def _decoded_chunks(path: Path, encoding: str) -> Iterator[str]:
             offset += len(chunk)
 
 
-def _code_points(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-
-
 def _scan(path: Path, encoding: str) -> tuple[Vocab, int, str]:
     """First pass: the vocabulary, the length in characters and the text's SHA-256."""
     seen = np.zeros(UNICODE, dtype=bool)
     digest = hashlib.sha256()
     length = 0
     for text in _decoded_chunks(path, encoding):
-        seen[_code_points(text)] = True
+        seen[code_points(text)] = True
         digest.update(text.encode("utf-8", "surrogatepass"))
         length += len(text)
     points = np.flatnonzero(seen).astype("<u4")
@@ -171,9 +167,9 @@ def _scan(path: Path, encoding: str) -> tuple[Vocab, int, str]:
 def _write_ids(path: Path, encoding: str, vocab: Vocab, out) -> None:
     """Second pass: every character's id, in order."""
     table = np.zeros(UNICODE, dtype=id_dtype(len(vocab)))
-    table[_code_points(vocab.chars)] = np.arange(len(vocab))
+    table[code_points(vocab.chars)] = np.arange(len(vocab))
     for text in _decoded_chunks(path, encoding):
-        out.write(table[_code_points(text)].tobytes())
+        out.write(table[code_points(text)].tobytes())
 
 
 class _ArrayWriter:

@@ -27,6 +27,7 @@ from charnn.vocab import Vocab
 
 FORMAT_VERSION = 1
 LAST, BEST = "last.pt", "best.pt"
+METRICS_LOG = "metrics.jsonl"  # one JSON object per save, appended by the trainer
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
@@ -174,21 +175,33 @@ def _cell_of(path: Path) -> str | None:
         return None
 
 
+def read_metrics_log(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl ([] if it has none); a line a crash cut short, or
+    anything else that is not a JSON object, is passed over. Lines written before "evaluated"
+    was recorded lack it: their val_bpc was measured at that step."""
+    log = run_dir / METRICS_LOG
+    if not log.is_file():
+        return []
+    records = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     """What a checkpoint holds, as plain data: configs, vocabulary, step, metrics, history."""
     path = load_path(path)
     payload = read_payload(path)
-    history = []
-    metrics_log = path.parent / "metrics.jsonl"
-    if metrics_log.is_file():
-        for line in metrics_log.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
-            value = record.get("val_bpc") if isinstance(record, dict) else None
-            if record.get("evaluated", True) and isinstance(value, int | float):
-                history.append(value)
+    history = [
+        record["val_bpc"]
+        for record in read_metrics_log(path.parent)
+        if record.get("evaluated", True) and isinstance(record.get("val_bpc"), int | float)
+    ]
     return {
         "path": str(path),
         "format_version": payload["format_version"],

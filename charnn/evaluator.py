@@ -90,10 +90,6 @@ def total_nats(model: CharRNN, ids: np.ndarray, device: torch.device | str = "cp
     return float(stream_nats(model, ids, device).sum())
 
 
-def bits_per_char(model: CharRNN, ids: np.ndarray, device: torch.device | str = "cpu") -> float:
-    return total_nats(model, ids, device) / (len(ids) - 1) / math.log(2)
-
-
 @dataclass(frozen=True)
 class EvalResult:
     """How well a model predicts one text."""

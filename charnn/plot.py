@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import io
-import json
 import math
 from pathlib import Path
 
+from charnn.checkpoint import METRICS_LOG, read_metrics_log
 from charnn.errors import CharnnError
 from charnn.fileio import atomic_write
 
-METRICS = "metrics.jsonl"
-
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / METRICS
-    if not path.is_file():
-        raise CharnnError(f"{run_dir} has no {METRICS}: give a run folder that charnn train made")
-    lines = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError:  # the line a crash cut short
-            continue
-    if not lines:
-        raise CharnnError(f"{path} holds no measurements yet: train for a few more steps")
-    return lines
+    if not (run_dir / METRICS_LOG).is_file():
+        raise CharnnError(
+            f"{run_dir} has no {METRICS_LOG}: give a run folder that charnn train made"
+        )
+    records = read_metrics_log(run_dir)
+    if not records:
+        raise CharnnError(f"{run_dir / METRICS_LOG} holds no measurements yet: train a while more")
+    return records
 
 
 def plot_curves(run_dir: str | Path, out: str | Path) -> Path:
@@ -42,7 +36,6 @@ def plot_curves(run_dir: str | Path, out: str | Path) -> Path:
     run_dir, out = Path(run_dir), Path(out)
     lines = read_metrics(run_dir)
     train = [m for m in lines if m.get("train_loss") is not None]
-    # lines written before "evaluated" was recorded count as evaluations
     val = [m for m in lines if m.get("evaluated", True) and m.get("val_bpc") is not None]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, key, label in ((axes[0], "step", "step"), (axes[1], "elapsed", "minutes trained")):

@@ -24,6 +24,7 @@ from charnn.cache import EncodedCorpus, load_corpus
 from charnn.checkpoint import (
     BEST,
     LAST,
+    METRICS_LOG,
     clone_tensors,
     load_path,
     make_payload,
@@ -95,7 +96,6 @@ class TrainResult:
     final_val_bpc: float
     elapsed: float
     interrupted: bool
-    rank: int = 0  # in a torchrun job, which process this result comes from
 
     @property
     def best_path(self) -> Path | None:
@@ -345,7 +345,6 @@ class Trainer:
             final_val_bpc=self.last_val_bpc,
             elapsed=elapsed,
             interrupted=interrupted,
-            rank=ranks.rank,
         )
 
     def _to_device(self, inputs: torch.Tensor, targets: torch.Tensor):
@@ -400,7 +399,6 @@ class Trainer:
         mine = range(self.ranks.rank, n_streams, self.ranks.world_size)
         nats = stream_nats(self.model, self.val_ids, self.device, mine)
         nats = self.ranks.all_reduce(torch.from_numpy(nats)).numpy()  # one rank per stream
-        self.model.train()
         return float(nats.sum()) / (len(self.val_ids) - 1) / math.log(2)
 
     def _evaluate_and_save(self, train_loss: float, elapsed: float) -> None:
@@ -492,7 +490,7 @@ class Trainer:
         if self.run_dir is None:
             return
         metrics = self._metrics(train_loss, elapsed, evaluated)
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as log:
+        with open(self.run_dir / METRICS_LOG, "a", encoding="utf-8") as log:
             log.write(json.dumps({"step": self.step, **metrics}) + "\n")
         payload = make_payload(
             self.model, self.vocab, self.config, self.optimizer.state_dict(), self.step, metrics

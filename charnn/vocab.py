@@ -17,7 +17,8 @@ from charnn.errors import CharnnError
 _BOM = "\ufeff"
 
 
-def _code_points(text: str) -> np.ndarray:
+def code_points(text: str) -> np.ndarray:
+    """The text's Unicode code points, (len(text),) uint32, in one call."""
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
@@ -31,7 +32,7 @@ class Vocab:
     def from_text(cls, text: str) -> Vocab:
         if not text:
             raise CharnnError("cannot build a vocabulary from empty text")
-        points = np.unique(_code_points(text))  # sorted by code point: a stable order
+        points = np.unique(code_points(text))  # sorted by code point: a stable order
         return cls(points.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass"))
 
     def __len__(self) -> int:
@@ -42,8 +43,8 @@ class Vocab:
 
     def _lookup(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Ids for every character of `text` and a mask of those found in the vocabulary."""
-        table = _code_points(self.chars)
-        points = _code_points(text)
+        table = code_points(self.chars)
+        points = code_points(text)
         ids = np.searchsorted(table, points).clip(max=len(table) - 1)
         return ids.astype(np.int64), table[ids] == points
 
@@ -64,7 +65,7 @@ class Vocab:
     def unknown(self, text: str) -> list[str]:
         """The distinct characters of `text` that the vocabulary lacks, in order of code point."""
         _, known = self._lookup(text)
-        missing = np.unique(_code_points(text)[~known])
+        missing = np.unique(code_points(text)[~known])
         return list(missing.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass"))
 
     def decode(self, ids: np.ndarray | list[int]) -> str:

@@ -24,6 +24,17 @@ def checkpoint_options(func: Any) -> Any:
     )(func)
 
 
+def read_text_argument(path: str | Path) -> str:
+    """The text of a file named on the command line; - reads standard input."""
+    import sys
+
+    from charnn.vocab import decode_text, read_corpus
+
+    if str(path) == "-":
+        return decode_text(sys.stdin.buffer.read(), "standard input")
+    return read_corpus(path)
+
+
 def load_model(
     checkpoint: Path | None, checkpoint_dir: Path, cell: str | None, device: str = "cpu"
 ):

@@ -9,15 +9,7 @@ from typing import Any
 
 import click
 
-from charnn.cli.common import CONTEXT, checkpoint_options, load_model
-
-
-def _read_prime_file(path: str) -> str:
-    from charnn.vocab import decode_text, read_corpus
-
-    if path == "-":
-        return decode_text(sys.stdin.buffer.read(), "standard input")
-    return read_corpus(path)
+from charnn.cli.common import CONTEXT, checkpoint_options, load_model, read_text_argument
 
 
 def _unescape(text: str) -> str:
@@ -126,7 +118,7 @@ def sample(
     if options["length"] == 0 and options["num_samples"] > 1 and not options["stop"]:
         raise click.UsageError("--length 0 with several samples needs a --stop string")
     loaded = load_model(checkpoint, checkpoint_dir, cell)
-    text = _read_prime_file(prime_file) if prime_file is not None else (prime or "")
+    text = read_text_argument(prime_file) if prime_file is not None else (prime or "")
     missing = loaded.vocab.unknown(text)
     text = prepare_prime(text, loaded, options["unknown"])  # fails early on unknown characters
     if missing:

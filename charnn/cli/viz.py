@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from charnn.cli.common import CONTEXT, checkpoint_options, load_model
+from charnn.cli.common import CONTEXT, checkpoint_options, load_model, read_text_argument
 
 WHATS = ("hidden", "cell", "forget", "input", "output", "update", "reset")
 
@@ -73,7 +73,7 @@ def viz(
     checkpoint, source = _split_paths(paths, text is not None)
     loaded = load_model(checkpoint, checkpoint_dir, cell)
     if source is not None:
-        text = _read_text(source)
+        text = read_text_argument(source)
     assert text is not None
     if len(text) > max_chars:
         click.echo(f"note: reading the first {max_chars:,} of {len(text):,} characters", err=True)
@@ -119,14 +119,6 @@ def _split_paths(paths: tuple[Path, ...], has_text: bool) -> tuple[Path | None, 
     if not paths:
         raise click.UsageError("give a FILE to look at, or --text")
     return (paths[0] if len(paths) == 2 else None), paths[-1]
-
-
-def _read_text(path: Path) -> str:
-    from charnn.vocab import decode_text, read_corpus
-
-    if str(path) == "-":
-        return decode_text(sys.stdin.buffer.read(), "standard input")
-    return read_corpus(path)
 
 
 def _print_tables(ranking, saturations) -> None:
