@@ -230,11 +230,16 @@ def test_help_does_not_import_torch():
 
 
 def test_a_long_time_budget_picks_the_wider_model_unless_told(tmp_path, corpus):
-    for extra, expected in [([], 384), (["--hidden-size", "48"], 48)]:
+    for extra, expected, decay in [
+        ([], 384, 0.1),
+        (["--hidden-size", "48", "--weight-decay", "0"], 48, 0),
+    ]:
         name = f"run{expected}"
         proc = run_charnn("train", str(corpus), "--time-budget", "5m", "--max-steps", "2",
                           "--checkpoint-dir", str(tmp_path), "--name", name, "--quiet",
                           *extra)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         info = run_charnn("info", str(tmp_path / name), "--json")
-        assert json.loads(info.stdout)["model_config"]["hidden_size"] == expected
+        described = json.loads(info.stdout)
+        assert described["model_config"]["hidden_size"] == expected
+        assert described["train_config"]["weight_decay"] == decay

@@ -71,6 +71,20 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     assert picks == {0, 1, 2}
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+def test_draws_follow_the_softmax_at_the_temperature(temperature):
+    """Frequencies over many draws match softmax(logits / temperature) within sampling error."""
+    logits = np.array([[2.0, 1.0, 0.0, -1.0, -3.0]] * 4000)
+    rng = np.random.default_rng(5)
+    draws = np.concatenate([choose(logits, SampleConfig(temperature=temperature), rng)
+                            for _ in range(10)])  # fmt: skip
+    counts = np.bincount(draws, minlength=5)
+    expected = np.exp(logits[0] / temperature)
+    expected *= len(draws) / expected.sum()
+    chi_square = ((counts - expected) ** 2 / expected).sum()
+    assert chi_square < 18.5  # the 0.1% critical value for 4 degrees of freedom
+
+
 def test_stop_strings_end_the_sample():
     loaded = random_model()
     full = text(loaded, 300, temperature=0)

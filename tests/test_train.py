@@ -134,7 +134,7 @@ def test_threads_setting_reaches_pytorch(tmp_path):
         torch.set_num_threads(previous)
 
 
-def test_long_time_budgets_default_to_a_wider_model():
+def test_long_time_budgets_default_to_a_wider_model_with_weight_decay():
     from charnn.config import budget_defaults
 
     short = TrainConfig(time_budget=70)
@@ -147,3 +147,7 @@ def test_long_time_budgets_default_to_a_wider_model():
     assert (ten_minutes.hidden_size, ten_minutes.dropout) == (512, 0.2)
     assert budget_defaults(TrainConfig(time_budget=600), {"dropout"}).model.dropout == 0.0
     assert budget_defaults(long, set()).model.dropout == 0.0
+    assert budget_defaults(short, set()).weight_decay == 0.0
+    assert budget_defaults(long, set()).weight_decay == 0.1
+    chosen = TrainConfig(time_budget=300, weight_decay=0.01)
+    assert budget_defaults(chosen, {"weight_decay"}).weight_decay == 0.01

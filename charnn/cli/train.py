@@ -87,7 +87,12 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     default=TrainConfig.lr,
     help="Peak learning rate (AdamW), warmed up then cosine-decayed.",
 )
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=TrainConfig.weight_decay)
+@click.option(
+    "--weight-decay",
+    type=click.FloatRange(min=0),
+    default=TrainConfig.weight_decay,
+    help="AdamW's decoupled weight decay; 0.1 with a --time-budget of 3m or more.",
+)
 @click.option(
     "--clip",
     type=click.FloatRange(min=0),
