@@ -86,6 +86,8 @@ class StopFilter:
 
     def feed(self, char: str) -> str:
         """Take one generated character; return the text that is now safe to print."""
+        if not self.stops:
+            return char
         self.pending += char
         for stop in self.stops:
             if self.pending.endswith(stop):
@@ -116,7 +118,6 @@ def prepare_prime(prime: str, loaded: LoadedModel, unknown: str) -> str:
     return "".join(c for c in prime if c in loaded.vocab) if missing else prime
 
 
-@torch.no_grad()
 def generate(loaded: LoadedModel, config: SampleConfig) -> Iterator[tuple[int, str]]:
     """Yield (sample index, text) pieces as they are generated, for all samples of the batch.
 
@@ -129,28 +130,32 @@ def generate(loaded: LoadedModel, config: SampleConfig) -> Iterator[tuple[int, s
     n = config.num_samples
 
     start = prime or ("\n" if "\n" in vocab else vocab.chars[0])  # no prime: as after a newline
-    logits, torch_state = model(torch.as_tensor(vocab.encode(start))[None])  # the prime, one pass
+    with torch.no_grad():  # only here: the steps below are NumPy
+        logits, torch_state = model(torch.as_tensor(vocab.encode(start))[None])  # one pass
     stepper = Stepper(model)
     state = stepper.state_from_torch(torch_state, n)
     logits = np.repeat(logits[0, -1:].float().numpy(), n, axis=0)  # (n, vocab)
 
     filters = [StopFilter(config.stop, config.include_stop) for _ in range(n)]
-    active = np.ones(n, dtype=bool)
+    active = list(range(n))
     produced = 0
-    while active.any():
+    while active:
         ids = choose(logits, config, rng)
+        chars = [vocab.chars[i] for i in ids.tolist()]
         produced += 1
-        for i in np.flatnonzero(active):
+        still_active = []
+        for i in active:
             stop_filter = filters[i]
-            piece = stop_filter.feed(vocab.chars[ids[i]])
-            if stop_filter.stopped is not None:
-                active[i] = False
-            elif produced == config.length:
-                piece += stop_filter.flush()
-                active[i] = False
+            piece = stop_filter.feed(chars[i])
+            if stop_filter.stopped is None:
+                if produced == config.length:
+                    piece += stop_filter.flush()
+                else:
+                    still_active.append(i)
             if piece:
-                yield int(i), piece
-        if active.any():
+                yield i, piece
+        active = still_active
+        if active:
             logits, state = stepper.step(ids, state)
 
 
