@@ -116,6 +116,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+NATIVE_BF16_CHECKS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # in torch.cpu
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), so that bf16 autocast
+    trains faster than fp32; elsewhere oneDNN would emulate it. (PyTorch's checks are private:
+    a version without them reads as no.)"""
+    checks = (getattr(torch.cpu, name, None) for name in NATIVE_BF16_CHECKS)
+    return any(check is not None and check() for check in checks)
+
+
 def use_threads(threads: int | None) -> None:
     """Set PyTorch's CPU threads for this process; None leaves its default (one per core)."""
     if threads is not None:
@@ -554,7 +565,14 @@ def train(
                     saved = TrainConfig.from_dict(start_from["train_config"])
                     config = replace(config, model=merged_config(saved, config, set(given)).model)
             elif given is not None:  # a new run: defaults that depend on the time budget
-                config = budget_defaults(config, set(given))
+                native_bf16 = device.type == "cpu" and cpu_has_native_bf16()
+                chosen = budget_defaults(config, set(given), native_bf16)
+                if chosen.precision != config.precision:
+                    notices.append(
+                        "training with bf16 autocast: this CPU multiplies bf16 in hardware, so a "
+                        "long budget gets further (--precision fp32 turns it off)"
+                    )
+                config = chosen
             if resume == "auto" and config.name is None:
                 config = replace(config, name=default_name(corpus_path, config.model.cell))
             claimed = config  # the lambda must not see later rebindings

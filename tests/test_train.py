@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from charnn.checkpoint import LoadedModel
+from charnn.checkpoint import LoadedModel, load_checkpoint
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.sampler import sample
@@ -151,3 +151,29 @@ def test_long_time_budgets_default_to_a_wider_model_with_weight_decay():
     assert budget_defaults(long, set()).weight_decay == 0.1
     chosen = TrainConfig(time_budget=300, weight_decay=0.01)
     assert budget_defaults(chosen, {"weight_decay"}).weight_decay == 0.01
+    ten_minutes = TrainConfig(time_budget=600)
+    assert budget_defaults(ten_minutes, set(), native_bf16=True).precision == "bf16"
+    assert budget_defaults(ten_minutes, set(), native_bf16=False).precision == "fp32"
+    assert budget_defaults(ten_minutes, {"precision"}, native_bf16=True).precision == "fp32"
+    assert budget_defaults(long, set(), native_bf16=True).precision == "bf16"
+    assert budget_defaults(short, set(), native_bf16=True).precision == "fp32"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_long_budget_trains_in_bf16_where_the_cpu_has_it(tmp_path, monkeypatch, native):
+    """The trainer asks the CPU, picks bf16 only where it is native, and says so."""
+    import charnn.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: native)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 40, encoding="utf-8")
+    config = TrainConfig(
+        corpus=str(corpus), model=ModelConfig(hidden_size=16), time_budget=600, max_steps=2,
+        batch_size=4, seq_len=16, device="cpu", checkpoint_dir=str(tmp_path / "runs"),
+    )  # fmt: skip
+    events: list = []
+    result = trainer_module.train(config, events.append, given={"hidden_size"})
+    saved = load_checkpoint(result.run_dir / "last.pt")
+    assert saved.train_config.precision == ("bf16" if native else "fp32")
+    notices = [e.message for e in events if isinstance(e, trainer_module.Notice)]
+    assert any("bf16 autocast" in n for n in notices) == native
