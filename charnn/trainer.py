@@ -570,7 +570,7 @@ def train(
                 if chosen.precision != config.precision:
                     notices.append(
                         "training with bf16 autocast: this CPU multiplies bf16 in hardware, so a "
-                        "long budget gets further (--precision fp32 turns it off)"
+                        "time budget gets further (--precision fp32 turns it off)"
                     )
                 config = chosen
             if resume == "auto" and config.name is None:

@@ -156,11 +156,12 @@ def test_long_time_budgets_default_to_a_wider_model_with_weight_decay():
     assert budget_defaults(ten_minutes, set(), native_bf16=False).precision == "fp32"
     assert budget_defaults(ten_minutes, {"precision"}, native_bf16=True).precision == "fp32"
     assert budget_defaults(long, set(), native_bf16=True).precision == "bf16"
-    assert budget_defaults(short, set(), native_bf16=True).precision == "fp32"
+    assert budget_defaults(short, set(), native_bf16=True).precision == "bf16"
+    assert budget_defaults(TrainConfig(), set(), native_bf16=True).precision == "fp32"  # no budget
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_a_long_budget_trains_in_bf16_where_the_cpu_has_it(tmp_path, monkeypatch, native):
+def test_a_time_budget_trains_in_bf16_where_the_cpu_has_it(tmp_path, monkeypatch, native):
     """The trainer asks the CPU, picks bf16 only where it is native, and says so."""
     import charnn.trainer as trainer_module
 
@@ -168,7 +169,7 @@ def test_a_long_budget_trains_in_bf16_where_the_cpu_has_it(tmp_path, monkeypatch
     corpus = tmp_path / "c.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 40, encoding="utf-8")
     config = TrainConfig(
-        corpus=str(corpus), model=ModelConfig(hidden_size=16), time_budget=600, max_steps=2,
+        corpus=str(corpus), model=ModelConfig(hidden_size=16), time_budget=60, max_steps=2,
         batch_size=4, seq_len=16, device="cpu", checkpoint_dir=str(tmp_path / "runs"),
     )  # fmt: skip
     events: list = []
