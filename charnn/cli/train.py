@@ -145,7 +145,8 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     "--precision",
     type=click.Choice(PRECISIONS),
     default=TrainConfig.precision,
-    help="Arithmetic of the forward pass: bf16/fp16 autocast (for GPUs; fp16 scales the loss).",
+    help="Arithmetic of the forward pass: bf16/fp16 autocast (fp16 needs a GPU and scales the "
+    "loss); with a --time-budget, bf16 where the CPU has it in hardware.",
 )
 @click.option(
     "--threads",
