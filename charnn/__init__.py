@@ -25,7 +25,7 @@ _API = {
     "read_corpus": "charnn.vocab",
     "CharRNN": "charnn.model",
     "train": "charnn.trainer",
-    "TrainResult": "charnn.trainer",
+    "TrainResult": "charnn.events",
     "LoadedModel": "charnn.checkpoint",
     "load_checkpoint": "charnn.checkpoint",
     "find_checkpoint": "charnn.checkpoint",
@@ -68,9 +68,10 @@ if TYPE_CHECKING:
     from charnn.config import ModelConfig, TrainConfig
     from charnn.errors import CharnnError
     from charnn.evaluator import EvalResult, evaluate
+    from charnn.events import TrainResult
     from charnn.model import CharRNN
     from charnn.sampler import SampleConfig, generate, sample
-    from charnn.trainer import TrainResult, train
+    from charnn.trainer import train
     from charnn.vocab import Vocab, read_corpus
 
 

@@ -21,13 +21,11 @@ import torch
 from charnn import __version__
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
-from charnn.fileio import atomic_write
+from charnn.fileio import BEST, LAST, METRICS_LOG, atomic_write
 from charnn.model import CharRNN
 from charnn.vocab import Vocab
 
 FORMAT_VERSION = 1
-LAST, BEST = "last.pt", "best.pt"
-METRICS_LOG = "metrics.jsonl"  # one JSON object per save, appended by the trainer
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from charnn.trainer import Evaluated, Event, Notice, Saved, TrainResult
-from charnn.trainer import Progress as StepProgress
+from charnn.events import Evaluated, Event, Notice, Saved, TrainResult
+from charnn.events import Progress as StepProgress
 
 BAR_TOTAL = 1000  # the bar's resolution: the run's fraction done, in thousandths
 

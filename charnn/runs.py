@@ -10,11 +10,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from charnn.checkpoint import BEST, LAST, describe_checkpoint
+from charnn.checkpoint import describe_checkpoint
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
+from charnn.fileio import BEST, LAST, LOCK
 
-LOCK = ".lock"
 # What may change when a run is resumed: when to stop, how often to save, where to compute.
 # Everything else decides the arithmetic and must match the run being continued.
 RESUMABLE = {

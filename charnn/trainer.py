@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Callable, Collection
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,6 @@ from torch.nn import functional as F
 
 from charnn.cache import EncodedCorpus, load_corpus
 from charnn.checkpoint import (
-    BEST,
-    LAST,
-    METRICS_LOG,
     clone_tensors,
     load_path,
     make_payload,
@@ -34,12 +31,14 @@ from charnn.checkpoint import (
 )
 from charnn.config import TrainConfig, budget_defaults
 from charnn.data import TrainStreams, fit_shape, split_train_val
+from charnn.devices import autocast, cpu_has_native_bf16, resolve_device, use_threads
 from charnn.distributed import Ranks, process_group
 from charnn.errors import CharnnError
 from charnn.evaluator import stream_bounds, stream_nats
+from charnn.events import Evaluated, Event, Notice, Progress, Saved, TrainResult
+from charnn.fileio import BEST, LAST, LOCK, METRICS_LOG
 from charnn.model import CharRNN, State, detach_state
 from charnn.runs import (
-    LOCK,
     check_resumable,
     claim_run_dir,
     default_name,
@@ -52,88 +51,6 @@ from charnn.vocab import Vocab, describe_chars
 DEFAULT_EPOCHS = 10  # when no --max-steps, --epochs or --time-budget is given
 WARMUP = 0.02  # fraction of training spent raising the learning rate from zero
 PROGRESS_INTERVAL = 0.25  # seconds between Progress events
-
-
-@dataclass(frozen=True)
-class Progress:
-    step: int
-    fraction: float  # of the whole run, by steps or by time budget
-    train_loss: float  # mean nats/char since the previous Progress event
-    lr: float
-    chars_per_sec: float
-    elapsed: float
-    remaining: float | None
-    val_bpc: float | None  # the latest evaluation, if any
-
-
-@dataclass(frozen=True)
-class Evaluated:
-    step: int
-    train_loss: float
-    val_bpc: float
-    best: bool
-    elapsed: float
-
-
-@dataclass(frozen=True)
-class Saved:
-    path: Path
-
-
-@dataclass(frozen=True)
-class Notice:
-    message: str
-
-
-Event = Progress | Evaluated | Saved | Notice
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    run_dir: Path | None
-    steps: int
-    best_val_bpc: float
-    final_val_bpc: float
-    elapsed: float
-    interrupted: bool
-
-    @property
-    def best_path(self) -> Path | None:
-        return self.run_dir / BEST if self.run_dir else None
-
-    @property
-    def last_path(self) -> Path | None:
-        return self.run_dir / LAST if self.run_dir else None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CharnnError("--device cuda asked for, but PyTorch sees no CUDA GPU: use --device cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise CharnnError("--device mps asked for, but this machine has no MPS: use --device cpu")
-    return torch.device(name)
-
-
-NATIVE_BF16_CHECKS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # in torch.cpu
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), so that bf16 autocast
-    trains faster than fp32; elsewhere oneDNN would emulate it. (PyTorch's checks are private:
-    a version without them reads as no.)"""
-    checks = (getattr(torch.cpu, name, None) for name in NATIVE_BF16_CHECKS)
-    return any(check is not None and check() for check in checks)
-
-
-def use_threads(threads: int | None) -> None:
-    """Set PyTorch's CPU threads for this process; None leaves its default (one per core)."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-
-
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def lr_at(fraction: float, peak: float) -> float:
@@ -367,9 +284,7 @@ class Trainer:
         return inputs.to(self.device), targets.to(self.device)
 
     def _autocast(self) -> torch.autocast:
-        precision = self.config.precision
-        dtype = AUTOCAST.get(precision, torch.float32)
-        return torch.autocast(self.device.type, dtype=dtype, enabled=precision != "fp32")
+        return autocast(self.device, self.config.precision)
 
     def _agreed_clock(self, start: float) -> tuple[float, bool]:
         """Seconds trained, and whether to stop: the same on every rank, so all stop together."""

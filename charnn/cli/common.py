@@ -39,7 +39,7 @@ def load_model(
     checkpoint: Path | None, checkpoint_dir: Path, cell: str | None, device: str = "cpu"
 ):
     from charnn.checkpoint import find_checkpoint, load_checkpoint
-    from charnn.trainer import resolve_device
+    from charnn.devices import resolve_device
 
     path = checkpoint if checkpoint is not None else find_checkpoint(checkpoint_dir, cell)
     return load_checkpoint(path, resolve_device(device))

@@ -1,0 +1,43 @@
+"""Where and in what arithmetic a model runs: the device, bf16/fp16 autocast, CPU threads."""
+
+from __future__ import annotations
+
+import torch
+
+from charnn.errors import CharnnError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CharnnError("--device cuda asked for, but PyTorch sees no CUDA GPU: use --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise CharnnError("--device mps asked for, but this machine has no MPS: use --device cpu")
+    return torch.device(name)
+
+
+NATIVE_BF16_CHECKS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # in torch.cpu
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), so that bf16 autocast
+    trains faster than fp32; elsewhere oneDNN would emulate it. (PyTorch's checks are private:
+    a version without them reads as no.)"""
+    checks = (getattr(torch.cpu, name, None) for name in NATIVE_BF16_CHECKS)
+    return any(check is not None and check() for check in checks)
+
+
+def use_threads(threads: int | None) -> None:
+    """Set PyTorch's CPU threads for this process; None leaves its default (one per core)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The forward pass in `precision` ("fp32" leaves it alone)."""
+    dtype = AUTOCAST.get(precision, torch.float32)
+    return torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
