@@ -1,4 +1,10 @@
-"""Typed, frozen configuration: CLI flags become these, and every checkpoint stores them."""
+"""Typed, frozen configuration: CLI flags become these, and every checkpoint stores them.
+
+A setting left as None is planned for the run by charnn.plan (from the time budget and the
+hardware) before training starts, the same for the CLI and the Python API; checkpoints store the
+planned values, so a resumed run keeps its plan. FALLBACK is what each becomes when nothing argues
+for another value, and what a model built outside training uses.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,6 +31,25 @@ def _check(condition: bool, message: str) -> None:
         raise CharnnError(message)
 
 
+# The planned settings, as they are without a plan (no time budget, no native bf16)
+FALLBACK: dict[str, Any] = {
+    "hidden_size": 256,
+    "dropout": 0.0,
+    "weight_decay": 0.0,
+    "precision": "fp32",
+}
+
+
+T = TypeVar("T")
+
+
+def decided(value: T | None) -> T:
+    """A planned setting's value, once planned (or completed with its FALLBACK)."""
+    if value is None:
+        raise ValueError("a planned setting was read before planning: use charnn.plan first")
+    return value
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The network's shape: embedding -> recurrent stack -> linear decoder."""
@@ -32,9 +57,9 @@ class ModelConfig:
     vocab_size: int = 0  # filled in from the corpus
     cell: str = "lstm"  # rnn (tanh) | rnn-relu | lstm | gru | peephole | cifg
     layers: int = 2
-    hidden_size: int = 256
+    hidden_size: int | None = None  # units per layer; None: planned (FALLBACK: 256)
     embed_size: int = 64  # characters are few; a small embedding saves input-projection time
-    dropout: float = 0.0  # between layers and before the decoder
+    dropout: float | None = None  # between layers and before the decoder; None: planned
     # LSTM-family forget-gate bias at the start (char-rnn uses 1.0); None keeps PyTorch's
     # initialisation, which reached lower bits/char within short budgets here
     forget_bias: float | None = None
@@ -42,9 +67,15 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(self.cell in CELLS, f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
         _check(self.layers >= 1, "--layers must be at least 1")
-        _check(self.hidden_size >= 1, "--hidden-size must be at least 1")
+        _check(
+            self.hidden_size is None or self.hidden_size >= 1, "--hidden-size must be at least 1"
+        )
         _check(self.embed_size >= 1, "--embed-size must be at least 1")
-        _check(0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
+        _check(self.dropout is None or 0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
+
+    def complete(self) -> ModelConfig:
+        """This shape with every unplanned setting at its FALLBACK value."""
+        return _complete(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
@@ -59,11 +90,11 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     # optimisation
     lr: float = 6e-3  # peak AdamW learning rate; warmed up, then cosine-decayed
-    weight_decay: float = 0.0
+    weight_decay: float | None = None  # AdamW's decoupled decay; None: planned
     clip: float = 5.0  # max global gradient norm; 0 disables clipping
     seq_len: int = 64  # T: characters per window of truncated BPTT
     batch_size: int = 32  # B: parallel contiguous streams; fewer streams, more updates
-    # when to stop (the first limit reached wins; none set means one epoch)
+    # when to stop (the first limit reached wins; none set means 10 epochs: trainer.DEFAULT_EPOCHS)
     max_steps: int | None = None
     epochs: float | None = None
     time_budget: float | None = None  # seconds of wall-clock training
@@ -75,7 +106,8 @@ class TrainConfig:
     on_nan: str = "stop"  # a non-finite loss or gradient: "stop", or "skip" the batch
     seed: int = 1337
     device: str = "auto"
-    precision: str = "fp32"  # "bf16" or "fp16": autocast the forward pass (fp16 scales the loss)
+    # "fp32", or "bf16"/"fp16": autocast the forward pass (fp16 scales the loss); None: planned
+    precision: str | None = None
     threads: int | None = None  # CPU threads for PyTorch; None: PyTorch's default
     encoding: str = "utf-8"
     checkpoint_dir: str = "checkpoints"
@@ -83,7 +115,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "--lr must be positive")
-        _check(self.weight_decay >= 0, "--weight-decay must be non-negative")
+        _check(
+            self.weight_decay is None or self.weight_decay >= 0,
+            "--weight-decay must be non-negative",
+        )
         _check(self.clip >= 0, "--clip must be non-negative (0 disables clipping)")
         _check(self.seq_len >= 1, "--seq-len must be at least 1")
         _check(self.batch_size >= 1, "--batch-size must be at least 1")
@@ -96,11 +131,23 @@ class TrainConfig:
         _check(self.save_every >= 1, "--save-every must be at least 1")
         _check(self.keep >= 0, "--keep must be 0 or more")
         _check(self.on_nan in ("stop", "skip"), "--on-nan must be 'stop' or 'skip'")
-        _check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}")
+        _check(
+            self.precision is None or self.precision in PRECISIONS,
+            f"--precision must be one of {', '.join(PRECISIONS)}",
+        )
         _check(self.threads is None or self.threads >= 1, "--threads must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def complete(self) -> TrainConfig:
+        """These settings with every unplanned one at its FALLBACK value."""
+        return _complete(replace(self, model=self.model.complete()))
+
+    def chosen(self) -> set[str]:
+        """The names of the settings given a value (not None), model settings included."""
+        values = {**asdict(self), **asdict(self.model)}
+        return {name for name, value in values.items() if value is not None and name != "model"}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -108,11 +155,29 @@ class TrainConfig:
         known["model"] = ModelConfig.from_dict(known.get("model", {}))
         return cls(**known)
 
+    @classmethod
+    def from_options(cls, **options: Any) -> TrainConfig:
+        """One flat set of options (as the CLI or a TOML file has them) -> the nested config."""
+        model_names = {f.name for f in fields(ModelConfig)}
+        model = {k: options.pop(k) for k in list(options) if k in model_names}
+        unknown = sorted(set(options) - {f.name for f in fields(cls)})
+        _check(not unknown, f"unknown training option(s): {', '.join(unknown)}")
+        return cls(model=ModelConfig(**model), **options)
+
 
 def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """Drop keys this version does not know, so older and newer checkpoints still load."""
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in data.items() if k in names}
+
+
+def _complete(config: Any) -> Any:
+    missing = {
+        f.name: FALLBACK[f.name]
+        for f in fields(config)
+        if f.name in FALLBACK and getattr(config, f.name) is None
+    }
+    return replace(config, **missing) if missing else config
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([hms]?)")
@@ -152,33 +217,3 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             f"{path}: tables are not options ({', '.join(nested)}); write `key = value`"
         )
     return {key.replace("-", "_"): value for key, value in data.items()}
-
-
-LONG_BUDGET = 180.0  # seconds: from here on a wider model wins, with weight decay
-LONGER_BUDGET = 480.0  # ...and from here on a still wider one, with dropout against overfitting
-LONG_WEIGHT_DECAY = 0.1
-
-
-def budget_defaults(config: TrainConfig, given: set[str], native_bf16: bool = False) -> TrainConfig:
-    """The defaults tuned for --time-budget, for the settings not chosen explicitly.
-
-    Measured on tinyshakespeare with a 2-core CPU (README, "Defaults"): within about a minute a
-    2x256 LSTM takes enough steps to win, and weight decay does not help; given a few minutes, a
-    2x384 one does; given ten, 2x512 with dropout, and weight decay helps. Within any budget,
-    where the CPU multiplies bf16 in hardware (`native_bf16`), bf16 autocast takes about
-    1.2-1.4x the steps in the same time and reached lower bits/char.
-    """
-    budget, model = config.time_budget, config.model
-    if budget is None:
-        return config
-    if native_bf16 and "precision" not in given:
-        config = replace(config, precision="bf16")
-    if budget < LONG_BUDGET:
-        return config
-    if "hidden_size" not in given:
-        model = replace(model, hidden_size=512 if budget >= LONGER_BUDGET else 384)
-    if budget >= LONGER_BUDGET and "dropout" not in given:
-        model = replace(model, dropout=0.2)
-    if "weight_decay" not in given:
-        config = replace(config, weight_decay=LONG_WEIGHT_DECAY)
-    return replace(config, model=model)

@@ -83,6 +83,21 @@ class Ranks:
             dist.all_reduce(values, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
         return values
 
+    def agreed_clock(self, elapsed: float, stop: bool) -> tuple[float, bool]:
+        """The latest clock and any rank's stop request, the same on every rank, so that all
+        stop together."""
+        if not self.active:
+            return elapsed, stop
+        agreed = self.all_reduce(torch.tensor([elapsed, float(stop)]), op="max")
+        return float(agreed[0]), bool(agreed[1])
+
+    def mean_loss(self, loss: torch.Tensor) -> float:
+        """The loss over all B rows, when each rank holds the mean over its own rows."""
+        if not self.active:
+            return loss.item()
+        total = self.all_reduce(loss.detach().reshape(1).double().cpu())
+        return float(total[0]) / self.world_size
+
     def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
         """Stack every rank's rows (dimension 1 of a (layers, rows, hidden) state) in rank order."""
         if not self.active:

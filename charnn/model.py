@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from charnn.cells import FORGET_ROWS, HAS_CELL_STATE, RecurrentStack
-from charnn.config import ModelConfig
+from charnn.config import ModelConfig, decided
 
 # LSTM-family state is (h, c); GRU and RNN state is h alone. Each is (layers, B, hidden).
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -26,33 +26,34 @@ class CharRNN(nn.Module):
         super().__init__()
         if config.vocab_size < 1:
             raise ValueError("ModelConfig.vocab_size must be set from the corpus")
-        self.config = config
+        self.config = config = config.complete()  # unplanned settings at their fallbacks
+        self.hidden_size = hidden = decided(config.hidden_size)
         self.embed = nn.Embedding(config.vocab_size, config.embed_size)
-        dropout = config.dropout if config.layers > 1 else 0.0
+        dropout = decided(config.dropout)
         self.rnn: nn.Module
         if config.cell in FUSED and not hand_written:
             extra = {"nonlinearity": "relu"} if config.cell == "rnn-relu" else {}
             self.rnn = FUSED[config.cell](
                 config.embed_size,
-                config.hidden_size,
+                hidden,
                 num_layers=config.layers,
-                dropout=dropout,
+                dropout=dropout if config.layers > 1 else 0.0,
                 batch_first=True,
                 **extra,
             )
         else:
             self.rnn = RecurrentStack(
-                config.cell, config.embed_size, config.hidden_size, config.layers, dropout
+                config.cell, config.embed_size, hidden, config.layers, dropout
             )
-        self.drop = nn.Dropout(config.dropout)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.drop = nn.Dropout(dropout)
+        self.decoder = nn.Linear(hidden, config.vocab_size)
         if config.cell in FORGET_ROWS and config.forget_bias is not None:
             self._set_forget_bias(config.forget_bias)
 
     @torch.no_grad()
     def _set_forget_bias(self, value: float) -> None:
         """Start the forget gates at σ(value): b_f = value (in bias_ih; bias_hh's part is 0)."""
-        H, block = self.config.hidden_size, FORGET_ROWS[self.config.cell]
+        H, block = self.hidden_size, FORGET_ROWS[self.config.cell]
         for k in range(self.config.layers):
             getattr(self.rnn, f"bias_ih_l{k}")[block * H : (block + 1) * H] = value
             getattr(self.rnn, f"bias_hh_l{k}")[block * H : (block + 1) * H] = 0.0
@@ -64,7 +65,7 @@ class CharRNN(nn.Module):
         return self.decoder(self.drop(out)), state
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
-        shape = (self.config.layers, batch_size, self.config.hidden_size)
+        shape = (self.config.layers, batch_size, self.hidden_size)
         zeros = torch.zeros(shape, device=device)
         return (zeros, zeros.clone()) if self.config.cell in HAS_CELL_STATE else zeros
 

@@ -1,19 +1,23 @@
-"""Run folders: naming and claiming them, one writer at a time, resuming, listing."""
+"""Run folders: preparing a run (resume or start, settings merged and planned, folder claimed),
+one writer at a time, listing."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from charnn.checkpoint import describe_checkpoint
+from charnn.cache import EncodedCorpus
+from charnn.checkpoint import describe_checkpoint, load_path, read_payload
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
-from charnn.fileio import BEST, LAST, LOCK
+from charnn.fileio import BEST, LAST, LOCK, METRICS_LOG
+from charnn.plan import plan_run
+from charnn.vocab import Vocab, describe_chars
 
 # What may change when a run is resumed: when to stop, how often to save, where to compute.
 # Everything else decides the arithmetic and must match the run being continued.
@@ -37,23 +41,34 @@ def default_name(corpus: Path, cell: str) -> str:
     return f"{corpus.stem}-{cell}"
 
 
-def claim_run_dir(config: TrainConfig, corpus_path: Path) -> Path:
-    """Create a fresh run folder, never reusing one that already holds a run."""
-    root = Path(config.checkpoint_dir)
+def holds_checkpoint(run_dir: Path) -> bool:
+    """Whether a folder holds a saved run (a run that failed before its first save does not)."""
+    return any(run_dir.glob("*.pt"))
+
+
+def claim_run_dir(config: TrainConfig, corpus_path: Path, run_dir: Path | None = None) -> Path:
+    """Create a fresh run folder (or take `run_dir`), never reusing one that holds a checkpoint.
+
+    A folder left by a run that failed before its first save holds no checkpoint: it is taken
+    as new, its metrics of steps that were never saved cleared.
+    """
+    root = Path(config.checkpoint_dir) if run_dir is None else run_dir.parent
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CharnnError(f"cannot create checkpoint folder {root}: {err.strerror}") from None
-    if config.name is not None:
+    if run_dir is None and config.name is not None:
         run_dir = root / config.name
+    if run_dir is not None:
         try:
             run_dir.mkdir()
         except FileExistsError:
-            if any(p.name != LOCK for p in run_dir.iterdir()):
+            if holds_checkpoint(run_dir):
                 raise CharnnError(
                     f"run folder {run_dir} already exists: continue it with --resume {run_dir}, "
                     "or choose another --name"
                 ) from None
+            (run_dir / METRICS_LOG).unlink(missing_ok=True)
         return run_dir
     base = default_name(corpus_path, config.model.cell)
     for index in range(1, 10_000):
@@ -93,13 +108,17 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def resume_checkpoint(resume: str, config: TrainConfig, corpus: Path) -> Path | None:
-    """The checkpoint `--resume` names; None for `auto` when the run has no last.pt yet."""
+    """The checkpoint `--resume` names; None when its run folder holds no checkpoint yet (`auto`
+    before the run's first save, or a folder left by a run that failed before saving): the run
+    then starts there as new."""
     if resume == "auto":
         name = config.name or default_name(corpus, config.model.cell)
         candidate = Path(config.checkpoint_dir) / name / LAST
         return candidate if candidate.is_file() else None
     path = Path(resume)
     if path.is_dir():
+        if not holds_checkpoint(path):
+            return None
         path = path / LAST
     if not path.is_file():
         raise CharnnError(f"nothing to resume: {path} not found")
@@ -162,17 +181,100 @@ def list_runs(checkpoint_dir: str | Path) -> list[dict[str, Any]]:
     return runs
 
 
+@dataclass
+class PreparedRun:
+    """What a run starts from: its decided settings, vocabulary and folder, and a checkpoint."""
+
+    config: TrainConfig  # every setting decided (planned, or taken from the run resumed)
+    vocab: Vocab
+    run_dir: Path
+    fresh: bool  # the folder was claimed by this run (removed again if it fails before saving)
+    checkpoint: dict[str, Any] | None  # the run to continue (`resumed`), or weights to start from
+    resumed: bool
+    notices: list[str]
+
+
+def prepare_run(
+    config: TrainConfig,
+    corpus: EncodedCorpus,
+    *,
+    native_bf16: bool = False,
+    resume: str | Path | None = None,
+    init_from: str | Path | None = None,
+    given: set[str] | None = None,
+    on_main: Any = lambda work: work(),
+) -> PreparedRun:
+    """Decide where a run starts and with which settings; see charnn.trainer.train.
+
+    `given`: the settings chosen explicitly now (default: those `config` gives a value). When
+    resuming, the others come from the run; with `init_from`, the model's shape comes from the
+    weights. Whatever is still unset is planned (charnn.plan). `on_main` runs the folder choices
+    on one process of a torchrun job and hands their result to all.
+    """
+    given = config.chosen() if given is None else given
+    corpus_path = Path(config.corpus)
+    path = None
+    if resume is not None:
+        path = on_main(lambda: resume_checkpoint(str(resume), config, corpus_path))
+    if path is not None:
+        payload = read_payload(path)
+        saved = TrainConfig.from_dict(payload["train_config"])
+        config = merged_config(saved, config, given)
+        check_resumable(config, saved, path)
+        vocab = Vocab(payload["vocab"])
+        check_same_corpus(payload, corpus, vocab, path)
+        return PreparedRun(config, vocab, path.parent, False, payload, True, [])
+
+    vocab, weights = corpus.vocab, None
+    if init_from is not None:
+        payload = weights = read_payload(load_path(init_from))
+        vocab = Vocab.from_text(payload["vocab"] + vocab.chars)  # old characters, then new
+        saved = TrainConfig.from_dict(payload["train_config"])
+        config = replace(config, model=merged_config(saved, config, given).model)
+    plan = plan_run(config, native_bf16)
+    config = plan.config
+    if resume == "auto" and config.name is None:
+        config = replace(config, name=default_name(corpus_path, config.model.cell))
+    folder = Path(resume) if resume not in (None, "auto") else None  # a folder with no checkpoint
+    run_dir = on_main(lambda: claim_run_dir(config, corpus_path, folder))
+    notices = [plan.notice] if plan.notice else []
+    return PreparedRun(config, vocab, run_dir, True, weights, False, notices)
+
+
+def check_same_corpus(payload: dict, corpus: EncodedCorpus, vocab: Vocab, path: Path) -> None:
+    """Refuse to continue a run on text other than the one it was trained on."""
+    if payload.get("corpus_sha256") == corpus.sha256:
+        return
+    ours = corpus.vocab
+    if ours.chars != vocab.chars:
+        new = sorted(set(ours.chars) - set(vocab.chars))
+        gone = sorted(set(vocab.chars) - set(ours.chars))
+        detail = f"new characters {describe_chars(new)}" if new else ""
+        detail += ("; " if new and gone else "") + (
+            f"missing {describe_chars(gone)}" if gone else ""
+        )
+        raise CharnnError(
+            f"cannot resume {path} on this corpus: its vocabulary differs ({detail}); start a new "
+            "run from it with --init-from instead"
+        )
+    raise CharnnError(
+        f"cannot resume {path}: this corpus is not the text the run was trained on (its SHA-256 "
+        "differs); start a new run from it with --init-from instead"
+    )
+
+
 def merged_config(saved: TrainConfig, current: TrainConfig, given: set[str]) -> TrainConfig:
     """A saved run's settings, with the options given explicitly now on top of them.
 
-    Where the data and checkpoints live always comes from now.
+    Where the data and checkpoints live always comes from now; a setting left unset (None)
+    now is the run's.
     """
     top = {f.name: getattr(saved, f.name) for f in fields(TrainConfig)}
     model = {f.name: getattr(saved.model, f.name) for f in fields(ModelConfig)}
     for name in given:
-        if name in model:
+        if name in model and getattr(current.model, name) is not None:
             model[name] = getattr(current.model, name)
-        elif name in top:
+        elif name in top and name != "model" and getattr(current, name) is not None:
             top[name] = getattr(current, name)
     top["corpus"], top["checkpoint_dir"] = current.corpus, current.checkpoint_dir
     top["model"] = ModelConfig(**model)

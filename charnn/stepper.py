@@ -47,7 +47,7 @@ class Stepper:
     def __init__(self, model: CharRNN) -> None:
         config = model.config
         self.cell = config.cell
-        self.hidden = H = config.hidden_size
+        self.hidden = H = model.hidden_size
         rnn = model.rnn
         # scale the candidate rows by 2 for the single-logistic trick above
         scale = torch.ones(GATES[self.cell] * H)

@@ -9,7 +9,8 @@ from charnn.checkpoint import LoadedModel, load_checkpoint
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.sampler import sample
-from charnn.trainer import Trainer, lr_at
+from charnn.schedule import lr_at
+from charnn.trainer import Trainer
 from charnn.vocab import Vocab
 
 
@@ -135,29 +136,49 @@ def test_threads_setting_reaches_pytorch(tmp_path):
 
 
 def test_long_time_budgets_default_to_a_wider_model_with_weight_decay():
-    from charnn.config import budget_defaults
+    from charnn.plan import plan_run
+
+    def planned(config: TrainConfig, native_bf16: bool = False) -> TrainConfig:
+        return plan_run(config, native_bf16).config
 
     short = TrainConfig(time_budget=70)
     long = TrainConfig(time_budget=300)
-    assert budget_defaults(short, set()).model.hidden_size == 256
-    assert budget_defaults(long, set()).model.hidden_size == 384
-    assert budget_defaults(long, {"hidden_size"}).model.hidden_size == 256  # chosen: kept
-    assert budget_defaults(TrainConfig(), set()).model.hidden_size == 256  # no budget
-    ten_minutes = budget_defaults(TrainConfig(time_budget=600), set()).model
+    assert planned(short).model.hidden_size == 256
+    assert planned(long).model.hidden_size == 384
+    chosen_width = TrainConfig(time_budget=300, model=ModelConfig(hidden_size=256))
+    assert planned(chosen_width).model.hidden_size == 256  # chosen: kept
+    assert planned(TrainConfig()).model.hidden_size == 256  # no budget
+    ten_minutes = planned(TrainConfig(time_budget=600)).model
     assert (ten_minutes.hidden_size, ten_minutes.dropout) == (512, 0.2)
-    assert budget_defaults(TrainConfig(time_budget=600), {"dropout"}).model.dropout == 0.0
-    assert budget_defaults(long, set()).model.dropout == 0.0
-    assert budget_defaults(short, set()).weight_decay == 0.0
-    assert budget_defaults(long, set()).weight_decay == 0.1
+    no_dropout = TrainConfig(time_budget=600, model=ModelConfig(dropout=0.0))
+    assert planned(no_dropout).model.dropout == 0.0
+    assert planned(long).model.dropout == 0.0
+    assert planned(short).weight_decay == 0.0
+    assert planned(long).weight_decay == 0.1
     chosen = TrainConfig(time_budget=300, weight_decay=0.01)
-    assert budget_defaults(chosen, {"weight_decay"}).weight_decay == 0.01
-    ten_minutes = TrainConfig(time_budget=600)
-    assert budget_defaults(ten_minutes, set(), native_bf16=True).precision == "bf16"
-    assert budget_defaults(ten_minutes, set(), native_bf16=False).precision == "fp32"
-    assert budget_defaults(ten_minutes, {"precision"}, native_bf16=True).precision == "fp32"
-    assert budget_defaults(long, set(), native_bf16=True).precision == "bf16"
-    assert budget_defaults(short, set(), native_bf16=True).precision == "bf16"
-    assert budget_defaults(TrainConfig(), set(), native_bf16=True).precision == "fp32"  # no budget
+    assert planned(chosen).weight_decay == 0.01
+    ten_minutes_config = TrainConfig(time_budget=600)
+    assert planned(ten_minutes_config, native_bf16=True).precision == "bf16"
+    assert planned(ten_minutes_config, native_bf16=False).precision == "fp32"
+    fp32 = TrainConfig(time_budget=600, precision="fp32")
+    assert planned(fp32, native_bf16=True).precision == "fp32"
+    assert planned(long, native_bf16=True).precision == "bf16"
+    assert planned(short, native_bf16=True).precision == "bf16"
+    assert planned(TrainConfig(), native_bf16=True).precision == "fp32"  # no budget
+
+
+def test_the_plan_says_once_what_it_chose():
+    from charnn.plan import plan_run
+
+    plan = plan_run(TrainConfig(time_budget=300), native_bf16=True)
+    assert plan.notice is not None
+    for part in ("5m", "bf16 autocast", "hidden size 384", "weight decay 0.1"):
+        assert part in plan.notice
+    assert plan_run(TrainConfig()).notice is None  # nothing planned beyond the fallbacks
+    decided = TrainConfig(time_budget=300, precision="fp32", weight_decay=0.0,
+                          model=ModelConfig(hidden_size=64, dropout=0.0))  # fmt: skip
+    assert plan_run(decided, native_bf16=True).notice is None  # every flag wins
+    assert plan_run(plan.config, native_bf16=True).config == plan.config  # planned once
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -12,6 +12,7 @@ from charnn.cli.common import CONTEXT
 from charnn.config import (
     CELLS,
     DEVICES,
+    FALLBACK,
     PRECISIONS,
     ModelConfig,
     TrainConfig,
@@ -64,15 +65,17 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 @click.option(
     "--hidden-size",
     type=click.IntRange(min=1),
-    default=ModelConfig.hidden_size,
-    help="Units per layer; with a --time-budget, 384 from 3m and 512 from 8m.",
+    default=None,
+    help=f"Units per layer [default: planned; {FALLBACK['hidden_size']}, or with a "
+    "--time-budget 384 from 3m and 512 from 8m].",
 )
 @click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
 @click.option(
     "--dropout",
     type=click.FloatRange(0, 1, max_open=True),
-    default=ModelConfig.dropout,
-    help="Dropout between layers and before the decoder; 0.2 with a --time-budget of 8m or more.",
+    default=None,
+    help="Dropout between layers and before the decoder [default: planned; 0, or 0.2 with a "
+    "--time-budget of 8m or more].",
 )
 @click.option(
     "--forget-bias",
@@ -90,8 +93,9 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 @click.option(
     "--weight-decay",
     type=click.FloatRange(min=0),
-    default=TrainConfig.weight_decay,
-    help="AdamW's decoupled weight decay; 0.1 with a --time-budget of 3m or more.",
+    default=None,
+    help="AdamW's decoupled weight decay [default: planned; 0, or 0.1 with a --time-budget of "
+    "3m or more].",
 )
 @click.option(
     "--clip",
@@ -144,9 +148,10 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
-    default=TrainConfig.precision,
+    default=None,
     help="Arithmetic of the forward pass: bf16/fp16 autocast (fp16 needs a GPU and scales the "
-    "loss); with a --time-budget, bf16 where the CPU has it in hardware.",
+    "loss) [default: planned; fp32, or with a --time-budget bf16 where the CPU has it in "
+    "hardware].",
 )
 @click.option(
     "--threads",
@@ -211,10 +216,8 @@ def train(
 
     if resume is not None and init_from is not None:
         raise click.UsageError("give --resume or --init-from, not both")
-    model_keys = ("cell", "layers", "hidden_size", "embed_size", "dropout", "forget_bias")
-    model = ModelConfig(**{k: options.pop(k) for k in model_keys})
-    config = TrainConfig(
-        corpus=str(corpus), model=model, checkpoint_dir=str(checkpoint_dir), **options
+    config = TrainConfig.from_options(
+        corpus=str(corpus), checkpoint_dir=str(checkpoint_dir), **options
     )
     given = {
         name

@@ -1,0 +1,170 @@
+"""Preparing runs: settings planned the same for every caller, folders that failed before their
+first save, and checkpoints that two identical runs write alike."""
+
+import json
+
+import pytest
+import torch
+
+from charnn.checkpoint import read_payload
+from charnn.config import ModelConfig, TrainConfig
+from charnn.trainer import train
+
+from conftest import TINY, make_text, run_charnn
+
+PLANNED = ("hidden_size", "dropout", "weight_decay", "precision")
+
+
+def planned_settings(payload: dict) -> dict:
+    saved = TrainConfig.from_dict(payload["train_config"])
+    values = {**saved.to_dict(), **saved.model.__dict__}
+    return {name: values[name] for name in PLANNED}
+
+
+@pytest.fixture
+def small_corpus(tmp_path):
+    path = tmp_path / "small.txt"
+    path.write_text(make_text(3_000), encoding="utf-8")
+    return path
+
+
+def test_python_and_the_cli_plan_the_same_run(tmp_path, small_corpus):
+    """A 5-minute budget plans a wider model (and bf16 where the CPU has it) from either door."""
+    shape = ["--batch-size", "4", "--seq-len", "16", "--max-steps", "2", "--device", "cpu"]
+    proc = run_charnn(
+        "train", str(small_corpus), "--time-budget", "5m", *shape,
+        "--checkpoint-dir", str(tmp_path / "cli"), "--name", "run",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "planned for a 5m budget" in proc.stderr
+    config = TrainConfig(
+        corpus=str(small_corpus), time_budget=300, batch_size=4, seq_len=16, max_steps=2,
+        device="cpu", checkpoint_dir=str(tmp_path / "api"), name="run",
+    )  # fmt: skip
+    notices: list = []
+    train(config, notices.append)
+    from_cli = planned_settings(read_payload(tmp_path / "cli" / "run" / "last.pt"))
+    from_api = planned_settings(read_payload(tmp_path / "api" / "run" / "last.pt"))
+    assert from_cli == from_api
+    assert from_api["hidden_size"] == 384 and from_api["weight_decay"] == 0.1
+    assert any("planned for a 5m budget" in getattr(n, "message", "") for n in notices)
+
+
+def test_a_resumed_run_keeps_its_plan(tmp_path, small_corpus):
+    common = dict(corpus=str(small_corpus), batch_size=4, seq_len=16, device="cpu",
+                  checkpoint_dir=str(tmp_path / "ck"), name="run")  # fmt: skip
+    train(TrainConfig(time_budget=300, max_steps=2, **common))
+    first = planned_settings(read_payload(tmp_path / "ck" / "run" / "last.pt"))
+    # resumed with no budget at all: a new run would plan 256 units, this one keeps 384
+    train(TrainConfig(max_steps=4, **common), resume="auto")
+    payload = read_payload(tmp_path / "ck" / "run" / "last.pt")
+    assert payload["step"] == 4
+    assert planned_settings(payload) == first
+
+
+def logged_steps(run_dir) -> list[int]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines]
+
+
+def crashed_before_first_save(run_dir):
+    """What a run killed during its first save left behind (before saves wrote the metrics line
+    last): a lock file and a metrics line, but no checkpoint."""
+    run_dir.mkdir(parents=True)
+    (run_dir / ".lock").write_text("12345")
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 10, "val_bpc": 4.0}) + "\n")
+
+
+@pytest.mark.parametrize("how", ["auto", "folder"])
+def test_a_folder_with_no_checkpoint_resumes_as_a_new_run(tmp_path, small_corpus, how):
+    run_dir = tmp_path / "ck" / "run"
+    crashed_before_first_save(run_dir)
+    resume = "auto" if how == "auto" else str(run_dir)
+    proc = run_charnn(
+        "train", str(small_corpus), "--resume", resume, "--name", "run", "--max-steps", "3",
+        "--batch-size", "4", "--seq-len", "16", "--checkpoint-dir", str(tmp_path / "ck"), *TINY,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert read_payload(run_dir / "last.pt")["step"] == 3
+    steps = logged_steps(run_dir)
+    assert steps == [3]  # the stale line of a step never saved is gone
+
+
+def test_a_failed_save_writes_no_metrics_line(tmp_path, small_corpus, monkeypatch):
+    import charnn.writer as writer_module
+
+    calls = {"n": 0}
+    real_save = writer_module.save_atomic
+
+    def failing_second_save(payload, path):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        real_save(payload, path)
+
+    monkeypatch.setattr(writer_module, "save_atomic", failing_second_save)
+    config = TrainConfig(
+        corpus=str(small_corpus), model=ModelConfig(hidden_size=16, layers=1), batch_size=4,
+        seq_len=16, max_steps=4, save_every=2, eval_every=100, device="cpu",
+        checkpoint_dir=str(tmp_path / "ck"), name="run",
+    )  # fmt: skip
+    with pytest.raises(OSError):
+        train(config)
+    run_dir = tmp_path / "ck" / "run"
+    steps = logged_steps(run_dir)
+    assert steps == [2] and read_payload(run_dir / "last.pt")["step"] == 2
+
+
+def tensors_of(value, path="") -> dict[str, torch.Tensor]:
+    """Every tensor in a checkpoint, by where it sits."""
+    if isinstance(value, torch.Tensor):
+        return {path: value}
+    if not isinstance(value, dict | list | tuple):
+        return {}
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    found: dict[str, torch.Tensor] = {}
+    for key, item in items:
+        found.update(tensors_of(item, f"{path}/{key}"))
+    return found
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    ta, tb = tensors_of(a), tensors_of(b)
+    assert ta.keys() == tb.keys()
+    assert len(ta) > 10  # weights, optimizer moments, hidden state, RNG
+    for where, tensor in ta.items():
+        assert torch.equal(tensor, tb[where]), where
+
+
+def test_two_identical_runs_write_equal_checkpoints(tmp_path, small_corpus):
+    def run(name):
+        config = TrainConfig(
+            corpus=str(small_corpus), model=ModelConfig(hidden_size=16, dropout=0.2),
+            batch_size=4, seq_len=16, max_steps=12, save_every=5, eval_every=100,
+            device="cpu", checkpoint_dir=str(tmp_path / "ck"), name=name,
+        )  # fmt: skip
+        train(config)
+        return read_payload(tmp_path / "ck" / name / "last.pt")
+
+    assert_same_tensors(run("a"), run("b"))
+
+
+def test_a_killed_and_resumed_run_saves_what_the_whole_run_saves(tmp_path, small_corpus):
+    """Every tensor of last.pt, RNG state included, and not only the weights."""
+
+    def config(name):
+        return TrainConfig(
+            corpus=str(small_corpus), model=ModelConfig(hidden_size=16, dropout=0.2),
+            batch_size=4, seq_len=16, max_steps=12, save_every=5, eval_every=100,
+            device="cpu", checkpoint_dir=str(tmp_path / "ck"), name=name,
+        )  # fmt: skip
+
+    asked = iter(range(100))
+    train(config("whole"))
+    cut = train(config("cut"), stop_requested=lambda: next(asked) >= 7)  # asked before each step
+    assert cut.interrupted and cut.steps == 7
+    train(config("cut"), resume=tmp_path / "ck" / "cut")
+    whole = read_payload(tmp_path / "ck" / "whole" / "last.pt")
+    resumed = read_payload(tmp_path / "ck" / "cut" / "last.pt")
+    assert resumed["step"] == whole["step"] == 12
+    assert_same_tensors(whole, resumed)
