@@ -168,3 +168,16 @@ def test_a_killed_and_resumed_run_saves_what_the_whole_run_saves(tmp_path, small
     resumed = read_payload(tmp_path / "ck" / "cut" / "last.pt")
     assert resumed["step"] == whole["step"] == 12
     assert_same_tensors(whole, resumed)
+
+
+def test_drawing_progress_and_sampling_do_not_import_the_training_stack():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, charnn.progress, charnn.sampler, charnn.cli.data; "
+        "print(sorted(m for m in sys.modules if m in ('charnn.trainer', 'charnn.runs')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
