@@ -54,6 +54,7 @@ class TrainResult:
     final_val_bpc: float
     elapsed: float
     interrupted: bool
+    stopped_early: bool = False  # --patience ran out: no new best in that many evaluations
 
     @property
     def best_path(self) -> Path | None:

@@ -101,8 +101,9 @@ class TrainDisplay:
                 f"  charnn train {shlex.quote(str(corpus))} --resume {shlex.quote(str(where))}"
             )
             return
+        early = " (stopped early: no new best within --patience)" if result.stopped_early else ""
         self.log(
-            f"done: {result.steps} steps in {_clock(result.elapsed)}, best val "
+            f"done{early}: {result.steps} steps in {_clock(result.elapsed)}, best val "
             f"{result.best_val_bpc:.4f} bits/char; checkpoints in {where}/"
         )
 

@@ -26,6 +26,7 @@ RESUMABLE = {
     "epochs",
     "time_budget",
     "eval_every",
+    "patience",
     "save_every",
     "keep",
     "on_nan",

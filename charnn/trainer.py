@@ -142,6 +142,7 @@ class Trainer:
         self.lr_scale = 1.0  # halved by each skipped non-finite batch (--on-nan skip)
         self.best_val_bpc = math.inf
         self.last_val_bpc = math.nan
+        self.evals_since_best = 0  # for --patience
         self.corpus_sha256: str | None = None  # stored so a resume can check the text
         self.chars_trained = 0  # by this process, for chars/s in metrics.jsonl
 
@@ -158,7 +159,7 @@ class Trainer:
         config, start = self.config, time.perf_counter() - self.elapsed_before
         meter, interrupted = _LossMeter(), False
         self.model.train()
-        while True:
+        while not self._out_of_patience():
             elapsed, stop = self.ranks.agreed_clock(
                 time.perf_counter() - start, self.stop_requested()
             )
@@ -191,7 +192,12 @@ class Trainer:
             final_val_bpc=self.last_val_bpc,
             elapsed=elapsed,
             interrupted=interrupted,
+            stopped_early=self._out_of_patience(),
         )
+
+    def _out_of_patience(self) -> bool:
+        patience = self.config.patience
+        return patience is not None and self.evals_since_best >= patience
 
     def _network(self) -> torch.nn.Module:
         """The model, wrapped to average gradients across ranks in a torchrun job."""
@@ -286,6 +292,7 @@ class Trainer:
         best = val_bpc < self.best_val_bpc
         self.last_val_bpc = val_bpc
         self.best_val_bpc = min(self.best_val_bpc, val_bpc)
+        self.evals_since_best = 0 if best else self.evals_since_best + 1
         self.emit(Evaluated(self.step, train_loss, val_bpc, best, elapsed))
         self._save(train_loss, elapsed, best, evaluated=True)
 
@@ -323,6 +330,7 @@ class Trainer:
             "grad_scaler": self.scaler.state_dict(),  # empty unless fp16
             "best_val_bpc": self.best_val_bpc,
             "last_val_bpc": self.last_val_bpc,
+            "evals_since_best": self.evals_since_best,
             "rng": capture_rng(),
         }
 
@@ -344,6 +352,7 @@ class Trainer:
             self.scaler.load_state_dict(resume["grad_scaler"])
         self.best_val_bpc = resume["best_val_bpc"]
         self.last_val_bpc = resume["last_val_bpc"]
+        self.evals_since_best = resume.get("evals_since_best", 0)  # older checkpoints: none
         restore_rng(resume["rng"])
 
     @torch.no_grad()

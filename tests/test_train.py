@@ -199,3 +199,18 @@ def test_a_time_budget_trains_in_bf16_where_the_cpu_has_it(tmp_path, monkeypatch
     assert saved.train_config.precision == ("bf16" if native else "fp32")
     notices = [e.message for e in events if isinstance(e, trainer_module.Notice)]
     assert any("bf16 autocast" in n for n in notices) == native
+
+
+def test_patience_stops_after_that_many_evaluations_without_a_new_best(tmp_path, monkeypatch):
+    scores = iter([3.0, 2.5, 2.6, 2.55, 2.4, 2.7])  # no new best at the 3rd and 4th evaluation
+    monkeypatch.setattr(Trainer, "validate", lambda self: next(scores))
+    trainer = make_trainer("hello world " * 50, run_dir=tmp_path, eval_every=5, patience=2)
+    result = trainer.run()
+    assert result.stopped_early and result.steps == 20  # the 4th evaluation, at step 20
+    assert result.best_val_bpc == 2.5
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best.step == 10  # best.pt stays where the best was
+
+    scores = iter([3.0, 2.5, 2.6, 2.55, 2.4, 2.7])
+    patient = make_trainer("hello world " * 50, eval_every=5, patience=3, max_steps=30).run()
+    assert not patient.stopped_early and patient.steps == 30

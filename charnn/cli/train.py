@@ -143,6 +143,12 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     default=TrainConfig.eval_every,
     help="Steps between evaluations (and checkpoints); also at the end.",
 )
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many evaluations without a new best val bits/char (best.pt stays).",
+)
 @click.option("--seed", type=int, default=TrainConfig.seed)
 @click.option("--device", type=click.Choice(DEVICES), default=TrainConfig.device)
 @click.option(
