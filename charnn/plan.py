@@ -1,23 +1,56 @@
-"""Planning a run: the settings left as None get values chosen for this budget and this machine.
+"""Planning a run: the settings left as None get values chosen for this text, budget and machine.
 
-One function decides them, for the CLI and the Python API alike; a setting given a value is never
-changed. Measured on tinyshakespeare with a 2-core CPU (bench/RESULTS.md): within about a minute
-a 2x256 LSTM takes enough steps to win and weight decay does not help; given a few minutes a
-2x384 one does, with weight decay; given ten, 2x512 with dropout. Within any budget, where the
-CPU multiplies bf16 in hardware, bf16 autocast takes about 1.2-1.4x the steps in the same time
-and reached lower bits/char.
+One pure function decides them, for the CLI and the Python API alike; a setting given a value is
+never changed. What it rests on (`Facts`) is measured before the run: the size of the training
+split and, for a time budget, how fast each candidate width trains here (charnn.calibrate).
+
+- **Width**: with a time budget, the widest model that still trains on at least
+  CHARS_PER_PARAMETER characters per parameter. A wider model learns more per character but
+  sees fewer of them; on tinyshakespeare this rule picks what measured best at 70 s, 5 and 10
+  minutes (2x256, 2x384, 2x512; bench/RESULTS.md). Without a budget the width stays 256.
+- **Dropout**: from the passes over the training split the run will make: a model that sees its
+  text many times memorises it unless regularised (the quickstart's pydoc corpus at 2 minutes:
+  18 passes, 1.73 bits/char without dropout, 1.58 with 0.3).
+- **Weight decay**: 0.1 from a 3-minute budget on (measured: it did not help at 70 s).
+- **Precision**: bf16 autocast under a time budget where the CPU multiplies bf16 in hardware:
+  about 1.2-1.4x the steps in the same time, and lower bits/char.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from charnn.config import FALLBACK, TrainConfig
 
-LONG_BUDGET = 180.0  # seconds: from here on a wider model wins, with weight decay
-LONGER_BUDGET = 480.0  # ...and from here on a still wider one, with dropout against overfitting
-LONG_WEIGHT_DECAY = 0.1
+DEFAULT_EPOCHS = 10  # when no --max-steps, --epochs or --time-budget is given
+WIDTHS = (128, 256, 384, 512, 768, 1024)  # the widths a time budget chooses from
+CHARS_PER_PARAMETER = 1.0
+TRAINING_SHARE = 0.85  # of a budget spent on training steps at the calibrated speed (evaluations)
+# (passes over the training split up to, dropout)
+DROPOUT_BY_PASSES = ((2.0, 0.0), (6.0, 0.2), (math.inf, 0.3))
+WEIGHT_DECAY_FROM = 180.0  # seconds of budget
+WEIGHT_DECAY = 0.1
+MODEL_FIELDS = ("hidden_size", "dropout")
+
+
+@dataclass(frozen=True)
+class Width:
+    """One candidate width, as measured here."""
+
+    chars_per_sec: float  # training throughput at the planned batch shape and precision
+    parameters: int
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a plan rests on."""
+
+    train_chars: int = 0  # characters in the training split (0: unknown)
+    native_bf16: bool = False  # the training CPU multiplies bf16 in hardware
+    widths: Mapping[int, Width] = field(default_factory=dict)  # measured, for a time budget
 
 
 @dataclass(frozen=True)
@@ -25,6 +58,8 @@ class Plan:
     config: TrainConfig  # every setting decided
     chosen: dict[str, Any]  # what the plan set to other than its FALLBACK value, by name
     why: str  # what the choice rests on
+    expected_chars: float | None = None  # characters the run is expected to train
+    passes: float | None = None  # ...as passes over the training split
 
     @property
     def notice(self) -> str | None:
@@ -37,39 +72,81 @@ class Plan:
         )
         return f"planned for {self.why}: {what} (a flag given explicitly wins)"
 
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the plan (`charnn info` shows it)."""
+        return {"chosen": self.chosen, "why": self.why, "expected_chars": self.expected_chars,
+                "passes": self.passes}  # fmt: skip
 
-def plan_run(config: TrainConfig, native_bf16: bool = False) -> Plan:
-    """Decide every setting left as None; `native_bf16`: the training CPU multiplies bf16 in
-    hardware (charnn.devices.cpu_has_native_bf16), so bf16 autocast gets further in a budget."""
+
+def expected_chars(config: TrainConfig, facts: Facts, width: int) -> float | None:
+    """Characters a run will train: the first of its limits (None when it cannot be known)."""
+    limits = []
+    if config.max_steps is not None:
+        limits.append(float(config.max_steps * config.batch_size * config.seq_len))
+    if config.epochs is not None and facts.train_chars:
+        limits.append(config.epochs * facts.train_chars)
+    if config.time_budget is not None and width in facts.widths:
+        speed = facts.widths[width].chars_per_sec
+        limits.append(config.time_budget * TRAINING_SHARE * speed)
+    if config.time_budget is None and config.max_steps is None and config.epochs is None:
+        limits.append(float(DEFAULT_EPOCHS * facts.train_chars))
+    return min(limits) if limits and all(math.isfinite(x) for x in limits) else None
+
+
+def affordable(config: TrainConfig, facts: Facts, width: int) -> bool:
+    """Whether a model this wide gets enough characters per parameter (when measured)."""
+    chars = expected_chars(config, facts, width)
+    return chars is not None and chars >= CHARS_PER_PARAMETER * facts.widths[width].parameters
+
+
+def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
+    """Decide every setting left as None in `config`."""
+    facts = facts or Facts()
     budget = config.time_budget
+    unset = {name for name in FALLBACK if _value(config, name) is None}
     wanted: dict[str, Any] = {}
     reasons = []
     if budget is not None:
         reasons.append(f"a {_duration(budget)} budget")
-        if native_bf16:
+        if facts.native_bf16:
             wanted["precision"] = "bf16"
             reasons.append("a CPU that multiplies bf16 in hardware")
-        if budget >= LONG_BUDGET:
-            wanted["hidden_size"] = 512 if budget >= LONGER_BUDGET else 384
-            wanted["weight_decay"] = LONG_WEIGHT_DECAY
-        if budget >= LONGER_BUDGET:
-            wanted["dropout"] = 0.2
-    model_names = {"hidden_size", "dropout"}
-    unset = {name for name in FALLBACK if _value(config, name, model_names) is None}
-    chosen = {name: value for name, value in wanted.items() if name in unset}
-    model = replace(config.model, **{k: v for k, v in chosen.items() if k in model_names})
-    planned = replace(
-        config, model=model, **{k: v for k, v in chosen.items() if k not in model_names}
-    )
-    return Plan(planned.complete(), chosen, " on ".join(reasons) or "no time budget")
+        if budget >= WEIGHT_DECAY_FROM:
+            wanted["weight_decay"] = WEIGHT_DECAY
+    width = _value(config, "hidden_size")
+    if width is None:
+        measured = [w for w in WIDTHS if w in facts.widths]
+        fitting = [w for w in measured if affordable(config, facts, w)]
+        width = max(fitting) if fitting else min(measured) if measured else None
+        wanted["hidden_size"] = width
+    chars = expected_chars(config, facts, width or FALLBACK["hidden_size"])
+    passes = chars / facts.train_chars if chars is not None and facts.train_chars else None
+    if passes is not None:
+        reasons.append(f"{passes:.1f} passes over {facts.train_chars:,} training characters")
+        wanted["dropout"] = next(p for limit, p in DROPOUT_BY_PASSES if passes <= limit)
+    chosen = {
+        name: value
+        for name, value in wanted.items()
+        if name in unset and value is not None and value != FALLBACK[name]
+    }
+    model = replace(config.model, **{k: v for k, v in chosen.items() if k in MODEL_FIELDS})
+    rest = {k: v for k, v in chosen.items() if k not in MODEL_FIELDS}
+    planned = replace(config, model=model, **rest).complete()
+    why = ", ".join(reasons) or "no time budget"
+    return Plan(planned, chosen, why, chars, passes)
 
 
-def _value(config: TrainConfig, name: str, model_names: set[str]) -> Any:
-    return getattr(config.model if name in model_names else config, name)
+def _value(config: TrainConfig, name: str) -> Any:
+    return getattr(config.model if name in MODEL_FIELDS else config, name)
 
 
 def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    return (
-        f"{minutes}m{secs:02d}s" if minutes and secs else f"{minutes}m" if minutes else f"{secs}s"
-    )
+    """3600 -> '1h', 330 -> '5m30s', 70 -> '1m10s', 45 -> '45s'."""
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
+    return "".join(parts) or "0s"

@@ -4,7 +4,7 @@ one writer at a time, listing."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from charnn.cache import EncodedCorpus
-from charnn.checkpoint import describe_checkpoint, load_path, read_payload
+from charnn.checkpoint import load_path, read_payload, summarize_checkpoint
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.fileio import BEST, LAST, LOCK, METRICS_LOG
-from charnn.plan import plan_run
+from charnn.plan import Facts, Plan, plan_run
 from charnn.vocab import Vocab, describe_chars
 
 # What may change when a run is resumed: when to stop, how often to save, where to compute.
@@ -156,7 +156,7 @@ def list_runs(checkpoint_dir: str | Path) -> list[dict[str, Any]]:
         if not files:
             continue
         try:
-            described = describe_checkpoint(files[0])
+            described = summarize_checkpoint(files[0])  # its tensors are never read
         except CharnnError as err:
             runs.append({"name": run_dir.name, "error": str(err)})
             continue
@@ -193,12 +193,14 @@ class PreparedRun:
     checkpoint: dict[str, Any] | None  # the run to continue (`resumed`), or weights to start from
     resumed: bool
     notices: list[str]
+    plan: dict[str, Any] | None  # what the plan chose and why (charnn.plan.Plan.record)
 
 
 def prepare_run(
     config: TrainConfig,
     corpus: EncodedCorpus,
     *,
+    measure: Callable[[TrainConfig, Facts, int], Facts] | None = None,
     native_bf16: bool = False,
     resume: str | Path | None = None,
     init_from: str | Path | None = None,
@@ -209,8 +211,10 @@ def prepare_run(
 
     `given`: the settings chosen explicitly now (default: those `config` gives a value). When
     resuming, the others come from the run; with `init_from`, the model's shape comes from the
-    weights. Whatever is still unset is planned (charnn.plan). `on_main` runs the folder choices
-    on one process of a torchrun job and hands their result to all.
+    weights. Whatever is still unset is planned (charnn.plan), from the corpus's size, whether
+    the CPU multiplies bf16 in hardware and, for a time budget with no width given, the speeds
+    `measure(config, facts, vocab_size)` finds (charnn.calibrate). `on_main` runs the folder
+    choices and the plan on one process of a torchrun job and hands their result to all.
     """
     given = config.chosen() if given is None else given
     corpus_path = Path(config.corpus)
@@ -224,7 +228,9 @@ def prepare_run(
         check_resumable(config, saved, path)
         vocab = Vocab(payload["vocab"])
         check_same_corpus(payload, corpus, vocab, path)
-        return PreparedRun(config, vocab, path.parent, False, payload, True, [])
+        return PreparedRun(
+            config, vocab, path.parent, False, payload, True, [], payload.get("plan")
+        )
 
     vocab, weights = corpus.vocab, None
     if init_from is not None:
@@ -232,14 +238,23 @@ def prepare_run(
         vocab = Vocab.from_text(payload["vocab"] + vocab.chars)  # old characters, then new
         saved = TrainConfig.from_dict(payload["train_config"])
         config = replace(config, model=merged_config(saved, config, given).model)
-    plan = plan_run(config, native_bf16)
+    train_chars = len(corpus.ids) - int(len(corpus.ids) * config.val_frac)
+    facts = Facts(train_chars=train_chars, native_bf16=native_bf16)
+
+    def planned() -> Plan:
+        measured = facts
+        if measure and config.time_budget is not None and config.model.hidden_size is None:
+            measured = measure(config, facts, len(vocab))
+        return plan_run(config, measured)
+
+    plan = on_main(planned)
     config = plan.config
     if resume == "auto" and config.name is None:
         config = replace(config, name=default_name(corpus_path, config.model.cell))
     folder = Path(resume) if resume not in (None, "auto") else None  # a folder with no checkpoint
     run_dir = on_main(lambda: claim_run_dir(config, corpus_path, folder))
     notices = [plan.notice] if plan.notice else []
-    return PreparedRun(config, vocab, run_dir, True, weights, False, notices)
+    return PreparedRun(config, vocab, run_dir, True, weights, False, notices, plan.record())
 
 
 def check_same_corpus(payload: dict, corpus: EncodedCorpus, vocab: Vocab, path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from charnn.config import TrainConfig
+from charnn.plan import DEFAULT_EPOCHS
 
-DEFAULT_EPOCHS = 10  # when no --max-steps, --epochs or --time-budget is given
 WARMUP = 0.02  # fraction of training spent raising the learning rate from zero
 
 

@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from charnn.cache import load_corpus
+from charnn.calibrate import calibrate
 from charnn.checkpoint import clone_tensors, make_payload, to_cpu
 from charnn.config import TrainConfig, decided
 from charnn.data import TrainStreams, fit_shape, split_train_val
@@ -31,7 +32,7 @@ from charnn.evaluator import stream_bounds, stream_nats
 from charnn.events import Evaluated, Event, Notice, Progress, Saved, TrainResult
 from charnn.fileio import LAST, LOCK
 from charnn.model import CharRNN, State, detach_state
-from charnn.plan import plan_run
+from charnn.plan import Facts
 from charnn.rng import capture_rng, restore_rng
 from charnn.runs import prepare_run, run_lock
 from charnn.schedule import Schedule
@@ -84,7 +85,7 @@ class _LossMeter:
 class Trainer:
     """Trains one model on already-encoded ids; `run_dir=None` keeps everything in memory.
 
-    Settings left unset in `config` are planned as `train` plans them (charnn.plan). Everything
+    Settings left unset in `config` take their fallbacks: planning is `train`'s. Everything
     needed to continue exactly where a run stopped lives in the fields below and is saved in
     every checkpoint (see `resume_state` and `restore`). In a torchrun job (`ranks`), each process
     trains its block of the stream rows and all agree on every decision; see charnn.distributed.
@@ -104,7 +105,7 @@ class Trainer:
     ) -> None:
         ranks = ranks or Ranks()
         self.device = device or resolve_device(config.device)
-        self.config = config = plan_run(config, native_bf16_on(self.device)).config
+        self.config = config = config.complete()  # unplanned settings at their fallbacks
         self.vocab = vocab
         self.val_ids = val_ids
         self.ranks = ranks
@@ -144,6 +145,7 @@ class Trainer:
         self.last_val_bpc = math.nan
         self.evals_since_best = 0  # for --patience
         self.corpus_sha256: str | None = None  # stored so a resume can check the text
+        self.plan: dict[str, Any] | None = None  # how the run's settings were planned
         self.chars_trained = 0  # by this process, for chars/s in metrics.jsonl
 
     @property
@@ -384,6 +386,7 @@ class Trainer:
         )
         payload["resume"] = self.resume_state(elapsed, hidden)
         payload["corpus_sha256"] = self.corpus_sha256
+        payload["plan"] = self.plan
         for path in self.writer.save(payload, metrics, best):
             if not path.name.startswith("step-"):
                 self.emit(Saved(path))
@@ -412,8 +415,12 @@ def train(
     corpus = load_corpus(Path(config.corpus), config.encoding, notices.append)  # often mmapped
     device = resolve_device(config.device)  # fail on a bad device before creating any folder
     with process_group(device) as (ranks, device):
+
+        def measure(config: TrainConfig, facts: Facts, vocab_size: int) -> Facts:
+            return calibrate(config, facts, vocab_size, device)
+
         run = prepare_run(
-            config, corpus, native_bf16=native_bf16_on(device), resume=resume,
+            config, corpus, measure=measure, native_bf16=native_bf16_on(device), resume=resume,
             init_from=init_from, given=None if given is None else set(given), on_main=ranks.on_main,
         )  # fmt: skip
         train_ids, val_ids = split_train_val(corpus.ids_in(run.vocab), run.config.val_frac)
@@ -428,6 +435,7 @@ def train(
                 if trainer.writer is not None:
                     trainer.writer.remove_stale()
                 trainer.corpus_sha256 = corpus.sha256
+                trainer.plan = run.plan
                 for notice in notices + run.notices:
                     trainer.emit(Notice(notice))
                 if run.resumed and run.checkpoint is not None:

@@ -29,7 +29,7 @@ def small_corpus(tmp_path):
 
 
 def test_python_and_the_cli_plan_the_same_run(tmp_path, small_corpus):
-    """A 5-minute budget plans a wider model (and bf16 where the CPU has it) from either door."""
+    """A 5-minute budget plans the model (and bf16 where the CPU has it) alike from either door."""
     shape = ["--batch-size", "4", "--seq-len", "16", "--max-steps", "2", "--device", "cpu"]
     proc = run_charnn(
         "train", str(small_corpus), "--time-budget", "5m", *shape,
@@ -46,7 +46,8 @@ def test_python_and_the_cli_plan_the_same_run(tmp_path, small_corpus):
     from_cli = planned_settings(read_payload(tmp_path / "cli" / "run" / "last.pt"))
     from_api = planned_settings(read_payload(tmp_path / "api" / "run" / "last.pt"))
     assert from_cli == from_api
-    assert from_api["hidden_size"] == 384 and from_api["weight_decay"] == 0.1
+    # 2 steps are too few characters for any width: the narrowest measured; decay for 5m
+    assert from_api["hidden_size"] == 128 and from_api["weight_decay"] == 0.1
     assert any("planned for a 5m budget" in getattr(n, "message", "") for n in notices)
 
 
@@ -55,7 +56,7 @@ def test_a_resumed_run_keeps_its_plan(tmp_path, small_corpus):
                   checkpoint_dir=str(tmp_path / "ck"), name="run")  # fmt: skip
     train(TrainConfig(time_budget=300, max_steps=2, **common))
     first = planned_settings(read_payload(tmp_path / "ck" / "run" / "last.pt"))
-    # resumed with no budget at all: a new run would plan 256 units, this one keeps 384
+    # resumed with no budget at all: a new run would plan 256 units, this one keeps 128
     train(TrainConfig(max_steps=4, **common), resume="auto")
     payload = read_payload(tmp_path / "ck" / "run" / "last.pt")
     assert payload["step"] == 4

@@ -8,6 +8,7 @@ import torch
 from charnn.checkpoint import LoadedModel, load_checkpoint
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
+from charnn.plan import CHARS_PER_PARAMETER, TRAINING_SHARE, Facts, Width, plan_run
 from charnn.sampler import sample
 from charnn.schedule import lr_at
 from charnn.trainer import Trainer
@@ -135,50 +136,87 @@ def test_threads_setting_reaches_pytorch(tmp_path):
         torch.set_num_threads(previous)
 
 
-def test_long_time_budgets_default_to_a_wider_model_with_weight_decay():
-    from charnn.plan import plan_run
+# measured-looking speeds: each width trains slower and has more parameters than the last
+WIDTHS = {
+    256: Width(chars_per_sec=30_000, parameters=870_000),
+    384: Width(chars_per_sec=15_000, parameters=1_870_000),
+    512: Width(chars_per_sec=8_000, parameters=3_300_000),
+}
 
-    def planned(config: TrainConfig, native_bf16: bool = False) -> TrainConfig:
-        return plan_run(config, native_bf16).config
 
-    short = TrainConfig(time_budget=70)
-    long = TrainConfig(time_budget=300)
-    assert planned(short).model.hidden_size == 256
-    assert planned(long).model.hidden_size == 384
-    chosen_width = TrainConfig(time_budget=300, model=ModelConfig(hidden_size=256))
-    assert planned(chosen_width).model.hidden_size == 256  # chosen: kept
-    assert planned(TrainConfig()).model.hidden_size == 256  # no budget
-    ten_minutes = planned(TrainConfig(time_budget=600)).model
-    assert (ten_minutes.hidden_size, ten_minutes.dropout) == (512, 0.2)
-    no_dropout = TrainConfig(time_budget=600, model=ModelConfig(dropout=0.0))
-    assert planned(no_dropout).model.dropout == 0.0
-    assert planned(long).model.dropout == 0.0
+def planned(config: TrainConfig, **facts) -> TrainConfig:
+    return plan_run(config, Facts(**{"widths": WIDTHS, "train_chars": 10**6, **facts})).config
+
+
+def test_a_time_budget_plans_the_widest_model_that_gets_enough_characters():
+    assert planned(TrainConfig(time_budget=70)).model.hidden_size == 256
+    assert planned(TrainConfig(time_budget=300)).model.hidden_size == 384
+    assert planned(TrainConfig(time_budget=600)).model.hidden_size == 512
+    # the boundary: CHARS_PER_PARAMETER characters per parameter is enough, a little less not
+    exactly = WIDTHS[384].parameters * CHARS_PER_PARAMETER / (TRAINING_SHARE * 15_000)
+    assert planned(TrainConfig(time_budget=exactly * 1.0001)).model.hidden_size == 384
+    assert planned(TrainConfig(time_budget=exactly * 0.99)).model.hidden_size == 256
+    tiny = TrainConfig(time_budget=1)  # nothing fits: the narrowest measured
+    assert planned(tiny).model.hidden_size == 256
+    chosen_width = TrainConfig(time_budget=600, model=ModelConfig(hidden_size=100))
+    assert planned(chosen_width).model.hidden_size == 100  # chosen: kept
+    assert planned(TrainConfig(max_steps=10)).model.hidden_size == 256  # no budget: fallback
+    assert plan_run(TrainConfig(time_budget=600)).config.model.hidden_size == 256  # unmeasured
+
+
+def test_dropout_is_planned_from_the_passes_over_the_training_split():
+    steps_for = {passes: int(passes * 10**6 / (32 * 64)) for passes in (1.9, 2.1, 5.9, 6.1)}
+    assert planned(TrainConfig(max_steps=steps_for[1.9])).model.dropout == 0.0
+    assert planned(TrainConfig(max_steps=steps_for[2.1])).model.dropout == 0.2
+    assert planned(TrainConfig(max_steps=steps_for[5.9])).model.dropout == 0.2
+    assert planned(TrainConfig(max_steps=steps_for[6.1])).model.dropout == 0.3
+    assert planned(TrainConfig(epochs=1.5)).model.dropout == 0.0
+    assert planned(TrainConfig()).model.dropout == 0.3  # 10 epochs by default
+    assert planned(TrainConfig(epochs=50, model=ModelConfig(dropout=0.05))).model.dropout == 0.05
+    # a budget: passes at the planned width's speed (600 s of 2x512: 4.1 passes of 1M)
+    assert planned(TrainConfig(time_budget=600)).model.dropout == 0.2
+    assert planned(TrainConfig(time_budget=600), train_chars=10**7).model.dropout == 0.0
+
+
+def test_weight_decay_and_precision_are_planned_for_a_budget():
+    short, long = TrainConfig(time_budget=70), TrainConfig(time_budget=300)
     assert planned(short).weight_decay == 0.0
     assert planned(long).weight_decay == 0.1
-    chosen = TrainConfig(time_budget=300, weight_decay=0.01)
-    assert planned(chosen).weight_decay == 0.01
-    ten_minutes_config = TrainConfig(time_budget=600)
-    assert planned(ten_minutes_config, native_bf16=True).precision == "bf16"
-    assert planned(ten_minutes_config, native_bf16=False).precision == "fp32"
-    fp32 = TrainConfig(time_budget=600, precision="fp32")
-    assert planned(fp32, native_bf16=True).precision == "fp32"
+    assert planned(TrainConfig(time_budget=300, weight_decay=0.01)).weight_decay == 0.01
     assert planned(long, native_bf16=True).precision == "bf16"
+    assert planned(long, native_bf16=False).precision == "fp32"
+    assert (
+        planned(TrainConfig(time_budget=300, precision="fp32"), native_bf16=True).precision
+        == "fp32"
+    )
     assert planned(short, native_bf16=True).precision == "bf16"
     assert planned(TrainConfig(), native_bf16=True).precision == "fp32"  # no budget
 
 
 def test_the_plan_says_once_what_it_chose():
-    from charnn.plan import plan_run
-
-    plan = plan_run(TrainConfig(time_budget=300), native_bf16=True)
+    plan = plan_run(TrainConfig(time_budget=300), Facts(10**6, True, WIDTHS))
     assert plan.notice is not None
-    for part in ("5m", "bf16 autocast", "hidden size 384", "weight decay 0.1"):
+    for part in ("5m", "bf16 autocast", "hidden size 384", "weight decay 0.1", "passes"):
         assert part in plan.notice
-    assert plan_run(TrainConfig()).notice is None  # nothing planned beyond the fallbacks
+    assert plan_run(TrainConfig(max_steps=5)).notice is None  # nothing beyond the fallbacks
     decided = TrainConfig(time_budget=300, precision="fp32", weight_decay=0.0,
                           model=ModelConfig(hidden_size=64, dropout=0.0))  # fmt: skip
-    assert plan_run(decided, native_bf16=True).notice is None  # every flag wins
-    assert plan_run(plan.config, native_bf16=True).config == plan.config  # planned once
+    assert plan_run(decided, Facts(10**6, True, WIDTHS)).notice is None  # every flag wins
+    again = plan_run(plan.config, Facts(10**6, True, WIDTHS))
+    assert again.config == plan.config  # planned once
+
+
+def test_calibration_measures_widths_until_one_no_longer_fits():
+    from charnn.calibrate import calibrate
+
+    config = TrainConfig(time_budget=1, batch_size=4, seq_len=8)  # 1 s: 128 units at most
+    facts = calibrate(config, Facts(train_chars=10**5), vocab_size=20, device=torch.device("cpu"))
+    assert list(facts.widths) == [128]  # too wide already: none wider is tried
+    assert facts.widths[128].chars_per_sec > 0
+    assert (
+        facts.widths[128].parameters
+        == 4 * 128 * (64 + 128 + 2) + 4 * 128 * (128 + 128 + 2) + 20 * 64 + 129 * 20
+    )
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -1,0 +1,53 @@
+"""How fast each candidate width trains on this machine: the measurement a time budget's plan
+rests on (charnn.plan). A few real training steps per width, at the run's batch shape and
+precision, on random characters; widths are tried narrowest first, and the wider ones stop being
+tried as soon as one no longer fits the budget."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import torch
+from torch.nn import functional as F
+
+from charnn.config import TrainConfig
+from charnn.devices import autocast
+from charnn.model import CharRNN, num_parameters
+from charnn.plan import WIDTHS, Facts, Width, affordable
+
+TIMED_STEPS = 3  # after one warm-up step
+
+
+def calibrate(config: TrainConfig, facts: Facts, vocab_size: int, device: torch.device) -> Facts:
+    """`facts` with the training speed of each width worth trying (a second or a few)."""
+    precision = config.precision or ("bf16" if facts.native_bf16 else "fp32")
+    batch, seq_len = config.batch_size, config.seq_len
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(vocab_size, (batch, seq_len + 1), generator=generator).to(device)
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    widths = dict(facts.widths)
+    rng_state = torch.get_rng_state()  # building models must not move the run's generator
+    try:
+        for width in WIDTHS:
+            shape = replace(config.model, hidden_size=width, dropout=0.0, vocab_size=vocab_size)
+            model = CharRNN(shape).to(device)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            seconds = 0.0
+            for step in range(1 + TIMED_STEPS):
+                started = time.perf_counter()
+                with autocast(device, precision):
+                    logits, _ = model(inputs)
+                    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss.item()  # wait for the device
+                seconds += (time.perf_counter() - started) if step > 0 else 0.0
+            speed = TIMED_STEPS * batch * seq_len / seconds
+            widths[width] = Width(chars_per_sec=speed, parameters=num_parameters(model))
+            if not affordable(config, replace(facts, widths=widths), width):
+                break  # wider ones train slower and have more parameters: none fits either
+    finally:
+        torch.set_rng_state(rng_state)
+    return replace(facts, widths=widths)
