@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,6 +25,18 @@ from charnn.config import DEVICES
 @click.option("--device", type=click.Choice(DEVICES), default="auto")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
 @click.option("--encoding", default="utf-8", help="Text encoding of the files.")
+@click.option(
+    "--dynamic",
+    is_flag=True,
+    help="Also read each file with dynamic evaluation (the model keeps learning what it has "
+    "scored), its step size chosen on the end of the training split.",
+)
+@click.option(
+    "--tune-on",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Choose --dynamic's step size on this text [default: the model's training split].",
+)
 def evaluate(
     paths: tuple[Path, ...],
     checkpoint_dir: Path,
@@ -31,6 +44,8 @@ def evaluate(
     device: str,
     as_json: bool,
     encoding: str,
+    dynamic: bool,
+    tune_on: Path | None,
 ) -> None:
     """Bits per character of a model on each FILE, the state carried through the whole file.
 
@@ -45,25 +60,35 @@ def evaluate(
     loaded = load_model(checkpoint, checkpoint_dir, cell, device)
     model_device = next(loaded.model.parameters()).device
     results = [run_eval(loaded, p, encoding=encoding, device=model_device) for p in paths]
+    adapted: list[Any] = [None] * len(paths)
+    if dynamic:
+        from charnn.dynamic import evaluate_dynamic
+
+        adapted = [
+            evaluate_dynamic(loaded, p, tune_on=tune_on, encoding=encoding, device=model_device)
+            for p in paths
+        ]
     if as_json:
-        for result in results:
-            sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+        for result, dyn in zip(results, adapted, strict=True):
+            extra = {} if dyn is None else {"dynamic": dyn.to_dict()}
+            sys.stdout.write(json.dumps({**result.to_dict(), **extra}) + "\n")
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{loaded.path}", title_justify="left")
-    for column in ("file", "chars", "unknown", "nats/char", "bits/char", "perplexity"):
+    columns = ["file", "chars", "unknown", "nats/char", "bits/char", "perplexity"]
+    if dynamic:
+        columns += ["dynamic bits/char", "lr", "decay", "seconds"]
+    for column in columns:
         table.add_column(column, justify="left" if column == "file" else "right")
-    for r in results:
-        table.add_row(
-            r.file,
-            f"{r.chars:,}",
-            f"{r.unknown:,}",
-            f"{r.nats_per_char:.4f}",
-            f"{r.bits_per_char:.4f}",
-            f"{r.perplexity:.3f}",
-        )
+    for r, dyn in zip(results, adapted, strict=True):
+        row = [r.file, f"{r.chars:,}", f"{r.unknown:,}", f"{r.nats_per_char:.4f}",
+               f"{r.bits_per_char:.4f}", f"{r.perplexity:.3f}"]  # fmt: skip
+        if dyn is not None:
+            row += [f"{dyn.bits_per_char:.4f}", f"{dyn.settings.lr:g}", f"{dyn.settings.decay:g}",
+                    f"{dyn.seconds:.1f} (+{dyn.tune_seconds:.1f} tuning)"]  # fmt: skip
+        table.add_row(*row)
     Console().print(table)
     for r in results:
         if r.unknown:

@@ -1,0 +1,66 @@
+"""Dynamic evaluation: it scores each window before learning from it, and it learns."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from charnn.dynamic import WINDOW, DynamicSettings, window_nats
+
+from conftest import make_text, run_charnn
+from test_train import make_trainer
+
+STATIC = DynamicSettings(lr=0.0, decay=0.0)
+
+
+@pytest.fixture(scope="module")
+def repeated():
+    """A model trained a little on other text, and a text whose second half repeats its first."""
+    trainer = make_trainer(make_text(5_000, seed=1), max_steps=60)
+    half = trainer.vocab.encode(make_text(2_048, seed=7))
+    return trainer.model, np.concatenate([half, half])
+
+
+def test_no_window_is_scored_by_weights_that_have_seen_it(repeated):
+    model, ids = repeated
+    first_window = torch.from_numpy(ids[: WINDOW + 1].astype(np.int64))
+    logits, _ = model.eval()(first_window[None, :-1])
+    by_hand = F.cross_entropy(logits[0], first_window[1:], reduction="sum").item()
+    adapting = window_nats(model, ids, DynamicSettings(lr=0.1, decay=0.0))
+    static = window_nats(model, ids, STATIC)
+    assert adapting[0] == pytest.approx(by_hand, rel=1e-6)
+    assert static[0] == pytest.approx(by_hand, rel=1e-6)
+    assert adapting[1] != static[1]  # the second window already reads adapted weights
+
+
+def test_it_learns_the_text_it_reads(repeated):
+    model, ids = repeated
+    before = [p.detach().clone() for p in model.parameters()]
+    halfway = len(ids) // 2 // WINDOW
+    static = window_nats(model, ids, STATIC)[halfway:].sum()
+    adapted = window_nats(model, ids, DynamicSettings(lr=0.1, decay=0.0))[halfway:].sum()
+    assert adapted < 0.97 * static  # the repeat is read with what the first half taught
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_eval_dynamic_from_the_command_line(trained, tmp_path):
+    root, corpus, run = trained
+    other = tmp_path / "other.txt"
+    other.write_text(make_text(3_000, seed=5), encoding="utf-8")
+    proc = run_charnn("eval", str(run), str(other), "--dynamic", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    dynamic = result["dynamic"]
+    assert dynamic["bits_per_char"] > 0 and dynamic["lr"] > 0
+    assert result["bits_per_char"] > 0  # the static figure stays
+    corpus.rename(corpus.with_suffix(".moved"))  # the training text is gone
+    try:
+        missing = run_charnn("eval", str(run), str(other), "--dynamic")
+        assert missing.returncode != 0 and "--tune-on" in missing.stderr
+        assert "Traceback" not in missing.stderr
+        tuned = run_charnn("eval", str(run), str(other), "--dynamic", "--tune-on", str(other))
+        assert tuned.returncode == 0, tuned.stderr
+    finally:
+        corpus.with_suffix(".moved").rename(corpus)
