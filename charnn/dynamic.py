@@ -62,7 +62,7 @@ def window_nats(
     device = torch.device(device)
     adapting = copy.deepcopy(model).to(device)
     adapting.eval()  # dropout off; the gradient still flows
-    params = [p for p in adapting.parameters()]
+    params: list[torch.Tensor] = list(adapting.parameters())
     trained = [p.detach().clone() for p in params]
     tokens = torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(device)
     nats, state = [], None
