@@ -1,11 +1,22 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from charnn.checkpoint import find_checkpoint, load_checkpoint, read_payload
-from charnn.config import ModelConfig
+from charnn.checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    make_payload,
+    read_payload,
+    save_atomic,
+    summarize_checkpoint,
+)
+from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
+from charnn.model import CharRNN
+from charnn.runs import list_runs
+from charnn.vocab import Vocab
 
 from test_train import make_trainer
 
@@ -82,19 +93,46 @@ def test_truncated_and_foreign_files_are_refused(run_dir, tmp_path):
 
 
 class _CreatesFile:
+    def __init__(self, path):
+        self.path = str(path)
+
     def __reduce__(self):
-        return (open, ("/tmp/charnn-pwned-marker", "w"))
+        return (open, (self.path, "w"))
 
 
 def test_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path):
-    import os
-
-    marker = "/tmp/charnn-pwned-marker"
-    if os.path.exists(marker):
-        os.remove(marker)
+    marker = tmp_path / "pwned"
     hostile = tmp_path / "hostile.pt"
-    torch.save({"format_version": 1, "evil": _CreatesFile()}, hostile, pickle_protocol=2)
-    assert not os.path.exists(marker)  # saving did not run it...
+    torch.save({"format_version": 1, "evil": _CreatesFile(marker)}, hostile, pickle_protocol=2)
+    assert not marker.exists()  # saving did not run it...
     with pytest.raises(CharnnError, match="refusing"):
         read_payload(hostile)
-    assert not os.path.exists(marker)  # ...and neither did loading
+    assert not marker.exists()  # ...and neither did loading
+
+
+def bytes_read() -> int:
+    """Bytes this process has read through system calls so far (Linux)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").is_file(), reason="reads Linux's /proc/self/io")
+def test_finding_and_listing_runs_never_read_the_tensors(tmp_path):
+    vocab = Vocab("abc")
+    model = CharRNN(ModelConfig(vocab_size=3, hidden_size=16, cell="gru"))
+    big = {"state": {0: {"exp_avg": torch.ones(4_000_000)}}, "param_groups": []}  # 16 MB
+    payload = make_payload(model, vocab, TrainConfig(corpus="c.txt"), big, 7, {"val_bpc": 1.5})
+    (tmp_path / "ck" / "run").mkdir(parents=True)
+    save_atomic(payload, tmp_path / "ck" / "run" / "last.pt")
+    size = (tmp_path / "ck" / "run" / "last.pt").stat().st_size
+    start = bytes_read()
+    summary = summarize_checkpoint(tmp_path / "ck" / "run" / "last.pt")
+    assert find_checkpoint(tmp_path / "ck", cell="gru") == tmp_path / "ck" / "run" / "last.pt"
+    (listed,) = list_runs(tmp_path / "ck")
+    assert bytes_read() - start < size / 20  # three reads of the file, none of its tensors
+    parameters = sum(p.numel() for p in model.parameters())
+    assert (summary["step"], summary["metrics"], summary["vocab"]) == (7, {"val_bpc": 1.5}, "abc")
+    assert (summary["parameters"], summary["model_config"]["cell"]) == (parameters, "gru")
+    assert (listed["cell"], listed["parameters"], listed["steps"]) == ("gru", parameters, 7)
