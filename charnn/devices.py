@@ -29,7 +29,11 @@ def cpu_has_native_bf16() -> bool:
 
 
 def use_threads(threads: int | None) -> None:
-    """Set PyTorch's CPU threads for this process; None leaves its default (one per core)."""
+    """Set PyTorch's CPU threads; None leaves its default (one per core).
+
+    The setting is process-wide and stays after training: `charnn.train` with `threads` set
+    changes it for everything else the calling program runs with PyTorch.
+    """
     if threads is not None:
         torch.set_num_threads(threads)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -86,8 +87,18 @@ def stream_nats(
 
 
 def total_nats(model: CharRNN, ids: np.ndarray, device: torch.device | str = "cpu") -> float:
-    """Summed negative log-likelihood (nats) of ids[1:], each character given all before it."""
+    """Summed negative log-likelihood (nats) of ids[1:], each character given the text before it
+    (up to WARMUP_CHARS of it at the start of each stream: see stream_nats)."""
     return float(stream_nats(model, ids, device).sum())
+
+
+def model_on(model: CharRNN, device: torch.device | str) -> CharRNN:
+    """`model` itself if its weights are on `device`, else a copy there: the caller's model is
+    never moved."""
+    where, target = next(model.parameters()).device, torch.device(device)
+    if where.type == target.type and target.index in (None, where.index):
+        return model
+    return copy.deepcopy(model).to(target)
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,9 @@ def evaluate(
     encoding: str = "utf-8",
     device: torch.device | str = "cpu",
 ) -> EvalResult:
-    """Evaluate a loaded model on a text file: every character given all the text before it."""
+    """Evaluate a loaded model on a text file: each character given the text before it (see
+    stream_nats). The model runs on `device` (on a copy if it is elsewhere), in eval mode, and is
+    left as it was."""
     text = read_corpus(file, encoding)
     ids, unknown = loaded.vocab.encode_known(text)
     if len(ids) < 2:
@@ -122,8 +135,8 @@ def evaluate(
         raise CharnnError(
             f"{file} has fewer than two characters the model knows (unknown: {missing})"
         )
-    loaded.model.to(device)
-    nats = total_nats(loaded.model, ids, device) / (len(ids) - 1)
+    model = model_on(loaded.model, device)
+    nats = total_nats(model, ids, next(model.parameters()).device) / (len(ids) - 1)
     return EvalResult(
         file=str(file),
         chars=len(ids),

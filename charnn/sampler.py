@@ -122,19 +122,26 @@ def generate(loaded: LoadedModel, config: SampleConfig) -> Iterator[tuple[int, s
     """Yield (sample index, text) pieces as they are generated, for all samples of the batch.
 
     Text that could be the start of a stop string is held back until it is known not to be;
-    each sample ends after `config.length` generated characters or at a stop string.
+    each sample ends after `config.length` generated characters or at a stop string. The prime
+    is read on the model's own device, in eval mode; the model is left where and as it was.
     """
-    model, vocab = loaded.model.cpu().eval(), loaded.vocab
+    model, vocab = loaded.model, loaded.vocab
     prime = prepare_prime(config.prime, loaded, config.unknown)
     rng = np.random.default_rng(config.seed)
     n = config.num_samples
 
     start = prime or ("\n" if "\n" in vocab else vocab.chars[0])  # no prime: as after a newline
-    with torch.no_grad():  # only here: the steps below are NumPy
-        logits, torch_state = model(torch.as_tensor(vocab.encode(start))[None])  # one pass
+    device = next(model.parameters()).device
+    was_training = model.training
+    try:
+        with torch.no_grad():  # only here: the steps below are NumPy
+            prime_ids = torch.as_tensor(vocab.encode(start), device=device)[None]
+            logits, torch_state = model.eval()(prime_ids)  # one pass
+    finally:
+        model.train(was_training)
     stepper = Stepper(model)
     state = stepper.state_from_torch(torch_state, n)
-    logits = np.repeat(logits[0, -1:].float().numpy(), n, axis=0)  # (n, vocab)
+    logits = np.repeat(logits[0, -1:].float().cpu().numpy(), n, axis=0)  # (n, vocab)
 
     filters = [StopFilter(config.stop, config.include_stop) for _ in range(n)]
     active = list(range(n))

@@ -1,0 +1,29 @@
+"""Where a model runs: the native-bf16 check and its fallback."""
+
+import pytest
+import torch
+
+from charnn.devices import NATIVE_BF16_CHECKS, cpu_has_native_bf16
+
+
+def test_this_torch_still_has_the_private_bf16_checks():
+    """PyTorch's AVX512-BF16 and AMX checks are private; if an upgrade renames both, every CPU
+    would silently read as having no native bf16 and budgets would train in fp32."""
+    present = [name for name in NATIVE_BF16_CHECKS if callable(getattr(torch.cpu, name, None))]
+    assert present, (
+        f"torch {torch.__version__} has none of torch.cpu.{', '.join(NATIVE_BF16_CHECKS)}: "
+        "find their new names and update charnn.devices.NATIVE_BF16_CHECKS"
+    )
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [({}, False), ({0: False, 1: False}, False), ({0: True}, True), ({1: True}, True)],
+)
+def test_native_bf16_is_any_check_that_exists_and_says_yes(monkeypatch, answers, expected):
+    for index, name in enumerate(NATIVE_BF16_CHECKS):
+        if index in answers:
+            monkeypatch.setattr(torch.cpu, name, lambda a=answers[index]: a, raising=False)
+        else:  # this torch lacks it: read as no, never an error
+            monkeypatch.delattr(torch.cpu, name, raising=False)
+    assert cpu_has_native_bf16() is expected

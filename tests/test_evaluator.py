@@ -1,0 +1,80 @@
+"""Bits per character: side-by-side streams read as one, and the caller's model left alone."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+import charnn.evaluator as evaluator
+from charnn.checkpoint import LoadedModel
+from charnn.config import ModelConfig, TrainConfig
+from charnn.evaluator import evaluate, model_on, stream_bounds, total_nats
+from charnn.model import CharRNN
+from charnn.vocab import Vocab
+
+FORGET = 0.953  # sigmoid(3): the cell state keeps 95% a step, about 20 characters of memory
+
+
+def long_memory_model(hidden: int = 16) -> CharRNN:
+    """An LSTM whose cell state is a running average of the characters read: its forget gate
+    is fixed at FORGET and nothing feeds back from h, so the text before a stream's first
+    scored character changes its figure, and 512 characters of warm-up make up for it."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, layers=1, hidden_size=hidden, embed_size=8))
+    forget = slice(hidden, 2 * hidden)  # PyTorch's gate order: input, forget, cell, output
+    with torch.no_grad():
+        model.rnn.weight_hh_l0.zero_()
+        model.rnn.weight_ih_l0[forget] = 0
+        model.rnn.bias_ih_l0[forget] = torch.logit(torch.tensor(FORGET))
+        model.rnn.bias_hh_l0[forget] = 0
+        model.decoder.weight.mul_(4)  # the state's say in the prediction, made larger
+    return model.eval()
+
+
+def single_stream_nats(model: CharRNN, ids: np.ndarray) -> float:
+    """The reference: the whole text as one stream, in one forward pass."""
+    tensor = torch.from_numpy(ids.astype(np.int64))[None]
+    with torch.no_grad():
+        logits, _ = model(tensor[:, :-1])
+    return F.cross_entropy(logits[0].double(), tensor[0, 1:], reduction="sum").item()
+
+
+def test_warm_up_makes_side_by_side_streams_read_as_one(monkeypatch):
+    model = long_memory_model()
+    ids = np.random.default_rng(0).integers(0, 20, size=30_000)
+    assert len(stream_bounds(len(ids) - 1)) == 7  # several streams, so warm-up matters
+    whole = single_stream_nats(model, ids)
+    assert total_nats(model, ids) == pytest.approx(whole, rel=1e-7)
+    monkeypatch.setattr(evaluator, "WARMUP_CHARS", 0)  # this model needs its warm-up
+    assert total_nats(model, ids) != pytest.approx(whole, rel=1e-5)
+
+
+def loaded_in_training_mode(tmp_path: Path) -> tuple[LoadedModel, Path]:
+    vocab = Vocab("abcdefghij \n")
+    torch.manual_seed(1)
+    config = ModelConfig(vocab_size=len(vocab), layers=2, hidden_size=16, dropout=0.5)
+    loaded = LoadedModel(CharRNN(config).train(), vocab, Path("memory"), TrainConfig(), 0)
+    text = tmp_path / "text.txt"
+    rng = np.random.default_rng(2)
+    text.write_text("".join(rng.choice(list(vocab.chars), size=5_000)), encoding="utf-8")
+    return loaded, text
+
+
+def test_evaluate_leaves_the_callers_model_as_it_was(tmp_path):
+    loaded, text = loaded_in_training_mode(tmp_path)
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    first = evaluate(loaded, text).bits_per_char
+    assert loaded.model.training  # still training: the evaluation ran in eval mode and restored it
+    assert evaluate(loaded, text).bits_per_char == first  # no dropout drawn: the same figure
+    after = loaded.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) and after[k].device.type == "cpu" for k in after)
+
+
+def test_a_model_elsewhere_is_copied_to_the_device_never_moved():
+    model = long_memory_model()
+    assert model_on(model, "cpu") is model
+    copy = model_on(model, "meta")  # a device every PyTorch has
+    assert copy is not model and next(copy.parameters()).device.type == "meta"
+    assert all(p.device.type == "cpu" for p in model.parameters())
