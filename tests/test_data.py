@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from charnn.config import ModelConfig
-from charnn.data import TrainStreams, fit_shape, split_train_val
+from charnn.data import StreamShape, TrainStreams, fit_shape, split_train_val
 from charnn.errors import CharnnError
 from charnn.model import CharRNN
 from charnn.trainer import loss_on
@@ -30,11 +30,9 @@ def test_streams_are_contiguous_and_targets_shift_by_one():
 
 
 def test_fit_shape_shrinks_batch_then_window_for_short_text():
-    assert fit_shape(10_000, 64, 64) == fit_shape(10_000, 64, 64)  # fits: unchanged
-    assert fit_shape(10_000, 64, 64).batch_size == 64
-    assert fit_shape(200, 64, 64).batch_size == 3
-    shape = fit_shape(5, 64, 64)
-    assert (shape.batch_size, shape.seq_len) == (1, 4)
+    assert fit_shape(10_000, 64, 64) == StreamShape(64, 64)  # 156 windows fit: unchanged
+    assert fit_shape(200, 64, 64) == StreamShape(3, 64)  # 199 targets: 3 rows of 64
+    assert fit_shape(5, 64, 64) == StreamShape(1, 4)  # 4 targets: one row, a shorter window
 
 
 def test_carried_state_makes_window_two_depend_on_window_one():

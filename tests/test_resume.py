@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from charnn.checkpoint import load_checkpoint, read_payload
+from charnn.checkpoint import load_checkpoint, read_metrics_log, read_payload
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.runs import run_lock
@@ -194,16 +194,25 @@ def test_kill_9_at_random_moments_leaves_every_checkpoint_loadable(tmp_path, cor
         "3",
         *TINY,
     ]
-    for _ in range(5):
+    saved = 0  # the step of last.pt when each process starts
+    for launch in range(5):
+        lines_before = len(read_metrics_log(ck / "run"))
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.5, 4.0))
+        deadline = time.monotonic() + 120
+        while len(read_metrics_log(ck / "run")) == lines_before and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[1].decode()  # it must be training
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))  # then kill it at a random moment, mid-save or not
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        checkpoints = sorted((ck / "run").glob("*.pt"))
-        for path in checkpoints:
+        _, stderr = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, stderr.decode()  # killed, not ended by itself
+        new_lines = read_metrics_log(ck / "run")[lines_before:]
+        assert new_lines and new_lines[0]["step"] == saved + 1, (launch, saved, new_lines[:1])
+        for path in sorted((ck / "run").glob("*.pt")):
             load_checkpoint(path)  # raises if any file is damaged
-    steps = [load_checkpoint(ck / "run" / "last.pt").step]
-    assert steps[0] > 0 and len(list((ck / "run").glob("step-*.pt"))) <= 3
+        saved = load_checkpoint(ck / "run" / "last.pt").step
+        assert saved >= new_lines[-1]["step"]  # every metrics line has a checkpoint behind it
+    assert len(list((ck / "run").glob("step-*.pt"))) <= 3
 
 
 def test_list_shows_runs(tmp_path, trained):
