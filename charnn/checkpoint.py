@@ -199,7 +199,7 @@ def summarize_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint's plain fields (configs, vocabulary, step, metrics) and parameter count.
 
     Its tensors are memory-mapped, never read: for a 2x512 model's 40 MB checkpoint, about
-    1.2 MB comes off the disk instead of the whole file (see bench/RESULTS.md).
+    1.2 MB comes off the disk instead of the whole file (bench/checkpoint_read.py).
     """
     path = Path(path)
     payload = read_payload(path, mmap=True)
@@ -215,6 +215,8 @@ def summarize_checkpoint(path: str | Path) -> dict[str, Any]:
             "vocab": payload["vocab"],
             "parameters": sum(t.numel() for t in payload["model_state"].values()),
             "metrics": payload.get("metrics", {}),
+            "corpus_files": payload.get("corpus_files") or [],  # [path, SHA-256], several files
+            "plan": payload.get("plan"),  # what charnn.plan chose, and why
         }
     except (KeyError, TypeError, AttributeError) as err:
         raise CharnnError(f"{path} is not a usable charnn checkpoint ({err})") from None
