@@ -20,6 +20,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from charnn.errors import CharnnError
+from charnn.sources import CorpusSpec
 
 CELLS = ("rnn", "rnn-relu", "lstm", "gru", "peephole", "cifg")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -86,7 +87,10 @@ class ModelConfig:
 class TrainConfig:
     """Everything that decides a training run. Defaults are tuned for a 2-core CPU."""
 
-    corpus: str = ""
+    corpus: str | tuple[str, ...] = ""  # a text file, or several files and folders
+    glob: str | None = None  # which files of the folders in `corpus`, by name (`*.py`)
+    separator: str | None = None  # between documents; None: a blank line (a newline by line)
+    doc_per_line: bool = False  # each line of the corpus is a document of its own
     model: ModelConfig = field(default_factory=ModelConfig)
     # optimisation
     lr: float = 6e-3  # peak AdamW learning rate; warmed up, then cosine-decayed
@@ -115,6 +119,9 @@ class TrainConfig:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.corpus, list | tuple):  # one path stays a plain string
+            paths = tuple(str(p) for p in self.corpus)
+            object.__setattr__(self, "corpus", paths[0] if len(paths) == 1 else paths)
         _check(self.lr > 0, "--lr must be positive")
         _check(
             self.weight_decay is None or self.weight_decay >= 0,
@@ -141,6 +148,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def corpus_paths(self) -> tuple[str, ...]:
+        return (self.corpus,) if isinstance(self.corpus, str) else self.corpus
+
+    def corpus_spec(self) -> CorpusSpec:
+        """The files and documents `corpus` names (charnn.sources)."""
+        return CorpusSpec(
+            self.corpus_paths, self.encoding, self.glob, self.separator, self.doc_per_line
+        )
 
     def complete(self) -> TrainConfig:
         """These settings with every unplanned one at its FALLBACK value."""

@@ -29,9 +29,12 @@ import torch
 from charnn.errors import CharnnError
 
 
-def split_train_val(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
-    """The last `val_frac` of the text is validation; both parts need at least two characters."""
-    n_val = int(len(ids) * val_frac)
+def split_train_val(
+    ids: np.ndarray, val_frac: float, val_start: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The last `val_frac` of the text is validation (or, for a corpus of many documents, the
+    documents from `val_start` on); both parts need at least two characters."""
+    n_val = int(len(ids) * val_frac) if val_start is None else len(ids) - val_start
     if n_val < 2 or len(ids) - n_val < 2:
         minimum = int(np.ceil(2 / min(val_frac, 1 - val_frac)))
         raise CharnnError(

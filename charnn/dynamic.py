@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from charnn.cache import load_corpus
 from charnn.checkpoint import LoadedModel
 from charnn.errors import CharnnError
 from charnn.model import CharRNN, detach_state
@@ -130,13 +131,24 @@ def evaluate_dynamic(
     ids, _ = loaded.vocab.encode_known(text)
     if len(ids) < 2:
         raise CharnnError(f"{file} has fewer than two characters the model knows")
-    source = Path(tune_on if tune_on is not None else loaded.train_config.corpus)
-    if not source.is_file():
-        raise CharnnError(
-            f"dynamic evaluation chooses its step size on training text, and {source} (the "
-            "model's corpus) is not there: pass --tune-on FILE"
-        )
-    tune_ids, _ = loaded.vocab.encode_known(read_corpus(source, loaded.train_config.encoding))
-    if tune_on is None:  # the end of the training split: never the validation text
-        tune_ids = tune_ids[: len(tune_ids) - int(len(tune_ids) * loaded.train_config.val_frac)]
+    if tune_on is not None:
+        tune_ids, _ = loaded.vocab.encode_known(read_corpus(tune_on, encoding))
+    else:
+        tune_ids = _training_tail(loaded)
     return dynamic_bits_per_char(loaded.model, ids, tune_ids, device)
+
+
+def _training_tail(loaded: LoadedModel) -> np.ndarray:
+    """The last TUNE_CHARS of the model's training split (never its validation text)."""
+    config = loaded.train_config
+    try:
+        corpus = load_corpus(config.corpus_spec(), config.encoding, val_frac=config.val_frac)
+    except CharnnError as err:
+        raise CharnnError(
+            f"dynamic evaluation chooses its step size on training text, and the model's corpus "
+            f"cannot be read ({err}): pass --tune-on FILE"
+        ) from None
+    n = len(corpus.ids)
+    train_end = n - int(n * config.val_frac) if corpus.val_start is None else corpus.val_start
+    tail = corpus.vocab.decode(corpus.ids[max(0, train_end - TUNE_CHARS) : train_end])
+    return loaded.vocab.encode_known(tail)[0]

@@ -91,14 +91,17 @@ class TrainDisplay:
             pass  # summarised once at the end
 
     def finished(self, result: TrainResult, corpus: object) -> None:
+        """`corpus`: the path, or paths, the run was started with (for the resume command)."""
         where = result.run_dir
+        paths = corpus if isinstance(corpus, list | tuple) else [corpus]
+        quoted = " ".join(shlex.quote(str(p)) for p in paths)
         if result.interrupted:
             if not result.steps:
                 self.log("interrupted before the first step; nothing to save yet")
                 return
             self.log(
                 f"interrupted at step {result.steps}; saved {result.last_path}. Continue with:\n"
-                f"  charnn train {shlex.quote(str(corpus))} --resume {shlex.quote(str(where))}"
+                f"  charnn train {quoted} --resume {shlex.quote(str(where))}"
             )
             return
         early = " (stopped early: no new best within --patience)" if result.stopped_early else ""

@@ -217,7 +217,7 @@ def prepare_run(
     choices and the plan on one process of a torchrun job and hands their result to all.
     """
     given = config.chosen() if given is None else given
-    corpus_path = Path(config.corpus)
+    corpus_path = Path(config.corpus_paths[0])  # names the run
     path = None
     if resume is not None:
         path = on_main(lambda: resume_checkpoint(str(resume), config, corpus_path))
@@ -238,7 +238,8 @@ def prepare_run(
         vocab = Vocab.from_text(payload["vocab"] + vocab.chars)  # old characters, then new
         saved = TrainConfig.from_dict(payload["train_config"])
         config = replace(config, model=merged_config(saved, config, given).model)
-    train_chars = len(corpus.ids) - int(len(corpus.ids) * config.val_frac)
+    val_chars = int(len(corpus.ids) * config.val_frac)
+    train_chars = len(corpus.ids) - val_chars if corpus.val_start is None else corpus.val_start
     facts = Facts(train_chars=train_chars, native_bf16=native_bf16)
 
     def planned() -> Plan:
@@ -261,6 +262,18 @@ def check_same_corpus(payload: dict, corpus: EncodedCorpus, vocab: Vocab, path: 
     """Refuse to continue a run on text other than the one it was trained on."""
     if payload.get("corpus_sha256") == corpus.sha256:
         return
+    if payload.get("corpus_files") and corpus.files:
+        before = {path: sha for path, sha in payload["corpus_files"]}
+        now = dict(corpus.files)
+        changes = [f"{p} changed" for p in now if p in before and now[p] != before[p]]
+        changes += [f"{p} added" for p in now if p not in before]
+        changes += [f"{p} removed" for p in before if p not in now]
+        if changes:
+            raise CharnnError(
+                f"cannot resume {path}: the corpus is not the text the run was trained on "
+                f"({'; '.join(changes[:5])}{'; ...' if len(changes) > 5 else ''}); start a new "
+                "run from it with --init-from instead"
+            )
     ours = corpus.vocab
     if ours.chars != vocab.chars:
         new = sorted(set(ours.chars) - set(vocab.chars))

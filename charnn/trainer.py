@@ -145,6 +145,7 @@ class Trainer:
         self.last_val_bpc = math.nan
         self.evals_since_best = 0  # for --patience
         self.corpus_sha256: str | None = None  # stored so a resume can check the text
+        self.corpus_files: list[list[str]] = []  # [path, SHA-256] of each file, for several
         self.plan: dict[str, Any] | None = None  # how the run's settings were planned
         self.chars_trained = 0  # by this process, for chars/s in metrics.jsonl
 
@@ -386,6 +387,7 @@ class Trainer:
         )
         payload["resume"] = self.resume_state(elapsed, hidden)
         payload["corpus_sha256"] = self.corpus_sha256
+        payload["corpus_files"] = self.corpus_files
         payload["plan"] = self.plan
         for path in self.writer.save(payload, metrics, best):
             if not path.name.startswith("step-"):
@@ -412,7 +414,7 @@ def train(
     come from the run being resumed, or the model's shape from `init_from`.
     """
     notices: list[str] = []
-    corpus = load_corpus(Path(config.corpus), config.encoding, notices.append)  # often mmapped
+    corpus = load_corpus(config.corpus_spec(), config.encoding, notices.append, config.val_frac)
     device = resolve_device(config.device)  # fail on a bad device before creating any folder
     with process_group(device) as (ranks, device):
 
@@ -423,7 +425,8 @@ def train(
             config, corpus, measure=measure, native_bf16=native_bf16_on(device), resume=resume,
             init_from=init_from, given=None if given is None else set(given), on_main=ranks.on_main,
         )  # fmt: skip
-        train_ids, val_ids = split_train_val(corpus.ids_in(run.vocab), run.config.val_frac)
+        ids = corpus.ids_in(run.vocab)  # often memory-mapped
+        train_ids, val_ids = split_train_val(ids, run.config.val_frac, corpus.val_start)
         use_threads(run.config.threads)
         owner = ranks.is_main  # only rank 0 writes to the run folder
         try:
@@ -435,6 +438,7 @@ def train(
                 if trainer.writer is not None:
                     trainer.writer.remove_stale()
                 trainer.corpus_sha256 = corpus.sha256
+                trainer.corpus_files = [list(pair) for pair in corpus.files]
                 trainer.plan = run.plan
                 for notice in notices + run.notices:
                     trainer.emit(Notice(notice))

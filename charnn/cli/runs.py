@@ -79,6 +79,14 @@ def info(checkpoint: Path, as_json: bool) -> None:
     for key in ("val_bpc", "best_val_bpc", "train_loss", "elapsed"):
         if metrics.get(key) is not None:
             lines.append(f"{key:12} {metrics[key]:.4f}")
+    files = described.get("corpus_files") or []
+    if files:
+        shown = ", ".join(path for path, _ in files[:5]) + (" ..." if len(files) > 5 else "")
+        lines.append(f"corpus files {len(files)}: {shown}")
+    plan = described.get("plan")
+    if plan and plan.get("chosen"):
+        chosen = ", ".join(f"{k} {v}" for k, v in plan["chosen"].items())
+        lines.append(f"plan         {chosen} (for {plan['why']})")
     history = described.get("val_bpc_history") or []
     if len(history) > 1:
         lines.append(f"val history  {_sparkline(history)}  {history[0]:.3f} -> {history[-1]:.3f}")

@@ -51,7 +51,7 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("corpus", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--config",
     type=click.Path(dir_okay=False),
@@ -167,6 +167,25 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 )
 @click.option("--encoding", default=TrainConfig.encoding, help="Text encoding of the corpus.")
 @click.option(
+    "--glob",
+    default=None,
+    metavar="PATTERN",
+    help="Files of the folders given to train on, by name ('*.py') [default: all].",
+)
+@click.option(
+    "--separator",
+    default=None,
+    callback=lambda ctx, param, value: _unescape(value),
+    help="Text between documents (\\n and \\t understood) [default: a blank line; a newline "
+    "with --doc-per-line].",
+)
+@click.option(
+    "--doc-per-line",
+    is_flag=True,
+    default=False,
+    help="Each line is a document of its own (names, titles, short texts).",
+)
+@click.option(
     "--checkpoint-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=TrainConfig.checkpoint_dir,
@@ -208,14 +227,18 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 @click.pass_context
 def train(
     ctx: click.Context,
-    corpus: Path,
+    corpus: tuple[Path, ...],
     quiet: bool,
     checkpoint_dir: Path,
     resume: str | None,
     init_from: Path | None,
     **options: Any,
 ) -> None:
-    """Train a model on CORPUS (a UTF-8 text file) and save checkpoints."""
+    """Train a model on CORPUS (UTF-8 text files, or folders of them) and save checkpoints.
+
+    Several files are joined in the order given, a folder's files sorted by path, with a
+    separator between documents; with many documents, validation takes whole ones.
+    """
     from charnn.distributed import is_main_process
     from charnn.progress import TrainDisplay
     from charnn.trainer import train as run_training
@@ -223,7 +246,7 @@ def train(
     if resume is not None and init_from is not None:
         raise click.UsageError("give --resume or --init-from, not both")
     config = TrainConfig.from_options(
-        corpus=str(corpus), checkpoint_dir=str(checkpoint_dir), **options
+        corpus=tuple(str(p) for p in corpus), checkpoint_dir=str(checkpoint_dir), **options
     )
     given = {
         name
@@ -243,6 +266,13 @@ def train(
     display.finished(result, corpus)
     if result.interrupted:
         sys.exit(EXIT_INTERRUPTED.get(stop.signal_name or "SIGINT", 130))
+
+
+def _unescape(value: str | None) -> str | None:
+    """'\\n---\\n' as typed in a shell -> the text it means."""
+    if value is None:
+        return None
+    return value.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def _options_from_environment(command: click.Command) -> None:

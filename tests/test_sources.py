@@ -1,0 +1,105 @@
+"""Corpora of several files, folders and one-line documents."""
+
+import json
+
+import pytest
+
+import charnn.sources as sources_module
+from charnn.cache import MANY_DOCUMENTS, load_corpus
+from charnn.data import split_train_val
+from charnn.sources import CorpusSpec, lines
+
+from conftest import TINY, make_text, run_charnn
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Nested text files, plus a hidden file and a binary one that must be left out."""
+    root = tmp_path / "notes"
+    (root / "b" / "deep").mkdir(parents=True)
+    (root / ".git").mkdir()
+    (root / "a.txt").write_text("alpha one\n", encoding="utf-8")
+    (root / "b" / "c.txt").write_text("gamma three\n", encoding="utf-8")
+    (root / "b" / "deep" / "d.md").write_text("delta four\n", encoding="utf-8")
+    (root / "b" / "a2.txt").write_text("beta two\n", encoding="utf-8")
+    (root / ".hidden.txt").write_text("SECRET\n", encoding="utf-8")
+    (root / ".git" / "config").write_text("SECRET\n", encoding="utf-8")
+    (root / "image.png").write_bytes(b"\x89PNG\x00\x00QQQ")
+    return root
+
+
+def text_of(corpus) -> str:
+    return corpus.vocab.decode(corpus.ids)
+
+
+def test_a_folder_is_its_text_files_in_path_order_joined_by_a_blank_line(folder):
+    notes: list[str] = []
+    corpus = load_corpus(CorpusSpec((str(folder),)), on_notice=notes.append)
+    expected = "\n\n".join(["alpha one\n", "beta two\n", "gamma three\n", "delta four\n"])
+    assert text_of(corpus) == expected  # a.txt, b/a2.txt, b/c.txt, b/deep/d.md
+    assert "S" not in corpus.vocab and "Q" not in corpus.vocab
+    assert notes == ["skipped 2 hidden and 1 binary file(s) in the folders given"]
+    assert [path.rsplit("/", 1)[-1] for path, _ in corpus.files] == [
+        "a.txt", "a2.txt", "c.txt", "d.md",
+    ]  # fmt: skip
+
+
+def test_glob_separator_and_explicit_files(folder, tmp_path):
+    only_txt = load_corpus(CorpusSpec((str(folder),), glob="*.txt", separator="\n---\n"))
+    assert text_of(only_txt) == "alpha one\n\n---\nbeta two\n\n---\ngamma three\n"
+    extra = tmp_path / "extra.txt"
+    extra.write_text("omega\n", encoding="utf-8")
+    both = load_corpus(CorpusSpec((str(extra), str(folder / "a.txt"))))
+    assert text_of(both) == "omega\n\n\nalpha one\n"  # in the order given
+
+
+def test_many_line_documents_keep_whole_lines_for_validation(tmp_path):
+    names = [f"name number {i:03d}" for i in range(200)]
+    path = tmp_path / "names.txt"
+    path.write_text("\n".join(names) + "\n\n", encoding="utf-8")  # a blank line is no document
+    corpus = load_corpus(CorpusSpec((str(path),), doc_per_line=True), val_frac=0.1)
+    assert corpus.documents == 200 >= MANY_DOCUMENTS
+    train, val = split_train_val(corpus.ids, 0.1, corpus.val_start)
+    val_lines = corpus.vocab.decode(val).split("\n")
+    assert val_lines == names[9::10]  # every 10th line, whole, from all over the file
+    train_lines = corpus.vocab.decode(train).rstrip("\n").split("\n")
+    assert set(train_lines) == set(names) - set(val_lines)
+
+
+def test_few_documents_keep_the_tail_split(folder):
+    corpus = load_corpus(CorpusSpec((str(folder),)))
+    assert corpus.documents == 4 < MANY_DOCUMENTS and corpus.val_start is None
+
+
+def test_lines_are_streamed_across_chunk_boundaries(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources_module, "CHUNK_BYTES", 7)
+    path = tmp_path / "t.txt"
+    path.write_text("first line\r\nsecond, longer line\n\nlast", encoding="utf-8")
+    assert list(lines(path, "utf-8")) == ["first line", "second, longer line", "", "last"]
+
+
+def test_train_on_a_folder_then_a_changed_file_refuses_the_resume(folder, tmp_path):
+    ck = tmp_path / "ck"
+    common = ["--checkpoint-dir", str(ck), "--name", "notes", *TINY[:-1]]  # not --quiet
+    (folder / "more.txt").write_text(make_text(3_000), encoding="utf-8")
+    proc = run_charnn("train", str(folder), "--max-steps", "2", "--batch-size", "4",
+                      "--seq-len", "16", *common)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped 2 hidden and 1 binary" in proc.stderr
+    info = run_charnn("info", str(ck / "notes"))
+    assert "corpus files 5" in info.stdout and "more.txt" in info.stdout
+    described = json.loads(run_charnn("info", str(ck / "notes"), "--json").stdout)
+    assert len(described["corpus_files"]) == 5
+
+    (folder / "b" / "c.txt").write_text("gamma changed\n", encoding="utf-8")
+    again = run_charnn("train", str(folder), "--max-steps", "4", "--resume", str(ck / "notes"),
+                       "--checkpoint-dir", str(ck), "--quiet")  # fmt: skip
+    assert again.returncode != 0
+    assert "c.txt changed" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_an_empty_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = run_charnn("train", str(tmp_path / "empty"), "--max-steps", "1", "--quiet")
+    assert proc.returncode != 0 and "no text files" in proc.stderr
+    assert "Traceback" not in proc.stderr
