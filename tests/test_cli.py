@@ -16,6 +16,7 @@ def assert_one_line_error(proc, code=1):
     return proc.stderr
 
 
+@pytest.mark.slow
 def test_train_sample_eval_end_to_end(trained):
     root, corpus, run = trained
     assert {"last.pt", "best.pt", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
@@ -138,6 +139,7 @@ def test_a_failing_run_never_overwrites_a_saved_one(trained, tmp_path):
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_unnamed_runs_get_fresh_folders(tmp_path, corpus):
     ck = tmp_path / "ck"
     for _ in range(2):
@@ -148,6 +150,7 @@ def test_unnamed_runs_get_fresh_folders(tmp_path, corpus):
     assert sorted(p.name for p in ck.iterdir()) == ["corpus-lstm", "corpus-lstm-2"]
 
 
+@pytest.mark.slow
 def test_log_lines_off_a_terminal(tmp_path, corpus):
     proc = run_charnn(
         "train",
@@ -173,6 +176,7 @@ def test_unreadable_corpus(tmp_path, corpus):
     assert "permission denied" in assert_one_line_error(proc)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
 def test_interrupt_saves_last_and_exits(tmp_path, corpus, signame, code):
     import signal

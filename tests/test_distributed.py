@@ -65,6 +65,7 @@ def runs(tmp_path_factory):
     return root, corpus, root / "ck"
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_model_one_process_trains(runs):
     _, _, ck = runs
     one, two = weights(ck / "one" / "last.pt"), weights(ck / "two" / "last.pt")
@@ -77,6 +78,7 @@ def test_two_processes_train_the_model_one_process_trains(runs):
     assert len(lines) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trained_by, resumed_by", [("two", 1), ("one", 2)])
 def test_a_run_resumes_on_another_number_of_processes(runs, tmp_path, trained_by, resumed_by):
     _, corpus, ck = runs
@@ -90,6 +92,7 @@ def test_a_run_resumes_on_another_number_of_processes(runs, tmp_path, trained_by
     assert_same_run(weights(run / "last.pt"), weights(ck / "one" / "last.pt"))
 
 
+@pytest.mark.slow
 def test_a_batch_that_does_not_split_evenly_is_refused(runs):
     root, corpus, _ = runs
     ck = root / "refused"

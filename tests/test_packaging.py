@@ -7,6 +7,8 @@ import venv
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -16,6 +18,7 @@ def run(*command, **kwargs):
     return proc
 
 
+@pytest.mark.slow
 def test_wheel_installs_into_a_fresh_venv(tmp_path):
     dist = tmp_path / "dist"
     run(sys.executable, "-m", "build", "--outdir", dist, ROOT, timeout=600)

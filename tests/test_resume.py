@@ -171,6 +171,7 @@ def test_one_writer_per_run_folder(tmp_path, small_corpus):
     assert load_checkpoint(run / "last.pt").step == 5
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_leaves_every_checkpoint_loadable(tmp_path, corpus):
     rng = random.Random(0)
     ck = tmp_path / "ck"

@@ -28,6 +28,7 @@ def as_loaded(trainer: Trainer) -> LoadedModel:
     return LoadedModel(trainer.model, trainer.vocab, Path("memory"), trainer.config, trainer.step)
 
 
+@pytest.mark.slow
 def test_hello_the_classic_example():
     """Vocabulary "helo", text "hello": after "l" comes "l" once and "o" once, so only a model
     that uses its state can greedy-sample "ello" from "h"."""
@@ -38,6 +39,7 @@ def test_hello_the_classic_example():
     assert generated == "ello"
 
 
+@pytest.mark.slow
 def test_overfits_a_short_text_to_near_zero_loss():
     text = "the quick brown fox jumps over the lazy dog, then naps.\n"
     trainer = make_trainer(text, model=ModelConfig(hidden_size=64, embed_size=16, layers=1))
