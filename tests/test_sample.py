@@ -51,8 +51,9 @@ def test_stepper_matches_the_model(cell):
 
 def test_same_seed_same_text_and_different_seeds_differ():
     loaded = random_model()
-    assert text(loaded, seed=3) == text(loaded, seed=3)
-    assert text(loaded, seed=3) != text(loaded, seed=4)
+    first, other = text(loaded, seed=3), text(loaded, seed=4)
+    assert first != other
+    assert text(loaded, seed=3) == first  # from the seed alone, whatever ran in between
 
 
 def test_top_k_1_and_tiny_top_p_equal_greedy():
