@@ -167,11 +167,11 @@ def test_a_time_budget_plans_the_widest_model_that_gets_enough_characters():
 
 
 def test_dropout_is_planned_from_the_passes_over_the_training_split():
-    steps_for = {passes: int(passes * 10**6 / (32 * 64)) for passes in (1.9, 2.1, 5.9, 6.1)}
-    assert planned(TrainConfig(max_steps=steps_for[1.9])).model.dropout == 0.0
-    assert planned(TrainConfig(max_steps=steps_for[2.1])).model.dropout == 0.2
-    assert planned(TrainConfig(max_steps=steps_for[5.9])).model.dropout == 0.2
-    assert planned(TrainConfig(max_steps=steps_for[6.1])).model.dropout == 0.3
+    steps_for = {passes: int(passes * 10**6 / (32 * 64)) for passes in (2.4, 2.6, 7.9, 8.1)}
+    assert planned(TrainConfig(max_steps=steps_for[2.4])).model.dropout == 0.0
+    assert planned(TrainConfig(max_steps=steps_for[2.6])).model.dropout == 0.2
+    assert planned(TrainConfig(max_steps=steps_for[7.9])).model.dropout == 0.2
+    assert planned(TrainConfig(max_steps=steps_for[8.1])).model.dropout == 0.3
     assert planned(TrainConfig(epochs=1.5)).model.dropout == 0.0
     assert planned(TrainConfig()).model.dropout == 0.3  # 10 epochs by default
     assert planned(TrainConfig(epochs=50, model=ModelConfig(dropout=0.05))).model.dropout == 0.05
