@@ -220,6 +220,7 @@ def test_help_does_not_import_torch():
     assert proc.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_a_time_budget_plans_the_model_unless_told(tmp_path, corpus):
     for extra, expected, decay in [
         ([], 128, 0.1),  # 2 steps train too few characters for more than the narrowest width
