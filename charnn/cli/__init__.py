@@ -19,6 +19,7 @@ from charnn.cli.data import data
 from charnn.cli.evaluate import evaluate
 from charnn.cli.runs import info, list_command
 from charnn.cli.sample import sample
+from charnn.cli.serve import serve
 from charnn.cli.train import train
 from charnn.cli.viz import plot, viz
 from charnn.errors import CharnnError
@@ -58,5 +59,5 @@ def main() -> None:
     """
 
 
-for command in (train, sample, evaluate, list_command, info, viz, plot, data):
+for command in (train, sample, evaluate, list_command, info, viz, plot, data, serve):
     main.add_command(command)
