@@ -33,6 +33,8 @@ class SampleConfig:
     num_samples: int = 1
     seed: int | None = None
     unknown: str = "error"  # prime characters outside the vocabulary: "error" or "skip"
+    repetition_penalty: float = 1.0  # above 1 discounts copying recent text (charnn.penalty)
+    beam: int | None = None  # beam search of this width for the likeliest text (charnn.beam)
 
     def __post_init__(self) -> None:
         if self.length < 0:
@@ -49,6 +51,21 @@ class SampleConfig:
             raise CharnnError("--stop strings must not be empty")
         if self.unknown not in ("error", "skip"):
             raise CharnnError("--unknown must be 'error' or 'skip'")
+        if self.repetition_penalty < 1:
+            raise CharnnError("--repetition-penalty must be at least 1 (1: no penalty)")
+        if self.beam is not None:
+            self._check_beam(self.beam)
+
+    def _check_beam(self, beam: int) -> None:
+        if beam < 1:
+            raise CharnnError("--beam must be at least 1")
+        if self.temperature != 1 or self.top_k is not None or self.top_p is not None:
+            raise CharnnError("--beam searches for the likeliest text and draws nothing: "
+                              "leave out --temperature, --greedy, --top-k and --top-p")  # fmt: skip
+        if self.num_samples > 1:
+            raise CharnnError("--beam finds one text: leave out --num-samples")
+        if self.length == 0:
+            raise CharnnError("--beam needs a --length above 0")
 
 
 def choose(logits: np.ndarray, config: SampleConfig, rng: np.random.Generator) -> np.ndarray:
@@ -118,36 +135,62 @@ def prepare_prime(prime: str, loaded: LoadedModel, unknown: str) -> str:
     return "".join(c for c in prime if c in loaded.vocab) if missing else prime
 
 
+def read_prime(
+    loaded: LoadedModel, config: SampleConfig, rows: int
+) -> tuple[Stepper, list, np.ndarray]:
+    """Read the prime in one pass: a stepper, its state for `rows` copies and their next
+    logits (rows, vocab). The prime is read on the model's own device, in eval mode; the model
+    is left where and as it was."""
+    model, vocab = loaded.model, loaded.vocab
+    prime = prepare_prime(config.prime, loaded, config.unknown)
+    start = prime or ("\n" if "\n" in vocab else vocab.chars[0])  # no prime: as after a newline
+    device = next(model.parameters()).device
+    was_training = model.training
+    try:
+        with torch.no_grad():  # only here: the steps that follow are NumPy
+            prime_ids = torch.as_tensor(vocab.encode(start), device=device)[None]
+            logits, torch_state = model.eval()(prime_ids)  # one pass
+    finally:
+        model.train(was_training)
+    stepper = Stepper(model)
+    state = stepper.state_from_torch(torch_state, rows)
+    return stepper, state, np.repeat(logits[0, -1:].float().cpu().numpy(), rows, axis=0)
+
+
 def generate(loaded: LoadedModel, config: SampleConfig) -> Iterator[tuple[int, str]]:
     """Yield (sample index, text) pieces as they are generated, for all samples of the batch.
 
     Text that could be the start of a stop string is held back until it is known not to be;
     each sample ends after `config.length` generated characters or at a stop string. The prime
     is read on the model's own device, in eval mode; the model is left where and as it was.
+    With `config.beam`, the one text beam search finds comes whole, at the end.
     """
-    model, vocab = loaded.model, loaded.vocab
-    prime = prepare_prime(config.prime, loaded, config.unknown)
+    if config.beam is not None:
+        from charnn.beam import beam_search
+
+        text = beam_search(loaded, config)  # known only at the end
+        if text:
+            yield 0, text
+        return
+    vocab = loaded.vocab
     rng = np.random.default_rng(config.seed)
     n = config.num_samples
+    stepper, state, logits = read_prime(loaded, config, n)
+    penalty = None
+    if config.repetition_penalty != 1:  # 1 is no penalty: not even its arithmetic
+        from charnn.penalty import RepetitionPenalty
 
-    start = prime or ("\n" if "\n" in vocab else vocab.chars[0])  # no prime: as after a newline
-    device = next(model.parameters()).device
-    was_training = model.training
-    try:
-        with torch.no_grad():  # only here: the steps below are NumPy
-            prime_ids = torch.as_tensor(vocab.encode(start), device=device)[None]
-            logits, torch_state = model.eval()(prime_ids)  # one pass
-    finally:
-        model.train(was_training)
-    stepper = Stepper(model)
-    state = stepper.state_from_torch(torch_state, n)
-    logits = np.repeat(logits[0, -1:].float().cpu().numpy(), n, axis=0)  # (n, vocab)
+        penalty = RepetitionPenalty(config.repetition_penalty, n)
 
     filters = [StopFilter(config.stop, config.include_stop) for _ in range(n)]
     active = list(range(n))
     produced = 0
     while active:
+        if penalty is not None:
+            logits = penalty.adjust(logits)
         ids = choose(logits, config, rng)
+        if penalty is not None:
+            penalty.append(ids)
         chars = [vocab.chars[i] for i in ids.tolist()]
         produced += 1
         still_active = []
@@ -170,7 +213,7 @@ def sample(loaded: LoadedModel, length: int = 500, **options: object) -> Iterato
     """Yield the text of one sample piece by piece (the prime is not included).
 
     Options are those of `SampleConfig`: temperature, top_k, top_p, prime, stop, include_stop,
-    seed, unknown.
+    seed, unknown, repetition_penalty, beam.
     """
     config = SampleConfig(length=length, num_samples=1, **options)  # type: ignore[arg-type]
     for _, piece in generate(loaded, config):

@@ -47,6 +47,19 @@ def _unescape(text: str) -> str:
     help="Sample only from the likeliest characters holding this much probability.",
 )
 @click.option("--greedy", is_flag=True, help="Always take the most likely character (-t 0).")
+@click.option(
+    "--repetition-penalty",
+    type=click.FloatRange(min=1),
+    default=1.0,
+    help="Above 1: make repeating recent text dearer with each character repeated (1: off).",
+)
+@click.option(
+    "--beam",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="WIDTH",
+    help="Beam search: the likeliest text of --length characters, deterministic.",
+)
 @click.option("-p", "--prime", default=None, help="Text the model reads first.")
 @click.option(
     "--prime-file",
@@ -148,6 +161,10 @@ def sample(
                 "top_p": config.top_p,
                 "seed": config.seed,
             }
+            if config.repetition_penalty != 1:  # named only when used
+                record["repetition_penalty"] = config.repetition_penalty
+            if config.beam is not None:
+                record["beam"] = config.beam
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
 
