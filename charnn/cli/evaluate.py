@@ -17,7 +17,6 @@ from charnn.config import DEVICES
 @click.argument(
     "paths",
     nargs=-1,
-    required=True,
     type=click.Path(path_type=Path),
     metavar="[CHECKPOINT] FILE...",
 )
@@ -37,6 +36,20 @@ from charnn.config import DEVICES
     default=None,
     help="Choose --dynamic's step size on this text [default: the model's training split].",
 )
+@click.option(
+    "--novelty",
+    metavar="SAMPLE",
+    default=None,
+    help="Instead: the share of SAMPLE's n-character substrings found nowhere in the model's "
+    "training split (or --corpus); - reads standard input.",
+)
+@click.option(
+    "--corpus",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="--novelty compares with this text instead (no checkpoint needed).",
+)
+@click.option("--n", "ns", default="5,10,20,30,40,50", help="--novelty's n-gram lengths.")
 def evaluate(
     paths: tuple[Path, ...],
     checkpoint_dir: Path,
@@ -46,12 +59,29 @@ def evaluate(
     encoding: str,
     dynamic: bool,
     tune_on: Path | None,
+    novelty: str | None,
+    corpus: Path | None,
+    ns: str,
 ) -> None:
     """Bits per character of a model on each FILE, the state carried through the whole file.
 
     The first argument is taken as the CHECKPOINT when it is a .pt file or a run folder;
     otherwise the best checkpoint of the newest run under --checkpoint-dir is used.
+    With --novelty SAMPLE, the only argument is the CHECKPOINT, if any.
     """
+    if novelty is not None:
+        from charnn.cli.novelty import parse_ns, report_novelty
+
+        if len(paths) > 1:
+            raise click.UsageError("--novelty takes at most one argument: the CHECKPOINT")
+        checkpoint = paths[0] if paths else None
+        report_novelty(novelty, checkpoint, checkpoint_dir, cell, corpus, parse_ns(ns),
+                       encoding, as_json)  # fmt: skip
+        return
+    if corpus is not None:
+        raise click.UsageError("--corpus goes with --novelty")
+    if not paths:
+        raise click.UsageError("Missing argument '[CHECKPOINT] FILE...'")
     from charnn.evaluator import evaluate as run_eval
 
     checkpoint = None
