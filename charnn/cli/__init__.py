@@ -17,6 +17,7 @@ from charnn import __version__
 from charnn.cli.common import CONTEXT
 from charnn.cli.data import data
 from charnn.cli.evaluate import evaluate
+from charnn.cli.export import export
 from charnn.cli.runs import info, list_command
 from charnn.cli.sample import sample
 from charnn.cli.serve import serve
@@ -59,5 +60,5 @@ def main() -> None:
     """
 
 
-for command in (train, sample, evaluate, list_command, info, viz, plot, data, serve):
+for command in (train, sample, evaluate, list_command, info, viz, plot, data, serve, export):
     main.add_command(command)
