@@ -137,7 +137,6 @@ def assert_same_tensors(a: dict, b: dict) -> None:
         assert torch.equal(tensor, tb[where]), where
 
 
-@pytest.mark.slow
 def test_two_identical_runs_write_equal_checkpoints(tmp_path, small_corpus):
     def run(name):
         config = TrainConfig(
