@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +196,38 @@ def test_jsonl_records_the_penalty_and_beam(trained):
     assert proc.returncode == 0, proc.stderr
     (record,) = [json.loads(line) for line in proc.stdout.splitlines()]
     assert (record["beam"], record["repetition_penalty"], len(record["text"])) == (2, 1.3, 30)
+
+
+def test_the_server_engine_applies_the_penalty_as_charnn_sample_does(looping):
+    """charnn serve's worker, with another job sharing its batch, gives the CLI's text."""
+    from charnn.checkpoint import load_checkpoint
+    from charnn.sampler import SampleConfig
+    from charnn.serve.engine import Engine, Job
+
+    engine = Engine(load_checkpoint(looping))
+    ended: dict[str, threading.Event] = {}
+    results: dict[str, list[str]] = {}
+
+    def job(name: str, config: SampleConfig) -> Job:
+        ended[name] = threading.Event()
+
+        def deliver(event) -> None:
+            if event[0] == "end":
+                results[name] = event[1].texts
+                ended[name].set()
+
+        return Job(config, deliver)
+
+    greedy = {"temperature": 0.0, "length": 600, "prime": "the "}
+    engine.start()
+    try:
+        engine.submit(job("plain", SampleConfig(**greedy)))
+        engine.submit(job("penalised", SampleConfig(**greedy, repetition_penalty=1.5)))
+        assert all(e.wait(120) for e in ended.values())
+    finally:
+        engine.stop()
+        engine.join(30)
+    cli = run_charnn("sample", str(looping), "--greedy", "--length", "600", "--prime", "the ",
+                     "--no-echo-prime", "--repetition-penalty", "1.5")  # fmt: skip
+    assert results["penalised"] == [cli.stdout]
+    assert longest_repeat(results["penalised"][0]) < longest_repeat(results["plain"][0]) / 4

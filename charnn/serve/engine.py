@@ -16,8 +16,10 @@ bits, which in rare cases changes a character).
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from charnn.checkpoint import LoadedModel
+from charnn.penalty import RepetitionPenalty
 from charnn.sampler import SampleConfig, StopFilter, choose
 from charnn.stepper import Stepper
 
@@ -57,6 +60,7 @@ class Job:
     filters: list[StopFilter] = field(init=False)
     texts: list[str] = field(init=False)
     reasons: list[str | None] = field(init=False)
+    penalty: RepetitionPenalty | None = field(init=False)  # its rows' recent text
     produced: int = 0
     started: float = field(default_factory=time.perf_counter)
 
@@ -66,6 +70,8 @@ class Job:
         self.filters = [StopFilter(self.config.stop, self.config.include_stop) for _ in range(n)]
         self.texts = [""] * n
         self.reasons = [None] * n
+        penalty = self.config.repetition_penalty
+        self.penalty = RepetitionPenalty(penalty, n) if penalty != 1 else None
 
     @property
     def rows(self) -> int:
@@ -110,6 +116,7 @@ class Engine:
         self.ticks = 0  # model steps taken
         self.rows_stepped = 0  # rows over all of them: rows_stepped / ticks is the mean batch
         self.waiting: list[Job] = []
+        self.failure: BaseException | None = None  # what ended the worker, if not stop()
 
     def start(self) -> None:
         self.thread.start()
@@ -123,6 +130,8 @@ class Engine:
         self.thread.join(timeout)
 
     def submit(self, job: Job) -> None:
+        if self.failure is not None:
+            raise RuntimeError("the generation worker has failed") from self.failure
         if self.stopping.is_set():
             job.deliver(("end", job.result()))
             return
@@ -132,10 +141,20 @@ class Engine:
 
     def _run(self) -> None:
         jobs: list[Job] = []
+        try:
+            self._loop(jobs)
+        except BaseException as err:  # end every request, not leave them waiting forever
+            self.failure = err
+            traceback.print_exc(file=sys.stderr)  # the operator's log
+            for job in jobs + self.waiting:
+                job.deliver(("end", job.result()))
+
+    def _loop(self, jobs: list[Job]) -> None:
+        """Ticks until stop(); `jobs` is kept current, for _run to end them on a failure."""
         logits = np.empty((0, len(self.vocab)), dtype=np.float32)
         state: list = []
         while True:
-            jobs, logits, state = self._admit(jobs, logits, state, block=not jobs)
+            logits, state = self._admit(jobs, logits, state, block=not jobs)
             if self.stopping.is_set():
                 for job in jobs + self.waiting:
                     job.deliver(("end", job.result()))
@@ -145,7 +164,7 @@ class Engine:
                 rows = np.concatenate(
                     [np.full(j.rows, k) for j, k in zip(jobs, keep, strict=True)]
                 ).astype(bool)
-                jobs = [j for j, k in zip(jobs, keep, strict=True) if k]
+                jobs[:] = [j for j, k in zip(jobs, keep, strict=True) if k]
                 ids, logits = ids[rows], logits[rows]
                 state = _take_rows(state, rows)
             self.active_rows = len(ids)
@@ -156,8 +175,8 @@ class Engine:
 
     def _admit(
         self, jobs: list[Job], logits: np.ndarray, state: list, block: bool
-    ) -> tuple[list[Job], np.ndarray, list]:
-        """Take newly arrived jobs (waiting for one when idle) while the batch has room."""
+    ) -> tuple[np.ndarray, list]:
+        """Add newly arrived jobs to `jobs` (waiting for one when idle) while there is room."""
         while True:
             if not self.waiting:
                 try:
@@ -180,7 +199,7 @@ class Engine:
             logits = np.concatenate([logits, first_logits])
             state = first_state if len(jobs) == 1 else _concat_rows(state, first_state)
             block = False
-        return jobs, logits, state
+        return logits, state
 
     def _prime(self, prime: str, rows: int) -> tuple[np.ndarray, list]:
         """Logits (rows, vocab) after reading the prime, and the state; as charnn.sampler reads
@@ -210,6 +229,9 @@ class Engine:
         starts = np.cumsum([0] + [j.rows for j in jobs])
         groups: dict[tuple, list[int]] = {}  # jobs with the same filtering choose in one call
         for k, job in enumerate(jobs):
+            if job.penalty is not None:  # as charnn.sampler.generate: before choosing
+                block = slice(starts[k], starts[k + 1])
+                logits[block] = job.penalty.adjust(logits[block])
             c = job.config
             groups.setdefault((c.temperature, c.top_k, c.top_p), []).append(k)
         for members in groups.values():
@@ -219,6 +241,8 @@ class Engine:
         chars = self.vocab.chars
         keep = []
         for k, job in enumerate(jobs):
+            if job.penalty is not None:
+                job.penalty.append(ids[starts[k] : starts[k + 1]])
             keep.append(
                 self._advance(job, [chars[i] for i in ids[starts[k] : starts[k + 1]].tolist()])
             )
@@ -236,7 +260,7 @@ class Engine:
             piece = stop_filter.feed(char)
             if stop_filter.stopped is not None:
                 job.reasons[row] = "stop"
-            elif job.until is not None and job.until(job.texts[row] + stop_filter.pending + piece):
+            elif job.until is not None and job.until(job.texts[row] + piece + stop_filter.pending):
                 piece += stop_filter.flush()
                 job.reasons[row] = "until"
             elif job.produced == length:
