@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from charnn.checkpoint import LoadedModel
+from charnn.penalty import RepetitionPenalty
 from charnn.sampler import SampleConfig, StopFilter, choose
 from charnn.stepper import Stepper
 
@@ -59,6 +60,7 @@ class Job:
     filters: list[StopFilter] = field(init=False)
     texts: list[str] = field(init=False)
     reasons: list[str | None] = field(init=False)
+    penalty: RepetitionPenalty | None = field(init=False)  # its rows' recent text
     produced: int = 0
     started: float = field(default_factory=time.perf_counter)
 
@@ -68,6 +70,8 @@ class Job:
         self.filters = [StopFilter(self.config.stop, self.config.include_stop) for _ in range(n)]
         self.texts = [""] * n
         self.reasons = [None] * n
+        penalty = self.config.repetition_penalty
+        self.penalty = RepetitionPenalty(penalty, n) if penalty != 1 else None
 
     @property
     def rows(self) -> int:
@@ -225,6 +229,9 @@ class Engine:
         starts = np.cumsum([0] + [j.rows for j in jobs])
         groups: dict[tuple, list[int]] = {}  # jobs with the same filtering choose in one call
         for k, job in enumerate(jobs):
+            if job.penalty is not None:  # as charnn.sampler.generate: before choosing
+                block = slice(starts[k], starts[k + 1])
+                logits[block] = job.penalty.adjust(logits[block])
             c = job.config
             groups.setdefault((c.temperature, c.top_k, c.top_p), []).append(k)
         for members in groups.values():
@@ -234,6 +241,8 @@ class Engine:
         chars = self.vocab.chars
         keep = []
         for k, job in enumerate(jobs):
+            if job.penalty is not None:
+                job.penalty.append(ids[starts[k] : starts[k + 1]])
             keep.append(
                 self._advance(job, [chars[i] for i in ids[starts[k] : starts[k + 1]].tolist()])
             )
