@@ -31,7 +31,7 @@ from charnn.vocab import read_corpus
 
 WINDOW = 64  # characters scored between two updates
 TUNE_CHARS = 10_000  # the end of the training split, where the step size and decay are chosen
-LEARNING_RATES = (0.003, 0.01, 0.03, 0.1)
+LEARNING_RATES = (0.01, 0.03, 0.1, 0.3)
 DECAYS = (0.0, 0.001, 0.01)
 MAX_GRAD_NORM = 1.0  # one unusual window must not throw the weights far
 
