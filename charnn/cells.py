@@ -1,55 +1,149 @@
-"""The recurrent cells, written the way their equations read.
+"""The recurrent cells: each one's layout in one spec, and its step written once, as it reads.
 
-Each cell is a step function: given this step's input projection (W·x_t + b, computed for all
-T steps at once by one matrix product) and the previous state, it returns the new state. A
-`RecurrentStack` runs a cell over a sequence and over layers, with parameters named and laid out
-as PyTorch's fused modules name them (`weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, ...), so a
-checkpoint moves between the fused and the hand-written paths wherever the math is the same.
+Layout. A `CellSpec` (one per cell, in `SPECS`) says how the cell's parameters are laid out,
+and every other module reads it from there: its gate blocks in row order (each H rows of
+weight_ih_l{k}, weight_hh_l{k} and the biases, stacked as PyTorch's fused modules stack them),
+whether it keeps a cell state C, which gates look at C through peephole_l{k}, and whether its
+input and hidden projections must stay apart (the GRU's). The forget block and the candidate
+block are found by name: every cell calls its candidate values "candidate".
 
-Training and sampling use PyTorch's fused modules for rnn, rnn-relu, lstm and gru, and these
-cells for the variants PyTorch does not have: peephole and cifg. Gate rows are stacked in the
-order named in each docstring. Given a `seen` dict, a step also records its gates there (by the
-names in SEEN), which is how `charnn viz` looks inside.
+Steps. A step function takes one step's pre-activations a = W·x_t + b_ih + U·h_{t−1} + b_hh,
+(B, G·H), and the previous state, and returns the new state. It only slices, adds, multiplies
+and calls the functions of an `Ops` namespace, so the same function runs on torch tensors
+(`TORCH`: training, `charnn viz`, the forward pass of charnn.sequence) and on NumPy arrays
+(`NUMPY`: sampling, charnn.stepper). `step` picks a cell's function by its spec. Given a `seen`
+dict, a step also records its gates there, which is how `charnn viz` looks inside.
+
+What keeps them honest (tests/test_cells.py unless named):
+- test_hand_written_cell_matches_pytorch: rnn, rnn-relu, lstm and gru, run by
+  charnn.stack.RecurrentStack with weights copied from nn.RNN/LSTM/GRU: outputs, final states
+  and every parameter gradient within 1e-5;
+- test_written_out_backward_matches_autograd_through_the_steps: charnn.sequence's backward for
+  lstm, peephole and cifg against autograd through these steps (weights, peepholes, inputs,
+  initial state), and test_written_out_backward_under_bf16_autocast the same under bf16
+  autocast, with test_a_few_bf16_training_steps_stay_finite;
+- test_peephole_with_zero_peepholes_is_the_lstm;
+- test_cifg_is_an_lstm_whose_input_gate_is_one_minus_forget;
+- test_a_checkpoint_moves_between_fused_and_hand_written;
+- test_forget_bias_starts_the_forget_gate_open;
+- test_every_spec_matches_its_parameters: each spec against the fused modules' row counts;
+- tests/test_sample.py::test_stepper_matches_the_model: the NumPy steps against the model's
+  own logits, every cell;
+- tests/test_viz.py::test_traced_states_are_what_the_fused_module_computes: recorded states.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
+import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-Seen = dict[str, Tensor] | None  # where a step records its gates, when asked
+Array = TypeVar("Array", Tensor, np.ndarray)  # a step runs on either
+Seen = dict[str, Any] | None  # where a step records its gates, when asked
 
 
-def rnn_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor, relu: bool = False) -> Tensor:
+@dataclass(frozen=True)
+class CellSpec:
+    """How one cell lays out its parameters; G = len(gates) blocks of H rows each."""
+
+    name: str
+    gates: tuple[str, ...]  # the blocks of rows, in order
+    has_cell_state: bool  # the LSTM family: state (h, C); the others: h alone
+    peepholes: tuple[str, ...] = ()  # gates that also see C, by the blocks of peephole_l{k}
+    # the GRU: its reset gate scales U·h + b_hn alone, so W·x + b and U·h + b are kept apart
+    separate_projections: bool = False
+    shows: tuple[str, ...] = ("hidden",)  # what `charnn viz` shows of each layer, step by step
+
+    @property
+    def blocks(self) -> int:
+        return len(self.gates)
+
+    def rows(self, gate: str, hidden: int) -> slice:
+        """Where `gate`'s rows are among G·H."""
+        k = self.gates.index(gate)
+        return slice(k * hidden, (k + 1) * hidden)
+
+    def block(self, a: Array, gate: str) -> Array:
+        """`gate`'s block of the last axis of a (..., G·H) array."""
+        return a[..., self.rows(gate, a.shape[-1] // self.blocks)]
+
+    def peephole(self, p: Array, gate: str) -> Array:
+        """`gate`'s diagonal peephole weights, out of peephole_l{k} (len(peepholes)·H,)."""
+        H = p.shape[-1] // len(self.peepholes)
+        k = self.peepholes.index(gate)
+        return p[..., k * H : (k + 1) * H]
+
+
+LSTM_SHOWS = ("hidden", "cell", "forget", "input", "output")
+RNN = CellSpec("rnn", gates=("hidden",), has_cell_state=False)
+RNN_RELU = CellSpec("rnn-relu", gates=("hidden",), has_cell_state=False)
+GRU = CellSpec(
+    "gru",
+    gates=("reset", "update", "candidate"),
+    has_cell_state=False,
+    separate_projections=True,
+    shows=("hidden", "update", "reset"),
+)
+LSTM = CellSpec(
+    "lstm", gates=("input", "forget", "candidate", "output"), has_cell_state=True, shows=LSTM_SHOWS
+)
+PEEPHOLE = CellSpec(
+    "peephole",
+    gates=("input", "forget", "candidate", "output"),
+    has_cell_state=True,
+    peepholes=("input", "forget", "output"),
+    shows=LSTM_SHOWS,
+)
+CIFG = CellSpec(
+    "cifg", gates=("forget", "candidate", "output"), has_cell_state=True, shows=LSTM_SHOWS
+)
+SPECS = {spec.name: spec for spec in (RNN, RNN_RELU, LSTM, GRU, PEEPHOLE, CIFG)}
+
+
+@dataclass(frozen=True)
+class Ops(Generic[Array]):
+    """The elementwise functions a step calls, for one kind of array."""
+
+    sigmoid: Callable[[Array], Array]
+    tanh: Callable[[Array], Array]
+    relu: Callable[[Array], Array]
+
+
+def _numpy_sigmoid(a: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * a))  # the logistic function, without exp's overflow
+
+
+TORCH: Ops[Tensor] = Ops(torch.sigmoid, torch.tanh, torch.relu)
+NUMPY: Ops[np.ndarray] = Ops(_numpy_sigmoid, np.tanh, lambda a: np.maximum(a, 0.0))
+
+
+def rnn_step(a: Array, ops: Ops[Array], relu: bool = False) -> Array:
     """The vanilla RNN:  h_t = act(W·x_t + U·h_{t−1} + b),  act = tanh (or ReLU for rnn-relu)."""
-    pre = xw + h @ w_hh.T + b_hh
-    return torch.relu(pre) if relu else torch.tanh(pre)
+    return ops.relu(a) if relu else ops.tanh(a)
 
 
-def gru_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor, seen: Seen = None) -> Tensor:
-    """The GRU as PyTorch defines it (Cho et al. 2014); rows: r, z, n.
+def gru_step(xw: Array, hw: Array, h: Array, ops: Ops[Array], seen: Seen = None) -> Array:
+    """The GRU as PyTorch defines it (Cho et al. 2014), from xw = W·x_t + b_i, hw = U·h_{t−1} + b_h.
 
     r_t = σ(W_r·x_t + b_ir + U_r·h_{t−1} + b_hr)          reset gate
     z_t = σ(W_z·x_t + b_iz + U_z·h_{t−1} + b_hz)          update gate
     n_t = tanh(W_n·x_t + b_in + r_t ⊙ (U_n·h_{t−1} + b_hn))  candidate
     h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1}
     """
-    x_r, x_z, x_n = xw.chunk(3, dim=1)
-    h_r, h_z, h_n = (h @ w_hh.T + b_hh).chunk(3, dim=1)
-    r = torch.sigmoid(x_r + h_r)
-    z = torch.sigmoid(x_z + h_z)
-    n = torch.tanh(x_n + r * h_n)
+    gate = ops.sigmoid(xw + hw)  # every block at once, one call; the candidate's is not used
+    r, z = GRU.block(gate, "reset"), GRU.block(gate, "update")
+    candidate = ops.tanh(GRU.block(xw, "candidate") + r * GRU.block(hw, "candidate"))
     if seen is not None:
         seen.update(reset=r, update=z)
-    return (1 - z) * n + z * h
+    return (1 - z) * candidate + z * h
 
 
-def lstm_step(
-    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor, seen: Seen = None
-) -> tuple[Tensor, Tensor]:
-    """The LSTM; rows: i, f, C̃, o.  [h_{t−1}, x_t] is split into W·x_t + U·h_{t−1}.
+def lstm_step(a: Array, c: Array, ops: Ops[Array], seen: Seen = None) -> tuple[Array, Array]:
+    """The LSTM.  [h_{t−1}, x_t] is split into W·x_t + U·h_{t−1}; a holds their sums.
 
     f_t = σ(W_f·[h_{t−1}, x_t] + b_f)          forget gate: what to keep of the cell state
     i_t = σ(W_i·[h_{t−1}, x_t] + b_i)          input gate: how much of the candidate to add
@@ -58,22 +152,19 @@ def lstm_step(
     o_t = σ(W_o·[h_{t−1}, x_t] + b_o)          output gate
     h_t = o_t ⊙ tanh(C_t)
     """
-    x_i, x_f, x_c, x_o = xw.chunk(4, dim=1)
-    h_i, h_f, h_c, h_o = (h @ w_hh.T + b_hh).chunk(4, dim=1)
-    f = torch.sigmoid(x_f + h_f)
-    i = torch.sigmoid(x_i + h_i)
-    candidate = torch.tanh(x_c + h_c)
+    gate = ops.sigmoid(a)  # every block at once, one call; the candidate's is not used
+    f, i, o = LSTM.block(gate, "forget"), LSTM.block(gate, "input"), LSTM.block(gate, "output")
+    candidate = ops.tanh(LSTM.block(a, "candidate"))
     c = f * c + i * candidate
-    o = torch.sigmoid(x_o + h_o)
     if seen is not None:
         seen.update(forget=f, input=i, candidate=candidate, output=o)
-    return o * torch.tanh(c), c
+    return o * ops.tanh(c), c
 
 
 def peephole_step(
-    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor, peep: Tensor, seen: Seen = None
-) -> tuple[Tensor, Tensor]:
-    """The peephole LSTM (Gers & Schmidhuber 2000); rows: i, f, C̃, o; peep rows: p_i, p_f, p_o.
+    a: Array, c: Array, peep: Array, ops: Ops[Array], seen: Seen = None
+) -> tuple[Array, Array]:
+    """The peephole LSTM (Gers & Schmidhuber 2000); peep holds the diagonal weights p.
 
     The gates also look at the cell state, through diagonal weights:
         f_t = σ(W_f·[h_{t−1}, x_t] + p_f ⊙ C_{t−1} + b_f)
@@ -83,23 +174,19 @@ def peephole_step(
         o_t = σ(W_o·[h_{t−1}, x_t] + p_o ⊙ C_t + b_o)       the output gate sees the new C_t
         h_t = o_t ⊙ tanh(C_t)
     """
-    x_i, x_f, x_c, x_o = xw.chunk(4, dim=1)
-    h_i, h_f, h_c, h_o = (h @ w_hh.T + b_hh).chunk(4, dim=1)
-    p_i, p_f, p_o = peep.chunk(3)
-    f = torch.sigmoid(x_f + h_f + p_f * c)
-    i = torch.sigmoid(x_i + h_i + p_i * c)
-    candidate = torch.tanh(x_c + h_c)
+    P = PEEPHOLE
+    f = ops.sigmoid(P.block(a, "forget") + P.peephole(peep, "forget") * c)
+    i = ops.sigmoid(P.block(a, "input") + P.peephole(peep, "input") * c)
+    candidate = ops.tanh(P.block(a, "candidate"))
     c = f * c + i * candidate
-    o = torch.sigmoid(x_o + h_o + p_o * c)
+    o = ops.sigmoid(P.block(a, "output") + P.peephole(peep, "output") * c)
     if seen is not None:
         seen.update(forget=f, input=i, candidate=candidate, output=o)
-    return o * torch.tanh(c), c
+    return o * ops.tanh(c), c
 
 
-def cifg_step(
-    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor, seen: Seen = None
-) -> tuple[Tensor, Tensor]:
-    """The LSTM with coupled input and forget gates; rows: f, C̃, o.
+def cifg_step(a: Array, c: Array, ops: Ops[Array], seen: Seen = None) -> tuple[Array, Array]:
+    """The LSTM with coupled input and forget gates.
 
     New values are let in exactly where old ones are forgotten:
         f_t = σ(W_f·[h_{t−1}, x_t] + b_f)
@@ -108,117 +195,41 @@ def cifg_step(
         o_t = σ(W_o·[h_{t−1}, x_t] + b_o)
         h_t = o_t ⊙ tanh(C_t)
     """
-    x_f, x_c, x_o = xw.chunk(3, dim=1)
-    h_f, h_c, h_o = (h @ w_hh.T + b_hh).chunk(3, dim=1)
-    f = torch.sigmoid(x_f + h_f)
-    candidate = torch.tanh(x_c + h_c)
+    gate = ops.sigmoid(a)  # every block at once, one call; the candidate's is not used
+    f, o = CIFG.block(gate, "forget"), CIFG.block(gate, "output")
+    candidate = ops.tanh(CIFG.block(a, "candidate"))
     c = f * c + (1 - f) * candidate
-    o = torch.sigmoid(x_o + h_o)
     if seen is not None:
         seen.update(forget=f, input=1 - f, candidate=candidate, output=o)
-    return o * torch.tanh(c), c
+    return o * ops.tanh(c), c
 
 
-GATES = {"rnn": 1, "rnn-relu": 1, "gru": 3, "lstm": 4, "peephole": 4, "cifg": 3}
-HAS_CELL_STATE = {"lstm", "peephole", "cifg"}
-FORGET_ROWS = {"lstm": 1, "peephole": 1, "cifg": 0}  # which block of gate rows is f
-# What a layer of each cell shows, step by step: its state and the gates a step records
-SEEN = {
-    "rnn": ("hidden",),
-    "rnn-relu": ("hidden",),
-    "gru": ("hidden", "update", "reset"),
-    "lstm": ("hidden", "cell", "forget", "input", "output"),
-    "peephole": ("hidden", "cell", "forget", "input", "output"),
-    "cifg": ("hidden", "cell", "forget", "input", "output"),
-}
+def step(
+    spec: CellSpec,
+    xw: Array,
+    hw: Array | None,
+    h: Array,
+    c: Array | None,
+    ops: Ops[Array],
+    peep: Array | None = None,
+    seen: Seen = None,
+) -> tuple[Array, Array | None]:
+    """One step of `spec`'s cell: (h_t, C_t), C_t None for a cell without one; each (B, H).
 
-
-class RecurrentStack(nn.Module):
-    """Layers of a hand-written cell over (B, T, input) sequences, batch first.
-
-    State as PyTorch's fused modules keep it: (h, c) for LSTM-family cells, h otherwise, each
-    (layers, B, H).
+    xw = W·x_t + b_ih and hw = U·h_{t−1} + b_hh, each (B, G·H); a caller that has their sum
+    already passes it as xw with hw None (not for the GRU, which keeps them apart).
     """
-
-    def __init__(
-        self, cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float = 0.0
-    ) -> None:
-        super().__init__()
-        self.cell, self.hidden_size, self.num_layers, self.dropout = (
-            cell,
-            hidden_size,
-            num_layers,
-            dropout,
-        )
-        gates = GATES[cell] * hidden_size
-        bound = 1 / math.sqrt(hidden_size)  # PyTorch's initialisation
-        for k in range(num_layers):
-            inputs = input_size if k == 0 else hidden_size
-            for name, shape in (
-                (f"weight_ih_l{k}", (gates, inputs)),
-                (f"weight_hh_l{k}", (gates, hidden_size)),
-                (f"bias_ih_l{k}", (gates,)),
-                (f"bias_hh_l{k}", (gates,)),
-            ):
-                self.register_parameter(
-                    name, nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
-                )
-            if cell == "peephole":
-                self.register_parameter(
-                    f"peephole_l{k}",
-                    nn.Parameter(torch.empty(3 * hidden_size).uniform_(-bound, bound)),
-                )
-
-    def forward(self, x: Tensor, state=None, record: list[dict[str, list[Tensor]]] | None = None):
-        """x (B, T, input) -> outputs (B, T, H) and the final state. Given `record` (one dict per
-        layer), each step appends what it saw to record[k][name] (names in SEEN), each (B, H)."""
-        B = x.shape[0]
-        H = self.hidden_size
-        if state is None:
-            zeros = x.new_zeros(self.num_layers, B, H)
-            state = (zeros, zeros.clone()) if self.cell in HAS_CELL_STATE else zeros
-        hs, cs = [], []
-        for k in range(self.num_layers):
-            if k > 0 and self.dropout > 0 and self.training:
-                x = nn.functional.dropout(x, self.dropout, training=True)
-            w_ih, w_hh = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}")
-            b_ih, b_hh = getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}")
-            xw = x @ w_ih.T + b_ih  # (B, T, gates): the input projection of all T steps at once
-            if self.cell in HAS_CELL_STATE:
-                h, c = state[0][k], state[1][k]
-            else:
-                h, c = state[k], None
-            if c is not None and record is None and torch.is_grad_enabled():
-                # training: the same steps, with the backward pass written out
-                from charnn.sequence import LSTMFamilyWindow  # it imports the steps from here
-
-                peep = getattr(self, f"peephole_l{k}", xw.new_empty(0))
-                x, h, c = LSTMFamilyWindow.apply(self.cell, xw, h, c, w_hh, b_hh, peep)
-                hs.append(h)
-                cs.append(c)
-                continue
-            outputs = []
-            for t in range(x.shape[1]):
-                seen: Seen = None if record is None else {}
-                h, c = self._step(k, xw[:, t], h, c, w_hh, b_hh, seen)
-                outputs.append(h)
-                if record is not None and seen is not None:
-                    seen.update(hidden=h, **({} if c is None else {"cell": c}))
-                    for name, value in seen.items():
-                        record[k].setdefault(name, []).append(value)
-            x = torch.stack(outputs, dim=1)  # (B, T, H)
-            hs.append(h)
-            cs.append(c)
-        h_n = torch.stack(hs)
-        return x, ((h_n, torch.stack(cs)) if self.cell in HAS_CELL_STATE else h_n)
-
-    def _step(self, k, xw, h, c, w_hh, b_hh, seen: Seen):
-        if self.cell in ("rnn", "rnn-relu"):
-            return rnn_step(xw, h, w_hh, b_hh, relu=self.cell == "rnn-relu"), None
-        if self.cell == "gru":
-            return gru_step(xw, h, w_hh, b_hh, seen), None
-        if self.cell == "lstm":
-            return lstm_step(xw, h, c, w_hh, b_hh, seen)
-        if self.cell == "peephole":
-            return peephole_step(xw, h, c, w_hh, b_hh, getattr(self, f"peephole_l{k}"), seen)
-        return cifg_step(xw, h, c, w_hh, b_hh, seen)
+    if spec.separate_projections:
+        assert hw is not None, "the GRU needs U·h_{t−1} + b_hh apart"
+        return gru_step(xw, hw, h, ops, seen), None
+    a = xw if hw is None else xw + hw
+    if spec is PEEPHOLE:
+        assert peep is not None and c is not None
+        return peephole_step(a, c, peep, ops, seen)
+    if spec is CIFG:
+        assert c is not None
+        return cifg_step(a, c, ops, seen)
+    if spec is LSTM:
+        assert c is not None
+        return lstm_step(a, c, ops, seen)
+    return rnn_step(a, ops, relu=spec is RNN_RELU), None

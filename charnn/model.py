@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from charnn.cells import FORGET_ROWS, HAS_CELL_STATE, RecurrentStack
+from charnn.cells import SPECS
 from charnn.config import ModelConfig, decided
+from charnn.stack import RecurrentStack
 
 # LSTM-family state is (h, c); GRU and RNN state is h alone. Each is (layers, B, hidden).
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -18,8 +19,8 @@ class CharRNN(nn.Module):
     """A character-level language model: embedding -> recurrent stack -> linear decoder.
 
     The standard cells run on PyTorch's fused modules; peephole and cifg (and any cell, with
-    hand_written=True) on the hand-written cells of charnn.cells. Both name their parameters
-    alike, so their checkpoints load into each other.
+    hand_written=True) on the hand-written cells of charnn.cells, stacked by charnn.stack. Both
+    name their parameters alike, so their checkpoints load into each other.
     """
 
     def __init__(self, config: ModelConfig, hand_written: bool = False) -> None:
@@ -47,16 +48,16 @@ class CharRNN(nn.Module):
             )
         self.drop = nn.Dropout(dropout)
         self.decoder = nn.Linear(hidden, config.vocab_size)
-        if config.cell in FORGET_ROWS and config.forget_bias is not None:
+        if "forget" in SPECS[config.cell].gates and config.forget_bias is not None:
             self._set_forget_bias(config.forget_bias)
 
     @torch.no_grad()
     def _set_forget_bias(self, value: float) -> None:
         """Start the forget gates at σ(value): b_f = value (in bias_ih; bias_hh's part is 0)."""
-        H, block = self.hidden_size, FORGET_ROWS[self.config.cell]
+        rows = SPECS[self.config.cell].rows("forget", self.hidden_size)
         for k in range(self.config.layers):
-            getattr(self.rnn, f"bias_ih_l{k}")[block * H : (block + 1) * H] = value
-            getattr(self.rnn, f"bias_hh_l{k}")[block * H : (block + 1) * H] = 0.0
+            getattr(self.rnn, f"bias_ih_l{k}")[rows] = value
+            getattr(self.rnn, f"bias_hh_l{k}")[rows] = 0.0
 
     def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """ids (B, T) -> logits (B, T, vocab) and the state after the last character."""
@@ -67,7 +68,7 @@ class CharRNN(nn.Module):
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         shape = (self.config.layers, batch_size, self.hidden_size)
         zeros = torch.zeros(shape, device=device)
-        return (zeros, zeros.clone()) if self.config.cell in HAS_CELL_STATE else zeros
+        return (zeros, zeros.clone()) if SPECS[self.config.cell].has_cell_state else zeros
 
 
 def detach_state(state: State) -> State:

@@ -1,7 +1,8 @@
 """Looking inside a model: every unit's state and gates after each character of a text.
 
-The model is run through the hand-written cells of charnn.cells (the fused modules keep their
-gates to themselves), with the checkpoint's own weights: the same math, step by step.
+The model is run through the hand-written cells of charnn.cells, stacked by charnn.stack (the
+fused modules keep their gates to themselves), with the checkpoint's own weights: the same math,
+step by step.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from charnn.cells import SEEN
+from charnn.cells import SPECS
 from charnn.checkpoint import LoadedModel
 from charnn.errors import CharnnError
 from charnn.model import CharRNN
@@ -54,7 +55,7 @@ class Trace:
 
 @torch.no_grad()
 def trace(loaded: LoadedModel, text: str) -> Trace:
-    """Run the model over `text` from a zero state, recording everything it shows (SEEN)."""
+    """Run the model over `text` from a zero state, recording what its cell shows."""
     unknown = loaded.vocab.unknown(text)
     if unknown:
         raise CharnnError(
@@ -84,6 +85,6 @@ def trace(loaded: LoadedModel, text: str) -> Trace:
     ]
     values = {
         name: np.stack([torch.cat(record[k][name]).numpy() for k in range(layers)])
-        for name in SEEN[source.config.cell]
+        for name in SPECS[source.config.cell].shows
     }  # each (layers, T, H)
     return Trace(text, source.config.cell, values, next_chars)

@@ -2,13 +2,17 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from charnn.cells import RecurrentStack
-from charnn.config import ModelConfig
+from charnn.cells import NUMPY, SPECS, TORCH, step
+from charnn.config import CELLS, ModelConfig
 from charnn.model import CharRNN
+from charnn.sequence import lstm_family_window
+from charnn.stack import RecurrentStack
 
 from conftest import TINY, run_charnn
 
@@ -81,6 +85,135 @@ def test_written_out_backward_matches_autograd_through_the_steps(cell):
     assert written_out.keys() == autograd.keys()
     for name in autograd:
         assert torch.allclose(written_out[name], autograd[name], atol=1e-5), name
+
+
+def relative_error(found: torch.Tensor, expected: torch.Tensor) -> float:
+    found, expected = found.detach().float(), expected.detach().float()
+    return float((found - expected).norm() / expected.norm())
+
+
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
+def test_written_out_backward_under_bf16_autocast(cell):
+    """bf16 training (autocast on a CPU) takes the written-out backward too. Autograd through
+    the steps under the same autocast is the oracle, to bf16's precision (8 bits of mantissa,
+    a relative error of 0.4% per rounding): every gradient within 2% of it, in norm."""
+    torch.manual_seed(1)
+    stack = RecurrentStack(cell, E, H, LAYERS)
+    x = torch.randn(B, T, E, requires_grad=True)
+    h0, c0 = (torch.randn(LAYERS, B, H, requires_grad=True) for _ in range(2))
+
+    def gradients(record):
+        stack.zero_grad()
+        x.grad = h0.grad = c0.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, (h, c) = stack(x, (h0, c0), record=record)
+            loss = (out.float() ** 2).sum() + (h.float() ** 3).sum() + (c.float() ** 3).sum()
+        loss.backward()
+        found = {name: p.grad.clone() for name, p in stack.named_parameters()}
+        return out, {**found, "x": x.grad.clone(), "h0": h0.grad.clone(), "c0": c0.grad.clone()}
+
+    out, written_out = gradients(record=None)
+    out_ref, autograd = gradients(record=[{} for _ in range(LAYERS)])
+    assert relative_error(out, out_ref) < 2e-2
+    assert written_out.keys() == autograd.keys()
+    for name in autograd:
+        assert written_out[name].dtype == torch.float32, name  # as the weights and inputs
+        assert relative_error(written_out[name], autograd[name]) < 2e-2, name
+
+
+@pytest.mark.parametrize("cell", ["peephole", "cifg"])
+def test_under_autocast_the_window_runs_in_fp32(cell):
+    """Whatever autocast and its inputs' dtypes, the recurrence runs in fp32: the outputs and
+    gradients are those of the same window in fp32 without autocast, and each gradient comes
+    back in its input's dtype (bf16 here for the input projection and the start state)."""
+    torch.manual_seed(4)
+    spec = SPECS[cell]
+    bf16 = {"dtype": torch.bfloat16}
+    inputs = {
+        "xw": torch.randn(B, T, spec.blocks * H, **bf16),
+        "h": torch.randn(B, H, **bf16),
+        "c": torch.randn(B, H, **bf16),
+        "w_hh": torch.randn(spec.blocks * H, H),
+        "b_hh": torch.randn(spec.blocks * H),
+        "peep": torch.randn(len(spec.peepholes) * H) if spec.peepholes else None,
+    }
+
+    def run(autocast: bool, dtype_of=lambda t: t.dtype):
+        leaves = {
+            name: None if t is None else t.to(dtype_of(t), copy=True).requires_grad_()
+            for name, t in inputs.items()
+        }
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out, h_t, c_t = lstm_family_window(spec, *leaves.values())
+        ((out**2).sum() + (h_t**3).sum() + (c_t**3).sum()).backward()
+        return (out, h_t, c_t), {name: t for name, t in leaves.items() if t is not None}
+
+    outputs, leaves = run(autocast=True)
+    outputs_fp32, leaves_fp32 = run(autocast=False, dtype_of=lambda t: torch.float32)
+    for found, expected in zip(outputs, outputs_fp32, strict=True):
+        assert found.dtype == torch.float32
+        assert torch.allclose(found, expected, atol=1e-6)
+    for name, leaf in leaves.items():
+        assert leaf.grad is not None and leaf.grad.dtype == inputs[name].dtype, name
+        expected = leaves_fp32[name].grad.to(leaf.grad.dtype)
+        assert torch.allclose(leaf.grad, expected, rtol=1e-5, atol=1e-5), name
+
+
+@pytest.mark.parametrize("cell", ["peephole", "cifg"])
+def test_a_few_bf16_training_steps_stay_finite(cell):
+    torch.manual_seed(5)
+    vocab, config = 11, ModelConfig(vocab_size=11, cell=cell, hidden_size=16, embed_size=8)
+    model = CharRNN(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ids = torch.randint(0, vocab, (4, 17))
+    state, losses = None, []
+    for _ in range(8):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, state = model(ids[:, :-1], state)
+            loss = F.cross_entropy(logits.reshape(-1, vocab).float(), ids[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        state = tuple(s.detach() for s in state)
+        losses.append(loss.item())
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_every_spec_matches_its_parameters():
+    """One spec per cell, laid out as PyTorch's fused modules lay out theirs."""
+    assert tuple(SPECS) == CELLS
+    for cell, fused_module in (("rnn", nn.RNN), ("lstm", nn.LSTM), ("gru", nn.GRU)):
+        rows = fused_module(E, H).weight_ih_l0.shape[0]
+        assert SPECS[cell].blocks * H == rows, cell
+    for cell, spec in SPECS.items():
+        stack = RecurrentStack(cell, E, H, 1)
+        assert stack.weight_hh_l0.shape == (spec.blocks * H, H)
+        peep = getattr(stack, "peephole_l0", None)
+        assert (0 if peep is None else peep.numel()) == len(spec.peepholes) * H
+        assert "candidate" in spec.gates or spec.gates == ("hidden",)
+        assert ("cell" in spec.shows) == spec.has_cell_state
+
+
+@pytest.mark.parametrize("cell", ["rnn", "rnn-relu", "lstm", "gru", "peephole", "cifg"])
+def test_a_step_is_the_same_on_numpy_arrays_and_torch_tensors(cell):
+    """Sampling runs the very step functions that training runs, on NumPy arrays."""
+    torch.manual_seed(6)
+    spec = SPECS[cell]
+    xw, hw = torch.randn(B, spec.blocks * H), torch.randn(B, spec.blocks * H)
+    h, c = torch.randn(B, H), torch.randn(B, H) if spec.has_cell_state else None
+    peep = torch.randn(len(spec.peepholes) * H) if spec.peepholes else None
+    on_torch = step(spec, xw, hw, h, c, TORCH, peep)
+
+    def numpy(t):
+        return None if t is None else t.numpy()
+
+    on_numpy = step(spec, numpy(xw), numpy(hw), numpy(h), numpy(c), NUMPY, numpy(peep))
+    for found, expected in zip(on_numpy, on_torch, strict=True):
+        if expected is None:
+            assert found is None
+        else:
+            assert np.allclose(found, expected.numpy(), atol=1e-6)
 
 
 def test_peephole_with_zero_peepholes_is_the_lstm():
