@@ -61,6 +61,10 @@ class ModelConfig:
     hidden_size: int | None = None  # units per layer; None: planned (FALLBACK: 256)
     embed_size: int = 64  # characters are few; a small embedding saves input-projection time
     dropout: float | None = None  # between layers and before the decoder; None: planned
+    # regularisation of the AWD-LSTM family (Merity et al. 2017), all off unless asked for:
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights, one mask per batch
+    embed_dropout: float = 0.0  # whole characters' embeddings dropped, one mask per batch
+    locked_dropout: bool = False  # the dropout before the decoder keeps one mask per sequence
     # LSTM-family forget-gate bias at the start (char-rnn uses 1.0); None keeps PyTorch's
     # initialisation, which reached lower bits/char within short budgets here
     forget_bias: float | None = None
@@ -73,6 +77,8 @@ class ModelConfig:
         )
         _check(self.embed_size >= 1, "--embed-size must be at least 1")
         _check(self.dropout is None or 0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
+        _check(0.0 <= self.weight_drop < 1.0, "--weight-drop must be in [0, 1)")
+        _check(0.0 <= self.embed_dropout < 1.0, "--embed-dropout must be in [0, 1)")
 
     def complete(self) -> ModelConfig:
         """This shape with every unplanned setting at its FALLBACK value."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
 
 from charnn.cells import SPECS
 from charnn.config import ModelConfig, decided
@@ -46,7 +48,7 @@ class CharRNN(nn.Module):
             self.rnn = RecurrentStack(
                 config.cell, config.embed_size, hidden, config.layers, dropout
             )
-        self.drop = nn.Dropout(dropout)
+        self.drop = LockedDropout(dropout) if config.locked_dropout else nn.Dropout(dropout)
         self.decoder = nn.Linear(hidden, config.vocab_size)
         if "forget" in SPECS[config.cell].gates and config.forget_bias is not None:
             self._set_forget_bias(config.forget_bias)
@@ -61,9 +63,32 @@ class CharRNN(nn.Module):
 
     def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """ids (B, T) -> logits (B, T, vocab) and the state after the last character."""
-        x = self.embed(ids)  # (B, T, embed)
-        out, state = self.rnn(x, state)  # (B, T, hidden)
+        x = self._embed(ids)  # (B, T, embed)
+        out, state = self._recur(x, state)  # (B, T, hidden)
         return self.decoder(self.drop(out)), state
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Embedding dropout (Gal & Ghahramani 2016): in training, drop whole characters'
+        vectors for the batch, so the model cannot lean on any one character."""
+        p = self.config.embed_dropout
+        if not (self.training and p > 0):
+            return self.embed(ids)
+        weight = self.embed.weight
+        keep = weight.new_empty(weight.shape[0], 1).bernoulli_(1 - p) / (1 - p)
+        return F.embedding(ids, weight * keep)
+
+    def _recur(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """The recurrent stack; in training with weight_drop, on hidden-to-hidden weights with
+        a DropConnect mask drawn once per batch (Wan et al. 2013; Merity et al. 2017): every step
+        of the window sees the same dropped weights, and the fused kernels still run."""
+        p = self.config.weight_drop
+        if not (self.training and p > 0):
+            return self.rnn(x, state)
+        weights = {
+            name: F.dropout(w, p, training=True) if name.startswith("weight_hh") else w
+            for name, w in self.rnn.named_parameters()
+        }
+        return functional_call(self.rnn, weights, (x, state))
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         shape = (self.config.layers, batch_size, self.hidden_size)
@@ -80,3 +105,18 @@ def detach_state(state: State) -> State:
 
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class LockedDropout(nn.Module):
+    """Variational dropout (Gal & Ghahramani 2016): one mask per sequence, the same units
+    dropped at every step, so the network cannot route around them from step to step."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, H)
+        if not (self.training and self.p > 0):
+            return x
+        mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - self.p) / (1 - self.p)
+        return x * mask

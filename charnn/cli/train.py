@@ -78,6 +78,23 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     "--time-budget of 8m or more].",
 )
 @click.option(
+    "--weight-drop",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=ModelConfig.weight_drop,
+    help="DropConnect on the hidden-to-hidden weights, one mask per batch (AWD-LSTM).",
+)
+@click.option(
+    "--embed-dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=ModelConfig.embed_dropout,
+    help="Drop whole characters' embeddings, one mask per batch.",
+)
+@click.option(
+    "--locked-dropout/--no-locked-dropout",
+    default=ModelConfig.locked_dropout,
+    help="The dropout before the decoder keeps one mask per sequence (variational).",
+)
+@click.option(
     "--forget-bias",
     type=float,
     default=None,

@@ -1,0 +1,74 @@
+"""AWD-LSTM-style regularisation: on in training, off (and deterministic) in evaluation."""
+
+import pytest
+import torch
+
+from charnn.config import ModelConfig
+from charnn.model import CharRNN
+
+from conftest import TINY, run_charnn
+
+SHAPE = dict(vocab_size=12, hidden_size=16, embed_size=6, layers=2, dropout=0.0)
+SETTINGS = {
+    "weight_drop": dict(weight_drop=0.5),
+    "embed_dropout": dict(embed_dropout=0.5),
+    "locked_dropout": dict(dropout=0.5, locked_dropout=True),
+}
+
+
+def pair(cell: str, **regularised) -> tuple[CharRNN, CharRNN]:
+    """The same weights, with and without the regularisation."""
+    torch.manual_seed(0)
+    plain = CharRNN(ModelConfig(cell=cell, **SHAPE))
+    other = CharRNN(ModelConfig(cell=cell, **{**SHAPE, **regularised}))
+    other.load_state_dict(plain.state_dict())
+    return plain, other
+
+
+IDS = torch.randint(12, (3, 10), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+@pytest.mark.parametrize("cell", ["lstm", "gru", "peephole"])
+def test_off_in_evaluation_on_in_training(name, cell):
+    plain, regularised = pair(cell, **SETTINGS[name])
+    plain.eval(), regularised.eval()
+    with torch.no_grad():
+        assert torch.equal(plain(IDS)[0], regularised(IDS)[0])  # evaluation: the same model
+    regularised.train()
+    with torch.no_grad():
+        first, second = regularised(IDS)[0], regularised(IDS)[0]
+    assert not torch.equal(first, second)  # a fresh mask per batch
+    assert not torch.equal(first, plain.eval()(IDS)[0])
+
+
+def test_weight_drop_masks_the_hidden_weights_gradient_and_leaves_the_weights():
+    plain, dropped = pair("lstm", weight_drop=0.5)
+    before = {n: p.detach().clone() for n, p in dropped.named_parameters()}
+    dropped.train()
+    logits, _ = dropped(IDS)
+    logits.sum().backward()
+    grad = dropped.rnn.weight_hh_l0.grad
+    zero = (grad == 0).float().mean().item()
+    assert 0.3 < zero < 0.7  # about half the hidden-to-hidden weights took no part
+    assert (dropped.rnn.weight_ih_l0.grad == 0).float().mean().item() < 0.05  # input weights all
+    assert all(torch.equal(before[n], p) for n, p in dropped.named_parameters())
+
+
+def test_locked_dropout_shares_its_mask_across_time():
+    _, locked = pair("lstm", dropout=0.5, locked_dropout=True)
+    x = torch.ones(2, 7, 5)
+    out = locked.drop.train()(x)
+    assert torch.equal(out[:, :1].expand_as(out), out)  # every step: the first step's mask
+    assert (out == 0).any() and (out != 0).any()
+
+
+def test_the_flags_reach_the_checkpoint(tmp_path, corpus):
+    flags = ["--weight-drop", "0.3", "--embed-dropout", "0.1", "--locked-dropout"]
+    proc = run_charnn("train", str(corpus), "--max-steps", "3", "--checkpoint-dir",
+                      str(tmp_path), "--name", "awd", *flags, *TINY)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    from charnn.checkpoint import load_checkpoint
+
+    config = load_checkpoint(tmp_path / "awd").model.config
+    assert (config.weight_drop, config.embed_dropout, config.locked_dropout) == (0.3, 0.1, True)
