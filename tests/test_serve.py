@@ -121,6 +121,20 @@ def test_seeded_sample_is_reproducible_and_is_what_charnn_sample_gives(served):
     assert len({s["text"] for s in several["samples"]}) == 3
 
 
+def test_beam_search_answers_what_charnn_sample_gives(served):
+    url, checkpoint = served
+    body = {"prime": "The ", "length": 60, "beam": 3}
+    answer = post(url, body).json()
+    (only,) = answer["samples"]
+    cli = run_charnn("sample", str(checkpoint), "--prime", "The ", "--length", "60",
+                     "--beam", "3", "--no-echo-prime")  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert only["text"] == cli.stdout and len(only["text"]) == 60
+    for bad in ({**body, "stream": True}, {**body, "temperature": 0.5}, {**body, "beam": 0}):
+        refused = post(url, bad)
+        assert refused.status_code == 400 and "beam" in refused.json()["message"]
+
+
 def test_stop_strings_end_samples(served):
     url, _ = served
     body = {"prime": "The ", "length": 2000, "stop": ["\n"], "num_samples": 4, "seed": 3}

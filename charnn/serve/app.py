@@ -34,6 +34,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from charnn import __version__
+from charnn.beam import beam_search
 from charnn.checkpoint import LoadedModel
 from charnn.model import num_parameters
 from charnn.sampler import SampleConfig
@@ -171,6 +172,13 @@ def create_app(loaded: LoadedModel, settings: ServeSettings) -> Starlette:
     async def sample(request: Request) -> Response:
         parsed = rq.sample_request(rq.parse_body(await request.body()), vocab, limits)
         config = parsed.config
+        if config.beam is not None:  # a search, not a draw: run beside the batch, whole
+            started = time.perf_counter()
+            text = await asyncio.to_thread(beam_search, loaded, config)
+            reason = "length" if len(text) >= config.length else "stop"
+            return JSONResponse(
+                _answer(config, Result([text], [reason], time.perf_counter() - started))
+            )
         if not parsed.stream:
             results = await results_unless_gone(request, [Pending(engine, config)])
             if results is None:

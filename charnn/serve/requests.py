@@ -43,6 +43,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "top_k": ((int, type(None)), "an integer or null"),
     "top_p": ((int, float, type(None)), "a number or null"),
     "repetition_penalty": ((int, float), "a number"),
+    "beam": ((int, type(None)), "an integer or null"),
     "stop": ((str, list), "a string or a list of strings"),
     "include_stop": ((bool,), "true or false"),
     "num_samples": ((int,), "an integer"),
@@ -116,6 +117,7 @@ def sample_request(data: dict[str, Any], vocab: Vocab, limits: Limits) -> Sample
             top_k=data.get("top_k"),
             top_p=data.get("top_p"),
             repetition_penalty=float(data.get("repetition_penalty", 1.0)),
+            beam=data.get("beam"),
             prime=prime,
             stop=tuple(stops),
             include_stop=data.get("include_stop", False),
@@ -126,6 +128,8 @@ def sample_request(data: dict[str, Any], vocab: Vocab, limits: Limits) -> Sample
         raise BadRequest(str(err).replace("--", "").replace("-", "_")) from None
     if config.seed is not None and not 0 <= config.seed < 2**63:
         raise BadRequest("seed must be from 0 to 2**63 - 1")
+    if config.beam is not None and data.get("stream", False):
+        raise BadRequest('beam search knows its text only at the end: send "stream": false')
     return SampleRequest(config, data.get("stream", False))
 
 
