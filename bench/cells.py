@@ -1,10 +1,11 @@
 """Training speed of every cell at the default model size, against PyTorch's fused LSTM.
 
-    python bench/cells.py [--steps 6] [--rounds 3]
+    python bench/cells.py [--steps 6] [--rounds 3] [--precision fp32|bf16]
 
 For each cell it times forward + backward + clipping + AdamW on batches of the default shape
 (B x T characters) and prints training chars/s (best of the rounds) and the ratio to the fused
-`lstm` measured in the same run. The issue's target: peephole and cifg at least 0.5.
+`lstm` measured in the same run. The issue's target: peephole and cifg at least 0.5. With
+--precision bf16 the forward pass and loss run under bf16 autocast, as training does then.
 """
 
 from __future__ import annotations
@@ -15,21 +16,22 @@ import time
 import torch
 from torch.nn import functional as F
 
-from charnn.config import CELLS, ModelConfig, TrainConfig
+from charnn.config import CELLS, FALLBACK, ModelConfig, TrainConfig
 from charnn.model import CharRNN
 
 VOCAB = 65
 
 
-def chars_per_sec(model: CharRNN, batch: int, seq: int, steps: int) -> float:
+def chars_per_sec(model: CharRNN, batch: int, seq: int, steps: int, bf16: bool) -> float:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     inputs = torch.randint(0, VOCAB, (batch, seq))
     targets = torch.randint(0, VOCAB, (batch, seq))
     state = None
 
     def step(state):
-        logits, state = model(inputs, state)
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits, state = model(inputs, state)
+            loss = F.cross_entropy(logits.reshape(-1, VOCAB).float(), targets.reshape(-1))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -47,12 +49,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     args = parser.parse_args()
     batch, seq = TrainConfig.batch_size, TrainConfig.seq_len
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, default model "
-        f"{ModelConfig.layers}x{ModelConfig.hidden_size}, batch {batch} x {seq}, "
-        f"best of {args.rounds}"
+        f"{ModelConfig.layers}x{FALLBACK['hidden_size']}, batch {batch} x {seq}, "
+        f"{args.precision}, best of {args.rounds}"
     )
     results = {}
     for cell in CELLS:
@@ -61,7 +64,10 @@ def main() -> None:
         path = "fused" if cell in ("rnn", "rnn-relu", "lstm", "gru") else "hand-written"
         results[cell] = (
             path,
-            max(chars_per_sec(model, batch, seq, args.steps) for _ in range(args.rounds)),
+            max(
+                chars_per_sec(model, batch, seq, args.steps, args.precision == "bf16")
+                for _ in range(args.rounds)
+            ),
         )
     reference = results["lstm"][1]
     print(f"{'cell':10} {'path':13} {'chars/s':>9} {'vs fused lstm':>14}")

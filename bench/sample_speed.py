@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from charnn.checkpoint import LoadedModel
-from charnn.config import ModelConfig, TrainConfig
+from charnn.config import FALLBACK, ModelConfig, TrainConfig
 from charnn.model import CharRNN
 from charnn.sampler import SampleConfig, generate
 from charnn.stepper import Stepper
@@ -102,7 +102,7 @@ def main() -> None:
         f"{'model':12} {'naive':>8} {'batch 1':>9} {'batch 32':>9} {'b1/naive':>9} "
         f"{'b32/b1':>7} {'GEMM GFLOP/s, 32 rows':>22} {'matmul ceiling b32/b1':>22}"
     )
-    for name, hidden in (("2x512 LSTM", 512), ("default", ModelConfig.hidden_size)):
+    for name, hidden in (("2x512 LSTM", 512), ("default", FALLBACK["hidden_size"])):
         torch.manual_seed(0)
         model = CharRNN(ModelConfig(vocab_size=len(VOCAB), hidden_size=hidden)).eval()
         loaded = LoadedModel(model, VOCAB, Path("bench"), TrainConfig(), 0)

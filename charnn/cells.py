@@ -20,13 +20,15 @@ What keeps them honest (tests/test_cells.py unless named):
   and every parameter gradient within 1e-5;
 - test_written_out_backward_matches_autograd_through_the_steps: charnn.sequence's backward for
   lstm, peephole and cifg against autograd through these steps (weights, peepholes, inputs,
-  initial state), and test_written_out_backward_under_bf16_autocast the same under bf16
-  autocast, with test_a_few_bf16_training_steps_stay_finite;
+  initial state); test_written_out_backward_under_bf16_autocast, the same under bf16 autocast;
+  test_under_autocast_the_window_multiplies_in_bf16_and_keeps_its_state_in_fp32;
+  test_a_few_bf16_training_steps_stay_finite;
 - test_peephole_with_zero_peepholes_is_the_lstm;
 - test_cifg_is_an_lstm_whose_input_gate_is_one_minus_forget;
 - test_a_checkpoint_moves_between_fused_and_hand_written;
 - test_forget_bias_starts_the_forget_gate_open;
 - test_every_spec_matches_its_parameters: each spec against the fused modules' row counts;
+- test_a_step_is_the_same_on_numpy_arrays_and_torch_tensors: every cell;
 - tests/test_sample.py::test_stepper_matches_the_model: the NumPy steps against the model's
   own logits, every cell;
 - tests/test_viz.py::test_traced_states_are_what_the_fused_module_computes: recorded states.

@@ -18,11 +18,10 @@ For one step (a_*: pre-activations, blocks as the cell's spec lays them out; x' 
 and over the window: U' = Σ_t a_t'ᵀ h_{t−1},  b_hh' = Σ_t a_t',  (W·x_t + b_ih)' = a_t'.
 Tested against autograd through the step functions (tests/test_cells.py).
 
-Under autocast (bf16 training on a CPU) the window runs in fp32, forward and backward alike:
-its inputs are cast to fp32 and autocast is off inside, so the cell state does not accumulate
-in bf16 and the written-out backward differentiates exactly the forward that ran; the input
-projection and the decoder around it still multiply in bf16. Gradients come back in the
-inputs' own dtypes.
+Under autocast (bf16 training on a CPU) the window does what autograd through the steps would:
+its matrix products (U·h forward, a'·U and the weight gradient backward) run in bf16, and the
+gates and the cell state in fp32, so C never accumulates in bf16. custom_fwd and custom_bwd run
+the backward under the forward's autocast, and each gradient comes back in its input's dtype.
 """
 
 from __future__ import annotations
@@ -39,18 +38,22 @@ def _forward(
     ctx: Any, spec: CellSpec, xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor,
     peep: Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-    xwb, u = xw + b_hh, w_hh.T  # both biases added to all T steps at once
+    ctx.spec = spec
+    device_type = xw.device.type
+    xwb, u = (xw + b_hh).float(), w_hh.T  # both biases added to all T steps at once
+    if torch.is_autocast_enabled(device_type):  # cast U once, not at every step
+        u = u.to(torch.get_autocast_dtype(device_type))
+    h, c = h.float(), c.float()  # the state in fp32, whatever its dtype was
     hs, cs, gates = [h], [c], []
     for t in range(xw.shape[1]):
         seen: dict[str, Tensor] = {}
-        a = torch.addmm(xwb[:, t], h, u)  # W·x_t + b_ih + U·h_{t−1} + b_hh, (B, G·H)
+        a = xwb[:, t] + h @ u  # W·x_t + b_ih + U·h_{t−1} + b_hh, (B, G·H), in fp32
         h, c = step(spec, a, None, h, c, TORCH, peep, seen)  # type: ignore[assignment]
         hs.append(h)
         cs.append(c)
         gates.append([seen[name] for name in ("input", "forget", "candidate", "output")])
     hs_all, cs_all = torch.stack(hs), torch.stack(cs)  # (T + 1, B, H), from the start state
     i, f, candidate, o = (torch.stack(column) for column in zip(*gates, strict=True))  # (T, B, H)
-    ctx.spec = spec
     ctx.save_for_backward(hs_all, cs_all, i, f, candidate, o, w_hh, peep)
     return hs_all[1:].transpose(0, 1), h, c
 
@@ -92,16 +95,15 @@ def _backward(ctx: Any, d_out: Tensor, d_h: Tensor, d_c: Tensor) -> tuple[Tensor
         d_peep = torch.cat(
             [(spec.block(d_pre, gate) * sees[gate]).sum((0, 1)) for gate in spec.peepholes]
         )
+    # in whatever dtype the products left them: autograd casts each to its input's dtype
     return None, d_pre.transpose(0, 1), dh, dc, d_w_hh, flat.sum(0), d_peep
 
 
 def _window_function(device_type: str) -> type[torch.autograd.Function]:
-    """The window as an autograd Function, run in fp32 under `device_type`'s autocast."""
+    """The window as an autograd Function whose backward runs under its forward's autocast."""
 
     class LSTMFamilyWindow(torch.autograd.Function):
-        forward = staticmethod(
-            torch.amp.custom_fwd(_forward, device_type=device_type, cast_inputs=torch.float32)
-        )
+        forward = staticmethod(torch.amp.custom_fwd(_forward, device_type=device_type))
         backward = staticmethod(torch.amp.custom_bwd(_backward, device_type=device_type))
 
     return LSTMFamilyWindow

@@ -122,10 +122,11 @@ def test_written_out_backward_under_bf16_autocast(cell):
 
 
 @pytest.mark.parametrize("cell", ["peephole", "cifg"])
-def test_under_autocast_the_window_runs_in_fp32(cell):
-    """Whatever autocast and its inputs' dtypes, the recurrence runs in fp32: the outputs and
-    gradients are those of the same window in fp32 without autocast, and each gradient comes
-    back in its input's dtype (bf16 here for the input projection and the start state)."""
+def test_under_autocast_the_window_multiplies_in_bf16_and_keeps_its_state_in_fp32(cell):
+    """Under bf16 autocast the window's products run in bf16 (its results are not the fp32
+    window's, but within bf16's precision of them), its state comes out in fp32 whatever dtype
+    it came in, and each gradient comes back in its input's dtype (bf16 here for the input
+    projection and the start state)."""
     torch.manual_seed(4)
     spec = SPECS[cell]
     bf16 = {"dtype": torch.bfloat16}
@@ -152,11 +153,12 @@ def test_under_autocast_the_window_runs_in_fp32(cell):
     outputs_fp32, leaves_fp32 = run(autocast=False, dtype_of=lambda t: torch.float32)
     for found, expected in zip(outputs, outputs_fp32, strict=True):
         assert found.dtype == torch.float32
-        assert torch.allclose(found, expected, atol=1e-6)
+        assert not torch.equal(found, expected)  # U·h was rounded to bf16
+        assert relative_error(found, expected) < 2e-2
     for name, leaf in leaves.items():
         assert leaf.grad is not None and leaf.grad.dtype == inputs[name].dtype, name
-        expected = leaves_fp32[name].grad.to(leaf.grad.dtype)
-        assert torch.allclose(leaf.grad, expected, rtol=1e-5, atol=1e-5), name
+        assert torch.isfinite(leaf.grad).all(), name
+        assert relative_error(leaf.grad, leaves_fp32[name].grad) < 2e-2, name
 
 
 @pytest.mark.parametrize("cell", ["peephole", "cifg"])
