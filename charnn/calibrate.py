@@ -1,7 +1,8 @@
 """How fast each candidate width trains on this machine: the measurement a time budget's plan
 rests on (charnn.plan). A few real training steps per width, at the run's batch shape and
 precision, on random characters; widths are tried narrowest first, and the wider ones stop being
-tried as soon as one no longer fits the budget."""
+tried as soon as one no longer fits the budget. A width given explicitly is the only one timed:
+its speed still tells how many passes the run will make (and so its dropout)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def calibrate(config: TrainConfig, facts: Facts, vocab_size: int, device: torch.
     widths = dict(facts.widths)
     rng_state = torch.get_rng_state()  # building models must not move the run's generator
     try:
-        for width in WIDTHS:
+        given = config.model.hidden_size
+        for width in (given,) if given is not None else WIDTHS:
             shape = replace(config.model, hidden_size=width, dropout=0.0, vocab_size=vocab_size)
             model = CharRNN(shape).to(device)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -46,7 +48,7 @@ def calibrate(config: TrainConfig, facts: Facts, vocab_size: int, device: torch.
                 seconds += (time.perf_counter() - started) if step > 0 else 0.0
             speed = TIMED_STEPS * batch * seq_len / seconds
             widths[width] = Width(chars_per_sec=speed, parameters=num_parameters(model))
-            if not affordable(config, replace(facts, widths=widths), width):
+            if given is None and not affordable(config, replace(facts, widths=widths), width):
                 break  # wider ones train slower and have more parameters: none fits either
     finally:
         torch.set_rng_state(rng_state)

@@ -212,7 +212,7 @@ def prepare_run(
     `given`: the settings chosen explicitly now (default: those `config` gives a value). When
     resuming, the others come from the run; with `init_from`, the model's shape comes from the
     weights. Whatever is still unset is planned (charnn.plan), from the corpus's size, whether
-    the CPU multiplies bf16 in hardware and, for a time budget with no width given, the speeds
+    the CPU multiplies bf16 in hardware and, for a time budget, the speeds
     `measure(config, facts, vocab_size)` finds (charnn.calibrate). `on_main` runs the folder
     choices and the plan on one process of a torchrun job and hands their result to all.
     """
@@ -244,7 +244,8 @@ def prepare_run(
 
     def planned() -> Plan:
         measured = facts
-        if measure and config.time_budget is not None and config.model.hidden_size is None:
+        shape_unset = config.model.hidden_size is None or config.model.dropout is None
+        if measure and config.time_budget is not None and shape_unset:
             measured = measure(config, facts, len(vocab))
         return plan_run(config, measured)
 

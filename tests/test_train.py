@@ -221,6 +221,18 @@ def test_calibration_measures_widths_until_one_no_longer_fits():
     )
 
 
+def test_a_width_given_explicitly_is_timed_alone_so_its_dropout_is_still_planned():
+    from charnn.calibrate import calibrate
+
+    config = TrainConfig(time_budget=600, batch_size=4, seq_len=8,
+                         model=ModelConfig(hidden_size=48))  # fmt: skip
+    facts = calibrate(config, Facts(train_chars=10**4), vocab_size=20, device=torch.device("cpu"))
+    assert list(facts.widths) == [48]
+    plan = plan_run(config, facts)
+    assert plan.passes is not None and plan.passes > 8  # 10 minutes of a tiny model, 10k chars
+    assert plan.config.model.dropout == 0.3 and plan.config.model.hidden_size == 48
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_a_time_budget_trains_in_bf16_where_the_cpu_has_it(tmp_path, monkeypatch, native):
     """The trainer asks the CPU, picks bf16 only where it is native, and says so."""
