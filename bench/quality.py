@@ -3,12 +3,16 @@ sweep of flags beside them.
 
     python bench/quality.py CORPUS... --budget 1m [--budget 2m ...] [--sweep "FLAGS" ...]
     python bench/quality.py data/tinyshakespeare.txt --budget 5m --sweep "--dropout 0.3"
+    python bench/quality.py CORPUS --budget 2m --neighbours [--weight-drop 0.2]
 
 Each run is `charnn train CORPUS --time-budget BUDGET [FLAGS]` in a temporary folder; the table
 gives the corpus, its size, the budget, the flags (defaults: none), the steps taken, the passes
 over the training split they made, what the plan chose and the final validation bits/char (the
-whole validation split). Runs are made one after another: run nothing else on the machine
-meanwhile. `charnn data get tinyshakespeare` fetches the classic corpus.
+whole validation split). With --neighbours, each defaults run is followed by runs of the
+settings next to what its plan chose: the next dropout up (DROPOUTS), the next width down and
+up (WIDTHS), and with --weight-drop P, DropConnect P on the planned model. Runs are made one
+after another: run nothing else on the machine meanwhile. `charnn data get tinyshakespeare`
+fetches the classic corpus.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ from pathlib import Path
 
 from charnn.cache import load_corpus
 from charnn.checkpoint import read_payload
+from charnn.plan import WIDTHS
 
+DROPOUTS = (0.0, 0.1, 0.2, 0.3, 0.5)
 HEADER = "| corpus | size | budget | flags | steps | passes | plan | val bits/char |"
 
 
-def run(corpus: str, budget: str, flags: str) -> str:
+def run(corpus: str, budget: str, flags: str) -> tuple[str, dict]:
+    """One training run: its table row, and the settings it trained with."""
     with tempfile.TemporaryDirectory() as root:
         command = [sys.executable, "-m", "charnn", "train", corpus, "--time-budget", budget,
                    "--checkpoint-dir", root, "--name", "run", "--quiet",
@@ -46,7 +53,19 @@ def run(corpus: str, budget: str, flags: str) -> str:
     chosen = "planned" if plan.get("chosen") else "fallbacks"
     cells = [Path(corpus).name, size, budget, flags or "(defaults)", f"{last['step']:,}",
              f"{passes:.1f}", f"{shape} ({chosen})", f"{last['val_bpc']:.4f}"]  # fmt: skip
-    return "| " + " | ".join(cells) + " |"
+    return "| " + " | ".join(cells) + " |", config
+
+
+def neighbours(config: dict, weight_drop: float | None) -> list[str]:
+    """Flags for the settings next to a planned run's."""
+    dropout, width = config["model"]["dropout"], config["model"]["hidden_size"]
+    sweeps = [f"--dropout {d}" for d in DROPOUTS if d > dropout][:1]
+    if width in WIDTHS:
+        at = WIDTHS.index(width)
+        sweeps += [f"--hidden-size {w}" for w in WIDTHS[max(at - 1, 0) : at + 2] if w != width]
+    if weight_drop is not None:
+        sweeps.append(f"--weight-drop {weight_drop}")
+    return sweeps
 
 
 def main() -> None:
@@ -55,13 +74,19 @@ def main() -> None:
     parser.add_argument("--budget", action="append", required=True, help="70s, 2m, 10m, ...")
     parser.add_argument("--sweep", action="append", default=[], help="flags to try beside the "
                         "defaults, one quoted string per run")  # fmt: skip
+    parser.add_argument("--neighbours", action="store_true", help="after each defaults run, "
+                        "the settings next to its plan")  # fmt: skip
+    parser.add_argument("--weight-drop", type=float, help="with --neighbours: also DropConnect")
     args = parser.parse_args()
     print(HEADER)
     print("|" + "---|" * (HEADER.count("|") - 1))
     for corpus in args.corpora:
         for budget in args.budget:
-            for flags in ["", *args.sweep]:
-                print(run(corpus, budget, flags), flush=True)
+            row, config = run(corpus, budget, "")
+            print(row, flush=True)
+            extra = neighbours(config, args.weight_drop) if args.neighbours else []
+            for flags in [*args.sweep, *extra]:
+                print(run(corpus, budget, flags)[0], flush=True)
 
 
 if __name__ == "__main__":
