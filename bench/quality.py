@@ -47,8 +47,9 @@ def run(corpus: str, budget: str, flags: str) -> tuple[str, dict]:
     ids = load_corpus(corpus).ids
     train_chars = len(ids) - int(len(ids) * config["val_frac"])
     passes = last["step"] * config["batch_size"] * config["seq_len"] / train_chars
-    shape = (f"{model['layers']}x{model['hidden_size']}, dropout {model['dropout']}, wd "
-             f"{config['weight_decay']}, {config['precision']}")  # fmt: skip
+    dropconnect = f"weight drop {model['weight_drop']}, " if model.get("weight_drop") else ""
+    shape = (f"{model['layers']}x{model['hidden_size']}, dropout {model['dropout']}, "
+             f"{dropconnect}wd {config['weight_decay']}, {config['precision']}")  # fmt: skip
     size = f"{len(ids) / 1e6:.2f}M"
     chosen = "planned" if plan.get("chosen") else "fallbacks"
     cells = [Path(corpus).name, size, budget, flags or "(defaults)", f"{last['step']:,}",

@@ -36,6 +36,7 @@ def _check(condition: bool, message: str) -> None:
 FALLBACK: dict[str, Any] = {
     "hidden_size": 256,
     "dropout": 0.0,
+    "weight_drop": 0.0,
     "weight_decay": 0.0,
     "precision": "fp32",
 }
@@ -61,8 +62,9 @@ class ModelConfig:
     hidden_size: int | None = None  # units per layer; None: planned (FALLBACK: 256)
     embed_size: int = 64  # characters are few; a small embedding saves input-projection time
     dropout: float | None = None  # between layers and before the decoder; None: planned
-    # regularisation of the AWD-LSTM family (Merity et al. 2017), all off unless asked for:
-    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights, one mask per batch
+    # regularisation of the AWD-LSTM family (Merity et al. 2017); the others off unless asked for:
+    weight_drop: float | None = None  # DropConnect on the hidden-to-hidden weights, one mask per
+    # batch; None: planned (on only for runs that read their text many times over)
     embed_dropout: float = 0.0  # whole characters' embeddings dropped, one mask per batch
     locked_dropout: bool = False  # the dropout before the decoder keeps one mask per sequence
     # LSTM-family forget-gate bias at the start (char-rnn uses 1.0); None keeps PyTorch's
@@ -77,7 +79,10 @@ class ModelConfig:
         )
         _check(self.embed_size >= 1, "--embed-size must be at least 1")
         _check(self.dropout is None or 0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
-        _check(0.0 <= self.weight_drop < 1.0, "--weight-drop must be in [0, 1)")
+        _check(
+            self.weight_drop is None or 0.0 <= self.weight_drop < 1.0,
+            "--weight-drop must be in [0, 1)",
+        )
         _check(0.0 <= self.embed_dropout < 1.0, "--embed-dropout must be in [0, 1)")
 
     def complete(self) -> ModelConfig:

@@ -81,7 +81,7 @@ class CharRNN(nn.Module):
         """The recurrent stack; in training with weight_drop, on hidden-to-hidden weights with
         a DropConnect mask drawn once per batch (Wan et al. 2013; Merity et al. 2017): every step
         of the window sees the same dropped weights, and the fused kernels still run."""
-        p = self.config.weight_drop
+        p = decided(self.config.weight_drop)
         if not (self.training and p > 0):
             return self.rnn(x, state)
         weights = {

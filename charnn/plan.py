@@ -8,9 +8,10 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
   CHARS_PER_PARAMETER characters per parameter. A wider model learns more per character but
   sees fewer of them; on tinyshakespeare this rule picks what measured best at 70 s, 5 and 10
   minutes (2x256, 2x384, 2x512; bench/RESULTS.md). Without a budget the width stays 256.
-- **Dropout**: from the passes over the training split the run will make: a model that sees its
-  text many times memorises it unless regularised (the quickstart's pydoc corpus at 2 minutes:
-  18 passes, 1.73 bits/char without dropout, 1.58 with 0.3).
+- **Dropout and DropConnect**: from the passes over the training split the run will make: a
+  model that sees its text many times memorises it unless regularised. Beyond 20 passes dropout
+  alone no longer holds it (a 0.1 MB text at 2 minutes, 21-38 passes: 2.29 bits/char with
+  dropout 0.3, 2.09 with DropConnect 0.2 on the recurrent weights as well; bench/RESULTS.md).
 - **Weight decay**: 0.1 from a 3-minute budget on (measured: it did not help at 70 s).
 - **Precision**: bf16 autocast under a time budget where the CPU multiplies bf16 in hardware:
   about 1.2-1.4x the steps in the same time, and lower bits/char.
@@ -27,14 +28,20 @@ from charnn.config import FALLBACK, TrainConfig
 
 DEFAULT_EPOCHS = 10  # when no --max-steps, --epochs or --time-budget is given
 WIDTHS = (128, 256, 384, 512, 768, 1024)  # the widths a time budget chooses from
-CHARS_PER_PARAMETER = 1.0
+CHARS_PER_PARAMETER = 1.5  # 1.0 chose 2x384 at 2 minutes, 3-6% worse than 2x256 on 3 corpora
 TRAINING_SHARE = 0.85  # of a budget spent on training steps at the calibrated speed (evaluations)
-# (passes over the training split up to, dropout): on tinyshakespeare none was best at 2 passes
-# (70 s), 0.1-0.2 at 4-7 (5 and 10 min), and 0.3 beat 0.2 only far beyond (pydoc, 18 passes)
-DROPOUT_BY_PASSES = ((2.5, 0.0), (8.0, 0.2), (math.inf, 0.3))
+# (passes over the training split up to, dropout, weight drop): on tinyshakespeare no dropout was
+# best at 2 passes (70 s), 0.1-0.2 at 4-7 (5 and 10 min); 0.3 beat 0.2 only far beyond (pydoc,
+# 18 passes); past 20 passes DropConnect as well (bench/RESULTS.md, "Any corpus")
+REGULARISATION_BY_PASSES = (
+    (2.5, 0.0, 0.0),
+    (8.0, 0.2, 0.0),
+    (20.0, 0.3, 0.0),
+    (math.inf, 0.3, 0.2),
+)
 WEIGHT_DECAY_FROM = 180.0  # seconds of budget
 WEIGHT_DECAY = 0.1
-MODEL_FIELDS = ("hidden_size", "dropout")
+MODEL_FIELDS = ("hidden_size", "dropout", "weight_drop")
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,9 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
     passes = chars / facts.train_chars if chars is not None and facts.train_chars else None
     if passes is not None:
         reasons.append(f"{passes:.1f} passes over {facts.train_chars:,} training characters")
-        wanted["dropout"] = next(p for limit, p in DROPOUT_BY_PASSES if passes <= limit)
+        limit, wanted["dropout"], wanted["weight_drop"] = next(
+            tier for tier in REGULARISATION_BY_PASSES if passes <= tier[0]
+        )
     chosen = {
         name: value
         for name, value in wanted.items()

@@ -142,7 +142,7 @@ def test_threads_setting_reaches_pytorch(tmp_path):
 WIDTHS = {
     256: Width(chars_per_sec=30_000, parameters=870_000),
     384: Width(chars_per_sec=15_000, parameters=1_870_000),
-    512: Width(chars_per_sec=8_000, parameters=3_300_000),
+    512: Width(chars_per_sec=11_000, parameters=3_300_000),
 }
 
 
@@ -175,7 +175,15 @@ def test_dropout_is_planned_from_the_passes_over_the_training_split():
     assert planned(TrainConfig(epochs=1.5)).model.dropout == 0.0
     assert planned(TrainConfig()).model.dropout == 0.3  # 10 epochs by default
     assert planned(TrainConfig(epochs=50, model=ModelConfig(dropout=0.05))).model.dropout == 0.05
-    # a budget: passes at the planned width's speed (600 s of 2x512: 4.1 passes of 1M)
+    # beyond 20 passes DropConnect on the recurrent weights as well; given explicitly, it wins
+    assert planned(TrainConfig(epochs=20)).model.weight_drop == 0.0
+    assert planned(TrainConfig(epochs=20.1)).model.weight_drop == 0.2
+    assert planned(TrainConfig(epochs=20.1)).model.dropout == 0.3
+    assert (
+        planned(TrainConfig(epochs=50, model=ModelConfig(weight_drop=0.0))).model.weight_drop == 0
+    )
+    assert planned(TrainConfig()).model.weight_drop == 0.0  # 10 epochs
+    # a budget: passes at the planned width's speed (600 s of 2x512: 5.6 passes of 1M)
     assert planned(TrainConfig(time_budget=600)).model.dropout == 0.2
     assert planned(TrainConfig(time_budget=600), train_chars=10**7).model.dropout == 0.0
 

@@ -66,22 +66,23 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     "--hidden-size",
     type=click.IntRange(min=1),
     default=None,
-    help=f"Units per layer [default: planned; {FALLBACK['hidden_size']}, or with a "
-    "--time-budget 384 from 3m and 512 from 8m].",
+    help="Units per layer [default: planned; with a --time-budget the widest model that trains "
+    f"on a character per parameter, else {FALLBACK['hidden_size']}].",
 )
 @click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
 @click.option(
     "--dropout",
     type=click.FloatRange(0, 1, max_open=True),
     default=None,
-    help="Dropout between layers and before the decoder [default: planned; 0, or 0.2 with a "
-    "--time-budget of 8m or more].",
+    help="Dropout between layers and before the decoder [default: planned from the passes over "
+    "the text: 0 up to 2.5, 0.2 up to 8, then 0.3].",
 )
 @click.option(
     "--weight-drop",
     type=click.FloatRange(0, 1, max_open=True),
-    default=ModelConfig.weight_drop,
-    help="DropConnect on the hidden-to-hidden weights, one mask per batch (AWD-LSTM).",
+    default=None,
+    help="DropConnect on the hidden-to-hidden weights, one mask per batch (AWD-LSTM) "
+    "[default: planned; 0.2 beyond 20 passes over the text, else 0].",
 )
 @click.option(
     "--embed-dropout",
