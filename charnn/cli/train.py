@@ -20,6 +20,7 @@ from charnn.config import (
     read_config_file,
 )
 from charnn.errors import CharnnError
+from charnn.plan import CHARS_PER_PARAMETER
 
 EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -67,7 +68,7 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     type=click.IntRange(min=1),
     default=None,
     help="Units per layer [default: planned; with a --time-budget the widest model that trains "
-    f"on a character per parameter, else {FALLBACK['hidden_size']}].",
+    f"on {CHARS_PER_PARAMETER:g} characters per parameter, else {FALLBACK['hidden_size']}].",
 )
 @click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
 @click.option(
