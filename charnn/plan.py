@@ -28,7 +28,7 @@ from charnn.config import FALLBACK, TrainConfig
 
 DEFAULT_EPOCHS = 10  # when no --max-steps, --epochs or --time-budget is given
 WIDTHS = (128, 256, 384, 512, 768, 1024)  # the widths a time budget chooses from
-CHARS_PER_PARAMETER = 1.5  # 1.0 chose 2x384 at 2 minutes, 3-6% worse than 2x256 on 3 corpora
+CHARS_PER_PARAMETER = 1.5  # 1.0 chose 2x384 at 2 minutes: 3.5-6.5% worse than 2x256 (3 corpora)
 TRAINING_SHARE = 0.85  # of a budget spent on training steps at the calibrated speed (evaluations)
 # (passes over the training split up to, dropout, weight drop): on tinyshakespeare no dropout was
 # best at 2 passes (70 s), 0.1-0.2 at 4-7 (5 and 10 min); 0.3 beat 0.2 only far beyond (pydoc,
@@ -131,7 +131,7 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
     passes = chars / facts.train_chars if chars is not None and facts.train_chars else None
     if passes is not None:
         reasons.append(f"{passes:.1f} passes over {facts.train_chars:,} training characters")
-        limit, wanted["dropout"], wanted["weight_drop"] = next(
+        _, wanted["dropout"], wanted["weight_drop"] = next(
             tier for tier in REGULARISATION_BY_PASSES if passes <= tier[0]
         )
     chosen = {
