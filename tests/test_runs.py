@@ -12,7 +12,7 @@ from charnn.trainer import train
 
 from conftest import TINY, make_text, run_charnn
 
-PLANNED = ("hidden_size", "dropout", "weight_decay", "precision")
+PLANNED = ("hidden_size", "dropout", "weight_drop", "weight_decay", "precision")
 
 
 def planned_settings(payload: dict) -> dict:
@@ -182,3 +182,23 @@ def test_drawing_progress_and_sampling_do_not_import_the_training_stack():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_budget_with_width_and_dropout_given_still_plans_the_weight_drop(tmp_path, small_corpus):
+    """The speeds are measured whenever a setting that follows from the passes is unset."""
+    from charnn.cache import load_corpus
+    from charnn.plan import Facts, Width
+    from charnn.runs import prepare_run
+
+    measured = []
+
+    def measure(config, facts, vocab_size):  # a fast machine: hundreds of passes in the budget
+        measured.append(config.model.hidden_size)
+        return Facts(facts.train_chars, facts.native_bf16, {32: Width(10**6, 10_000)})
+
+    config = TrainConfig(corpus=str(small_corpus), time_budget=600,
+                         checkpoint_dir=str(tmp_path / "runs"),
+                         model=ModelConfig(hidden_size=32, dropout=0.1))  # fmt: skip
+    run = prepare_run(config, load_corpus(str(small_corpus)), measure=measure)
+    assert measured == [32]
+    assert run.config.model.weight_drop == 0.2 and run.config.model.dropout == 0.1
