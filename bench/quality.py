@@ -7,12 +7,14 @@ sweep of flags beside them.
 
 Each run is `charnn train CORPUS --time-budget BUDGET [FLAGS]` in a temporary folder; the table
 gives the corpus, its size, the budget, the flags (defaults: none), the steps taken, the passes
-over the training split they made, what the plan chose and the final validation bits/char (the
-whole validation split). With --neighbours, each defaults run is followed by runs of the
-settings next to what its plan chose: the next dropout up (DROPOUTS), the next width down and
-up (WIDTHS), and with --weight-drop P, DropConnect P on the planned model. Runs are made one
-after another: run nothing else on the machine meanwhile. `charnn data get tinyshakespeare`
-fetches the classic corpus.
+over the training split they made, what the plan chose, the final validation bits/char (the
+whole validation split) and the best evaluation's: best.pt's, which `charnn sample` and
+`charnn eval` load (a run planned with patience stops a few evaluations after its best). With
+--neighbours, each defaults run is followed by runs of the settings next to what its plan
+chose: the next dropout up (DROPOUTS), the next width down and up (WIDTHS), and with
+--weight-drop P, DropConnect P on the planned model. Runs are made one after another: run
+nothing else on the machine meanwhile. `charnn data get tinyshakespeare` fetches the classic
+corpus.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from charnn.checkpoint import read_payload
 from charnn.plan import WIDTHS
 
 DROPOUTS = (0.0, 0.1, 0.2, 0.3, 0.5)
-HEADER = "| corpus | size | budget | flags | steps | passes | plan | val bits/char |"
+HEADER = "| corpus | size | budget | flags | steps | passes | plan | val bits/char | best |"
 
 
 def run(corpus: str, budget: str, flags: str) -> tuple[str, dict]:
@@ -51,9 +53,11 @@ def run(corpus: str, budget: str, flags: str) -> tuple[str, dict]:
     shape = (f"{model['layers']}x{model['hidden_size']}, dropout {model['dropout']}, "
              f"{dropconnect}wd {config['weight_decay']}, {config['precision']}")  # fmt: skip
     size = f"{len(ids) / 1e6:.2f}M"
+    patience = f", patience {config['patience']}" if config.get("patience") else ""
     chosen = "planned" if plan.get("chosen") else "fallbacks"
     cells = [Path(corpus).name, size, budget, flags or "(defaults)", f"{last['step']:,}",
-             f"{passes:.1f}", f"{shape} ({chosen})", f"{last['val_bpc']:.4f}"]  # fmt: skip
+             f"{passes:.1f}", f"{shape}{patience} ({chosen})", f"{last['val_bpc']:.4f}",
+             f"{last['best_val_bpc']:.4f}"]  # fmt: skip
     return "| " + " | ".join(cells) + " |", config
 
 

@@ -39,6 +39,7 @@ FALLBACK: dict[str, Any] = {
     "weight_drop": 0.0,
     "weight_decay": 0.0,
     "precision": "fp32",
+    "patience": 0,  # never stop early
 }
 
 
@@ -116,7 +117,8 @@ class TrainConfig:
     # bookkeeping
     val_frac: float = 0.1
     eval_every: int = 500  # steps between evaluations on the whole validation split
-    patience: int | None = None  # stop after this many evaluations without a new best
+    # stop after this many evaluations without a new best (0: never); None: planned
+    patience: int | None = None
     save_every: int = 100  # steps between saves of last.pt (evaluations save too)
     keep: int = 0  # older snapshots (step-N.pt) to keep besides last.pt and best.pt
     on_nan: str = "stop"  # a non-finite loss or gradient: "stop", or "skip" the batch
@@ -146,7 +148,7 @@ class TrainConfig:
         _check(self.time_budget is None or self.time_budget > 0, "--time-budget must be positive")
         _check(0.0 < self.val_frac < 1.0, "--val-frac must be between 0 and 1 (exclusive)")
         _check(self.eval_every >= 1, "--eval-every must be at least 1")
-        _check(self.patience is None or self.patience >= 1, "--patience must be at least 1")
+        _check(self.patience is None or self.patience >= 0, "--patience must be 0 (never) or more")
         _check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}")
         _check(self.save_every >= 1, "--save-every must be at least 1")
         _check(self.keep >= 0, "--keep must be 0 or more")

@@ -7,11 +7,13 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
 - **Width**: with a time budget, the widest model that still trains on at least
   CHARS_PER_PARAMETER characters per parameter. A wider model learns more per character but
   sees fewer of them; on tinyshakespeare this rule picks what measured best at 70 s, 5 and 10
-  minutes (2x256, 2x384, 2x512; bench/RESULTS.md). Without a budget the width stays 256.
+  minutes (2x256, 2x384, 2x512; bench/RESULTS.md). At most MANY_PASSES passes over the text
+  count: a small text read a hundred times holds no more to learn. Without a budget: 256.
 - **Dropout and DropConnect**: from the passes over the training split the run will make: a
   model that sees its text many times memorises it unless regularised. Beyond 20 passes dropout
   alone no longer holds it (a 0.1 MB text at 2 minutes, 21-38 passes: 2.29 bits/char with
   dropout 0.3, 2.09 with DropConnect 0.2 on the recurrent weights as well; bench/RESULTS.md).
+- **Patience**: a run past MANY_PASSES stops once it stops improving (best.pt keeps its best).
 - **Weight decay**: 0.1 from a 3-minute budget on (measured: it did not help at 70 s).
 - **Precision**: bf16 autocast under a time budget where the CPU multiplies bf16 in hardware:
   about 1.2-1.4x the steps in the same time, and lower bits/char.
@@ -30,18 +32,44 @@ DEFAULT_EPOCHS = 10  # when no --max-steps, --epochs or --time-budget is given
 WIDTHS = (128, 256, 384, 512, 768, 1024)  # the widths a time budget chooses from
 CHARS_PER_PARAMETER = 1.5  # 1.0 chose 2x384 at 2 minutes: 3.5-6.5% worse than 2x256 (3 corpora)
 TRAINING_SHARE = 0.85  # of a budget spent on training steps at the calibrated speed (evaluations)
+# Past this many passes over its text a run learns little more and starts to memorise (a text
+# read again teaches less each time: Muennighoff et al. 2023). The width rule counts at most
+# this many passes (counting all 62 chose 2x512 for 10 minutes on 0.1 MB: 2.6451 bits/char,
+# against 2.4135 for 2x256); DropConnect comes on, and the run stops after PATIENCE evaluations
+# without a new best (best.pt holds the best).
+MANY_PASSES = 20.0
+PATIENCE = 3
 # (passes over the training split up to, dropout, weight drop): on tinyshakespeare no dropout was
 # best at 2 passes (70 s), 0.1-0.2 at 4-7 (5 and 10 min); 0.3 beat 0.2 only far beyond (pydoc,
-# 18 passes); past 20 passes DropConnect as well (bench/RESULTS.md, "Any corpus")
+# 18 passes); past 20 passes DropConnect as well; and for the hundreds of passes a long budget
+# makes over a small text, AWD-LSTM's strength (0.1 MB for 10 minutes, 196 passes: best 1.97
+# bits/char with 0.5 and 0.5, 2.07 with 0.3 and 0.2; at 2 minutes, 35-44 passes, 0.5 and 0.5
+# was 2.8% behind). The switch at 80 passes lies between the two, unmeasured (bench/RESULTS.md).
 REGULARISATION_BY_PASSES = (
     (2.5, 0.0, 0.0),
     (8.0, 0.2, 0.0),
-    (20.0, 0.3, 0.0),
-    (math.inf, 0.3, 0.2),
+    (MANY_PASSES, 0.3, 0.0),
+    (80.0, 0.3, 0.2),
+    (math.inf, 0.5, 0.5),
 )
 WEIGHT_DECAY_FROM = 180.0  # seconds of budget
 WEIGHT_DECAY = 0.1
 MODEL_FIELDS = ("hidden_size", "dropout", "weight_drop")
+FROM_PASSES = (*MODEL_FIELDS, "patience")  # the width, and what follows from the passes
+
+
+def by_passes(setting: str) -> str:
+    """REGULARISATION_BY_PASSES for "dropout" or "weight_drop", in words (for --help)."""
+    column = 1 if setting == "dropout" else 2
+    steps: list[tuple[float, float]] = []  # (up to passes, value), equal neighbours merged
+    for tier in REGULARISATION_BY_PASSES:
+        if steps and steps[-1][1] == tier[column]:
+            steps[-1] = (tier[0], tier[column])
+        else:
+            steps.append((tier[0], tier[column]))
+    words = [f"{value:g} up to {limit:g}" for limit, value in steps[:-1]]
+    words[0] += " passes over the text"
+    return ", ".join([*words, f"then {steps[-1][1]:g}"])
 
 
 @dataclass(frozen=True)
@@ -102,9 +130,19 @@ def expected_chars(config: TrainConfig, facts: Facts, width: int) -> float | Non
 
 
 def affordable(config: TrainConfig, facts: Facts, width: int) -> bool:
-    """Whether a model this wide gets enough characters per parameter (when measured)."""
+    """Whether a model this wide gets enough characters per parameter (when measured), counting
+    at most MANY_PASSES passes over the training split."""
     chars = expected_chars(config, facts, width)
+    if chars is not None and facts.train_chars:
+        chars = min(chars, MANY_PASSES * facts.train_chars)
     return chars is not None and chars >= CHARS_PER_PARAMETER * facts.widths[width].parameters
+
+
+def needs_speeds(config: TrainConfig) -> bool:
+    """Whether planning `config` needs the measured speeds (charnn.calibrate): a time budget
+    decides the passes, and a setting that follows from them is unset."""
+    unset = any(_value(config, name) is None for name in FROM_PASSES)
+    return config.time_budget is not None and unset
 
 
 def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
@@ -134,6 +172,7 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
         _, wanted["dropout"], wanted["weight_drop"] = next(
             tier for tier in REGULARISATION_BY_PASSES if passes <= tier[0]
         )
+        wanted["patience"] = PATIENCE if passes > MANY_PASSES else 0
     chosen = {
         name: value
         for name, value in wanted.items()

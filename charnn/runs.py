@@ -16,7 +16,7 @@ from charnn.checkpoint import load_path, read_payload, summarize_checkpoint
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.fileio import BEST, LAST, LOCK, METRICS_LOG
-from charnn.plan import MODEL_FIELDS, Facts, Plan, plan_run
+from charnn.plan import Facts, Plan, needs_speeds, plan_run
 from charnn.vocab import Vocab, describe_chars
 
 # What may change when a run is resumed: when to stop, how often to save, where to compute.
@@ -244,9 +244,7 @@ def prepare_run(
 
     def planned() -> Plan:
         measured = facts
-        # the width, and the regularisation that follows from the passes, need the speeds
-        shape_unset = any(getattr(config.model, name) is None for name in MODEL_FIELDS)
-        if measure and config.time_budget is not None and shape_unset:
+        if measure and needs_speeds(config):
             measured = measure(config, facts, len(vocab))
         return plan_run(config, measured)
 

@@ -199,8 +199,8 @@ class Trainer:
         )
 
     def _out_of_patience(self) -> bool:
-        patience = self.config.patience
-        return patience is not None and self.evals_since_best >= patience
+        patience = decided(self.config.patience)
+        return patience > 0 and self.evals_since_best >= patience
 
     def _network(self) -> torch.nn.Module:
         """The model, wrapped to average gradients across ranks in a torchrun job."""

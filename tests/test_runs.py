@@ -2,6 +2,7 @@
 first save, and checkpoints that two identical runs write alike."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from charnn.trainer import train
 
 from conftest import TINY, make_text, run_charnn
 
-PLANNED = ("hidden_size", "dropout", "weight_drop", "weight_decay", "precision")
+PLANNED = ("hidden_size", "dropout", "weight_drop", "weight_decay", "precision", "patience")
 
 
 def planned_settings(payload: dict) -> dict:
@@ -184,10 +185,10 @@ def test_drawing_progress_and_sampling_do_not_import_the_training_stack():
     assert proc.stdout.strip() == "[]"
 
 
-def test_a_budget_with_width_and_dropout_given_still_plans_the_weight_drop(tmp_path, small_corpus):
+def test_a_given_model_still_plans_what_follows_from_the_passes(tmp_path, small_corpus):
     """The speeds are measured whenever a setting that follows from the passes is unset."""
     from charnn.cache import load_corpus
-    from charnn.plan import Facts, Width
+    from charnn.plan import PATIENCE, Facts, Width
     from charnn.runs import prepare_run
 
     measured = []
@@ -201,4 +202,13 @@ def test_a_budget_with_width_and_dropout_given_still_plans_the_weight_drop(tmp_p
                          model=ModelConfig(hidden_size=32, dropout=0.1))  # fmt: skip
     run = prepare_run(config, load_corpus(str(small_corpus)), measure=measure)
     assert measured == [32]
-    assert run.config.model.weight_drop == 0.2 and run.config.model.dropout == 0.1
+    assert run.config.model.weight_drop == 0.5 and run.config.model.dropout == 0.1
+    assert run.config.patience == PATIENCE
+
+    model = ModelConfig(hidden_size=32, dropout=0.1, weight_drop=0.0)  # only patience is open
+    config = replace(config, checkpoint_dir=str(tmp_path / "more"), model=model)
+    run = prepare_run(config, load_corpus(str(small_corpus)), measure=measure)
+    assert measured == [32, 32] and run.config.patience == PATIENCE
+    given = replace(config, checkpoint_dir=str(tmp_path / "given"), patience=0)
+    run = prepare_run(given, load_corpus(str(small_corpus)), measure=measure)
+    assert measured == [32, 32] and run.config.patience == 0  # nothing left to plan from speeds

@@ -8,7 +8,15 @@ import torch
 from charnn.checkpoint import LoadedModel, load_checkpoint
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
-from charnn.plan import CHARS_PER_PARAMETER, TRAINING_SHARE, Facts, Width, plan_run
+from charnn.plan import (
+    CHARS_PER_PARAMETER,
+    MANY_PASSES,
+    PATIENCE,
+    TRAINING_SHARE,
+    Facts,
+    Width,
+    plan_run,
+)
 from charnn.sampler import sample
 from charnn.schedule import lr_at
 from charnn.trainer import Trainer
@@ -166,6 +174,16 @@ def test_a_time_budget_plans_the_widest_model_that_gets_enough_characters():
     assert plan_run(TrainConfig(time_budget=600)).config.model.hidden_size == 256  # unmeasured
 
 
+def test_the_width_rule_counts_at_most_many_passes_over_a_small_text():
+    # 600 s of 2x512 trains 5.6M characters, enough for its 3.3M parameters; but of a small
+    # text only MANY_PASSES passes count, and 20 passes of 247,000 characters are too few
+    needed = CHARS_PER_PARAMETER * WIDTHS[512].parameters / MANY_PASSES  # 247,500
+    ten_minutes = TrainConfig(time_budget=600)
+    assert planned(ten_minutes, train_chars=int(needed) + 500).model.hidden_size == 512
+    assert planned(ten_minutes, train_chars=int(needed) - 500).model.hidden_size == 384
+    assert planned(ten_minutes, train_chars=10_000).model.hidden_size == 256
+
+
 def test_dropout_is_planned_from_the_passes_over_the_training_split():
     steps_for = {passes: int(passes * 10**6 / (32 * 64)) for passes in (2.4, 2.6, 7.9, 8.1)}
     assert planned(TrainConfig(max_steps=steps_for[2.4])).model.dropout == 0.0
@@ -183,9 +201,24 @@ def test_dropout_is_planned_from_the_passes_over_the_training_split():
         planned(TrainConfig(epochs=50, model=ModelConfig(weight_drop=0.0))).model.weight_drop == 0
     )
     assert planned(TrainConfig()).model.weight_drop == 0.0  # 10 epochs
+    # hundreds of passes: AWD-LSTM's strength
+    assert planned(TrainConfig(epochs=80)).model.weight_drop == 0.2
+    assert planned(TrainConfig(epochs=80.1)).model.weight_drop == 0.5
+    assert planned(TrainConfig(epochs=80.1)).model.dropout == 0.5
     # a budget: passes at the planned width's speed (600 s of 2x512: 5.6 passes of 1M)
     assert planned(TrainConfig(time_budget=600)).model.dropout == 0.2
     assert planned(TrainConfig(time_budget=600), train_chars=10**7).model.dropout == 0.0
+
+
+def test_patience_is_planned_for_runs_that_read_their_text_many_times():
+    assert planned(TrainConfig(epochs=MANY_PASSES)).patience == 0  # never stops early
+    assert planned(TrainConfig(epochs=MANY_PASSES + 0.1)).patience == PATIENCE
+    assert planned(TrainConfig(time_budget=600), train_chars=10_000).patience == PATIENCE
+    assert planned(TrainConfig(epochs=50, patience=0)).patience == 0  # given: wins
+    assert planned(TrainConfig(epochs=5, patience=7)).patience == 7
+    assert TrainConfig(epochs=50).complete().patience == 0  # unplanned: never
+    with pytest.raises(CharnnError, match="--patience"):
+        TrainConfig(patience=-1)
 
 
 def test_weight_decay_and_precision_are_planned_for_a_budget():
@@ -237,8 +270,8 @@ def test_a_width_given_explicitly_is_timed_alone_so_its_dropout_is_still_planned
     facts = calibrate(config, Facts(train_chars=10**4), vocab_size=20, device=torch.device("cpu"))
     assert list(facts.widths) == [48]
     plan = plan_run(config, facts)
-    assert plan.passes is not None and plan.passes > 8  # 10 minutes of a tiny model, 10k chars
-    assert plan.config.model.dropout == 0.3 and plan.config.model.hidden_size == 48
+    assert plan.passes is not None and plan.passes > 80  # 10 minutes of a tiny model, 10k chars
+    assert plan.config.model.dropout == 0.5 and plan.config.model.hidden_size == 48
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -274,3 +307,7 @@ def test_patience_stops_after_that_many_evaluations_without_a_new_best(tmp_path,
     scores = iter([3.0, 2.5, 2.6, 2.55, 2.4, 2.7])
     patient = make_trainer("hello world " * 50, eval_every=5, patience=3, max_steps=30).run()
     assert not patient.stopped_early and patient.steps == 30
+
+    scores = iter([3.0, 2.5, 2.6, 2.55, 2.7, 2.8])
+    never = make_trainer("hello world " * 50, eval_every=5, patience=0, max_steps=30).run()
+    assert not never.stopped_early and never.steps == 30  # 0: never stops early

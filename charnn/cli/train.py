@@ -20,7 +20,7 @@ from charnn.config import (
     read_config_file,
 )
 from charnn.errors import CharnnError
-from charnn.plan import CHARS_PER_PARAMETER
+from charnn.plan import CHARS_PER_PARAMETER, MANY_PASSES, PATIENCE, by_passes
 
 EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -68,22 +68,23 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     type=click.IntRange(min=1),
     default=None,
     help="Units per layer [default: planned; with a --time-budget the widest model that trains "
-    f"on {CHARS_PER_PARAMETER:g} characters per parameter, else {FALLBACK['hidden_size']}].",
+    f"on {CHARS_PER_PARAMETER:g} characters per parameter, counting at most {MANY_PASSES:g} "
+    f"passes over the text, else {FALLBACK['hidden_size']}].",
 )
 @click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
 @click.option(
     "--dropout",
     type=click.FloatRange(0, 1, max_open=True),
     default=None,
-    help="Dropout between layers and before the decoder [default: planned from the passes over "
-    "the text: 0 up to 2.5, 0.2 up to 8, then 0.3].",
+    help="Dropout between layers and before the decoder [default: planned: "
+    f"{by_passes('dropout')}].",
 )
 @click.option(
     "--weight-drop",
     type=click.FloatRange(0, 1, max_open=True),
     default=None,
     help="DropConnect on the hidden-to-hidden weights, one mask per batch (AWD-LSTM) "
-    "[default: planned; 0.2 beyond 20 passes over the text, else 0].",
+    f"[default: planned: {by_passes('weight_drop')}].",
 )
 @click.option(
     "--embed-dropout",
@@ -164,9 +165,11 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 )
 @click.option(
     "--patience",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=0),
     default=None,
-    help="Stop after this many evaluations without a new best val bits/char (best.pt stays).",
+    help="Stop after this many evaluations without a new best val bits/char (best.pt stays); "
+    f"0 never stops early [default: planned; {PATIENCE} for a run that reads its text more than "
+    f"{MANY_PASSES:g} times, else 0].",
 )
 @click.option("--seed", type=int, default=TrainConfig.seed)
 @click.option("--device", type=click.Choice(DEVICES), default=TrainConfig.device)
