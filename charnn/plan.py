@@ -7,12 +7,13 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
 - **Width**: with a time budget, the widest model that still trains on at least
   CHARS_PER_PARAMETER characters per parameter. A wider model learns more per character but
   sees fewer of them; on tinyshakespeare this rule picks what measured best at 70 s, 5 and 10
-  minutes (2x256, 2x384, 2x512; bench/RESULTS.md). At most MANY_PASSES passes over the text
-  count: a small text read a hundred times holds no more to learn. Without a budget: 256.
+  minutes (2x256, 2x384, 2x512; bench/RESULTS.md). At most USEFUL_PASSES passes over the text
+  count: a text read again teaches less each time. Without a budget: 256.
 - **Dropout and DropConnect**: from the passes over the training split the run will make: a
   model that sees its text many times memorises it unless regularised. Beyond 20 passes dropout
   alone no longer holds it (a 0.1 MB text at 2 minutes, 21-38 passes: 2.29 bits/char with
-  dropout 0.3, 2.09 with DropConnect 0.2 on the recurrent weights as well; bench/RESULTS.md).
+  dropout 0.3, 2.09 with DropConnect 0.2 on the recurrent weights as well; bench/RESULTS.md),
+  and for the hundreds of passes of a long budget on a small text both go up to 0.5.
 - **Patience**: a run past MANY_PASSES stops once it stops improving (best.pt keeps its best).
 - **Weight decay**: 0.1 from a 3-minute budget on (measured: it did not help at 70 s).
 - **Precision**: bf16 autocast under a time budget where the CPU multiplies bf16 in hardware:
@@ -29,14 +30,19 @@ from typing import Any
 from charnn.config import FALLBACK, TrainConfig
 
 DEFAULT_EPOCHS = 10  # when no --max-steps, --epochs or --time-budget is given
-WIDTHS = (128, 256, 384, 512, 768, 1024)  # the widths a time budget chooses from
+# the widths a time budget chooses from; 128 is not one: it trailed 256 at 1 minute on each of
+# four corpora (bench/RESULTS.md, "Any corpus"), and is no faster to plan
+WIDTHS = (256, 384, 512, 768, 1024)
 CHARS_PER_PARAMETER = 1.5  # 1.0 chose 2x384 at 2 minutes: 3.5-6.5% worse than 2x256 (3 corpora)
 TRAINING_SHARE = 0.85  # of a budget spent on training steps at the calibrated speed (evaluations)
-# Past this many passes over its text a run learns little more and starts to memorise (a text
-# read again teaches less each time: Muennighoff et al. 2023). The width rule counts at most
-# this many passes (counting all 62 chose 2x512 for 10 minutes on 0.1 MB: 2.6451 bits/char,
-# against 2.4135 for 2x256); DropConnect comes on, and the run stops after PATIENCE evaluations
-# without a new best (best.pt holds the best).
+# A text read again teaches less each time (Muennighoff et al. 2023): the width rule counts at
+# most USEFUL_PASSES passes over it. Counting all chose 2x512 for 10 minutes on 0.47 MB (15
+# passes: 1.5740 bits/char at best) where 2x384 reached 1.4861, and on 0.1 MB (62 passes:
+# 2.6451) where 2x256 reached 2.0702 at best; tinyshakespeare's 2x512 at 10 minutes reads its
+# text 6 times (bench/RESULTS.md, "Any corpus").
+USEFUL_PASSES = 10.0
+# Past MANY_PASSES a run starts to memorise: DropConnect comes on, and the run stops after
+# PATIENCE evaluations without a new best (best.pt holds the best).
 MANY_PASSES = 20.0
 PATIENCE = 3
 # (passes over the training split up to, dropout, weight drop): on tinyshakespeare no dropout was
@@ -131,10 +137,10 @@ def expected_chars(config: TrainConfig, facts: Facts, width: int) -> float | Non
 
 def affordable(config: TrainConfig, facts: Facts, width: int) -> bool:
     """Whether a model this wide gets enough characters per parameter (when measured), counting
-    at most MANY_PASSES passes over the training split."""
+    at most USEFUL_PASSES passes over the training split."""
     chars = expected_chars(config, facts, width)
     if chars is not None and facts.train_chars:
-        chars = min(chars, MANY_PASSES * facts.train_chars)
+        chars = min(chars, USEFUL_PASSES * facts.train_chars)
     return chars is not None and chars >= CHARS_PER_PARAMETER * facts.widths[width].parameters
 
 

@@ -48,7 +48,7 @@ def test_python_and_the_cli_plan_the_same_run(tmp_path, small_corpus):
     from_api = planned_settings(read_payload(tmp_path / "api" / "run" / "last.pt"))
     assert from_cli == from_api
     # 2 steps are too few characters for any width: the narrowest measured; decay for 5m
-    assert from_api["hidden_size"] == 128 and from_api["weight_decay"] == 0.1
+    assert from_api["hidden_size"] == 256 and from_api["weight_decay"] == 0.1
     assert any("planned for a 5m budget" in getattr(n, "message", "") for n in notices)
 
 
@@ -57,7 +57,7 @@ def test_a_resumed_run_keeps_its_plan(tmp_path, small_corpus):
                   checkpoint_dir=str(tmp_path / "ck"), name="run")  # fmt: skip
     train(TrainConfig(time_budget=300, max_steps=2, **common))
     first = planned_settings(read_payload(tmp_path / "ck" / "run" / "last.pt"))
-    # resumed with no budget at all: a new run would plan 256 units, this one keeps 128
+    # resumed with no budget at all: a new run would plan no weight decay, this one keeps 0.1
     train(TrainConfig(max_steps=4, **common), resume="auto")
     payload = read_payload(tmp_path / "ck" / "run" / "last.pt")
     assert payload["step"] == 4

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from charnn.plan import (
     MANY_PASSES,
     PATIENCE,
     TRAINING_SHARE,
+    USEFUL_PASSES,
     Facts,
     Width,
     plan_run,
@@ -174,14 +176,14 @@ def test_a_time_budget_plans_the_widest_model_that_gets_enough_characters():
     assert plan_run(TrainConfig(time_budget=600)).config.model.hidden_size == 256  # unmeasured
 
 
-def test_the_width_rule_counts_at_most_many_passes_over_a_small_text():
+def test_the_width_rule_counts_at_most_useful_passes_over_a_small_text():
     # 600 s of 2x512 trains 5.6M characters, enough for its 3.3M parameters; but of a small
-    # text only MANY_PASSES passes count, and 20 passes of 247,000 characters are too few
-    needed = CHARS_PER_PARAMETER * WIDTHS[512].parameters / MANY_PASSES  # 247,500
+    # text only USEFUL_PASSES passes count, and 10 passes of 494,000 characters are too few
+    needed = CHARS_PER_PARAMETER * WIDTHS[512].parameters / USEFUL_PASSES  # 495,000
     ten_minutes = TrainConfig(time_budget=600)
-    assert planned(ten_minutes, train_chars=int(needed) + 500).model.hidden_size == 512
-    assert planned(ten_minutes, train_chars=int(needed) - 500).model.hidden_size == 384
-    assert planned(ten_minutes, train_chars=10_000).model.hidden_size == 256
+    assert planned(ten_minutes, train_chars=int(needed) + 1000).model.hidden_size == 512
+    assert planned(ten_minutes, train_chars=int(needed) - 1000).model.hidden_size == 384
+    assert planned(ten_minutes, train_chars=10_000).model.hidden_size == 256  # the narrowest
 
 
 def test_dropout_is_planned_from_the_passes_over_the_training_split():
@@ -252,14 +254,17 @@ def test_the_plan_says_once_what_it_chose():
 def test_calibration_measures_widths_until_one_no_longer_fits():
     from charnn.calibrate import calibrate
 
-    config = TrainConfig(time_budget=1, batch_size=4, seq_len=8)  # 1 s: 128 units at most
+    config = TrainConfig(time_budget=1, batch_size=4, seq_len=8)  # 1 s: too short for any
     facts = calibrate(config, Facts(train_chars=10**5), vocab_size=20, device=torch.device("cpu"))
-    assert list(facts.widths) == [128]  # too wide already: none wider is tried
-    assert facts.widths[128].chars_per_sec > 0
+    assert list(facts.widths) == [256]  # too wide already: none wider is tried
+    assert facts.widths[256].chars_per_sec > 0
     assert (
-        facts.widths[128].parameters
-        == 4 * 128 * (64 + 128 + 2) + 4 * 128 * (128 + 128 + 2) + 20 * 64 + 129 * 20
+        facts.widths[256].parameters
+        == 4 * 256 * (64 + 256 + 2) + 4 * 256 * (256 + 256 + 2) + 20 * 64 + 257 * 20
     )
+    roomy = calibrate(replace(config, time_budget=3600), Facts(train_chars=10**7), 20,
+                      torch.device("cpu"))  # fmt: skip
+    assert list(roomy.widths)[:2] == [256, 384]  # narrowest first, on while they fit
 
 
 def test_a_width_given_explicitly_is_timed_alone_so_its_dropout_is_still_planned():
@@ -267,10 +272,11 @@ def test_a_width_given_explicitly_is_timed_alone_so_its_dropout_is_still_planned
 
     config = TrainConfig(time_budget=600, batch_size=4, seq_len=8,
                          model=ModelConfig(hidden_size=48))  # fmt: skip
-    facts = calibrate(config, Facts(train_chars=10**4), vocab_size=20, device=torch.device("cpu"))
+    facts = calibrate(config, Facts(train_chars=1000), vocab_size=20, device=torch.device("cpu"))
     assert list(facts.widths) == [48]
     plan = plan_run(config, facts)
-    assert plan.passes is not None and plan.passes > 80  # 10 minutes of a tiny model, 10k chars
+    # 10 minutes of a tiny model on 1,000 characters: past 80 passes at 160 chars/s
+    assert plan.passes is not None and plan.passes > 80
     assert plan.config.model.dropout == 0.5 and plan.config.model.hidden_size == 48
 
 

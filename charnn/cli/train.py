@@ -20,7 +20,7 @@ from charnn.config import (
     read_config_file,
 )
 from charnn.errors import CharnnError
-from charnn.plan import CHARS_PER_PARAMETER, MANY_PASSES, PATIENCE, by_passes
+from charnn.plan import CHARS_PER_PARAMETER, MANY_PASSES, PATIENCE, USEFUL_PASSES, by_passes
 
 EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -68,7 +68,7 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     type=click.IntRange(min=1),
     default=None,
     help="Units per layer [default: planned; with a --time-budget the widest model that trains "
-    f"on {CHARS_PER_PARAMETER:g} characters per parameter, counting at most {MANY_PASSES:g} "
+    f"on {CHARS_PER_PARAMETER:g} characters per parameter, counting at most {USEFUL_PASSES:g} "
     f"passes over the text, else {FALLBACK['hidden_size']}].",
 )
 @click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
