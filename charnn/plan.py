@@ -6,8 +6,8 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
 
 - **Width**: with a time budget, the widest model that still trains on at least
   CHARS_PER_PARAMETER characters per parameter. A wider model learns more per character but
-  sees fewer of them; on tinyshakespeare this rule picks what measured best at 70 s, 5 and 10
-  minutes (2x256, 2x384, 2x512; bench/RESULTS.md). At most USEFUL_PASSES passes over the text
+  sees fewer of them; on this machine it picks 2x256 up to 2 minutes and 2x384 at 5 and 10
+  minutes, what measured best (bench/RESULTS.md). At most USEFUL_PASSES passes over the text
   count: a text read again teaches less each time. Without a budget: 256.
 - **Dropout and DropConnect**: from the passes over the training split the run will make: a
   model that sees its text many times memorises it unless regularised. Beyond 20 passes dropout
@@ -33,7 +33,10 @@ DEFAULT_EPOCHS = 10  # when no --max-steps, --epochs or --time-budget is given
 # the widths a time budget chooses from; 128 is not one: it trailed 256 at 1 minute on each of
 # four corpora (bench/RESULTS.md, "Any corpus"), and is no faster to plan
 WIDTHS = (256, 384, 512, 768, 1024)
-CHARS_PER_PARAMETER = 1.5  # 1.0 chose 2x384 at 2 minutes: 3.5-6.5% worse than 2x256 (3 corpora)
+# 1.0 chose 2x384 at 2 minutes, 3.5-6.5% worse than 2x256 (3 corpora); 1.5 chose 2x512 at 10
+# minutes (1.9 characters per parameter), 5.8% worse than 2x384 on the Russian corpus (and on
+# pydoc); 2x384 at 5 minutes on tinyshakespeare (2.7) beat 2x256 by 2%
+CHARS_PER_PARAMETER = 2.0
 TRAINING_SHARE = 0.85  # of a budget spent on training steps at the calibrated speed (evaluations)
 # A text read again teaches less each time (Muennighoff et al. 2023): the width rule counts at
 # most USEFUL_PASSES passes over it. Counting all chose 2x512 for 10 minutes on 0.47 MB (15

@@ -163,7 +163,8 @@ def planned(config: TrainConfig, **facts) -> TrainConfig:
 def test_a_time_budget_plans_the_widest_model_that_gets_enough_characters():
     assert planned(TrainConfig(time_budget=70)).model.hidden_size == 256
     assert planned(TrainConfig(time_budget=300)).model.hidden_size == 384
-    assert planned(TrainConfig(time_budget=600)).model.hidden_size == 512
+    assert planned(TrainConfig(time_budget=600)).model.hidden_size == 384
+    assert planned(TrainConfig(time_budget=1200)).model.hidden_size == 512
     # the boundary: CHARS_PER_PARAMETER characters per parameter is enough, a little less not
     exactly = WIDTHS[384].parameters * CHARS_PER_PARAMETER / (TRAINING_SHARE * 15_000)
     assert planned(TrainConfig(time_budget=exactly * 1.0001)).model.hidden_size == 384
@@ -177,13 +178,13 @@ def test_a_time_budget_plans_the_widest_model_that_gets_enough_characters():
 
 
 def test_the_width_rule_counts_at_most_useful_passes_over_a_small_text():
-    # 600 s of 2x512 trains 5.6M characters, enough for its 3.3M parameters; but of a small
-    # text only USEFUL_PASSES passes count, and 10 passes of 494,000 characters are too few
-    needed = CHARS_PER_PARAMETER * WIDTHS[512].parameters / USEFUL_PASSES  # 495,000
-    ten_minutes = TrainConfig(time_budget=600)
-    assert planned(ten_minutes, train_chars=int(needed) + 1000).model.hidden_size == 512
-    assert planned(ten_minutes, train_chars=int(needed) - 1000).model.hidden_size == 384
-    assert planned(ten_minutes, train_chars=10_000).model.hidden_size == 256  # the narrowest
+    # 1200 s of 2x512 trains 11.2M characters, enough for its 3.3M parameters; but of a small
+    # text only USEFUL_PASSES passes count, and 10 passes of 659,000 characters are too few
+    needed = CHARS_PER_PARAMETER * WIDTHS[512].parameters / USEFUL_PASSES  # 660,000
+    long = TrainConfig(time_budget=1200)
+    assert planned(long, train_chars=int(needed) + 1000).model.hidden_size == 512
+    assert planned(long, train_chars=int(needed) - 1000).model.hidden_size == 384
+    assert planned(long, train_chars=10_000).model.hidden_size == 256  # the narrowest
 
 
 def test_dropout_is_planned_from_the_passes_over_the_training_split():
@@ -207,7 +208,7 @@ def test_dropout_is_planned_from_the_passes_over_the_training_split():
     assert planned(TrainConfig(epochs=80)).model.weight_drop == 0.2
     assert planned(TrainConfig(epochs=80.1)).model.weight_drop == 0.5
     assert planned(TrainConfig(epochs=80.1)).model.dropout == 0.5
-    # a budget: passes at the planned width's speed (600 s of 2x512: 5.6 passes of 1M)
+    # a budget: passes at the planned width's speed (600 s of 2x384: 7.7 passes of 1M)
     assert planned(TrainConfig(time_budget=600)).model.dropout == 0.2
     assert planned(TrainConfig(time_budget=600), train_chars=10**7).model.dropout == 0.0
 
