@@ -223,7 +223,7 @@ def test_help_does_not_import_torch():
 @pytest.mark.slow
 def test_a_time_budget_plans_the_model_unless_told(tmp_path, corpus):
     for extra, expected, decay in [
-        ([], 128, 0.1),  # 2 steps train too few characters for more than the narrowest width
+        ([], 256, 0.1),  # 2 steps train too few characters for more than the narrowest width
         (["--hidden-size", "48", "--weight-decay", "0"], 48, 0),
     ]:
         name = f"run{expected}"
