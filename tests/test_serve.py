@@ -290,3 +290,25 @@ def test_serve_reports_a_missing_checkpoint_in_one_line(tmp_path):
     proc = run_charnn("serve", str(tmp_path / "none.pt"), "--port", "0")
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "not found" in proc.stderr
+
+
+def test_the_address_is_announced_only_once_a_client_can_connect(trained):
+    """A client that connects the moment it hears the address is queued, not refused: the
+    socket listens before `on_ready`, although the event loop has not started yet."""
+    import socket
+
+    from charnn.checkpoint import load_checkpoint
+    from charnn.serve import serve
+    from charnn.serve.app import ServeSettings
+
+    class Heard(Exception):
+        pass
+
+    def connect_now(url: str) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5):
+            raise Heard  # connected; stop before serving
+
+    with pytest.raises(Heard):
+        serve(load_checkpoint(trained[2] / "best.pt"), ServeSettings(), port=0,
+              on_ready=connect_now)  # fmt: skip

@@ -89,6 +89,9 @@ def serve(
 
     try:
         sock = config.bind_socket()
+        # uvicorn's bind_socket only binds; listening now lets a client that connects as soon
+        # as it hears the address queue up instead of being refused before the loop starts
+        sock.listen(config.backlog)
     except (OSError, SystemExit) as err:
         raise CharnnError(f"cannot listen on {host}:{port} ({err})") from None
     address = sock.getsockname()
