@@ -46,8 +46,8 @@ def run(corpus: str, budget: str, flags: str) -> tuple[str, dict]:
         payload = read_payload(Path(root) / "run" / "last.pt")
     config, plan = payload["train_config"], payload.get("plan") or {}
     model = config["model"]
-    ids = load_corpus(corpus).ids
-    train_chars = len(ids) - int(len(ids) * config["val_frac"])
+    encoded = load_corpus(corpus)
+    ids, train_chars = encoded.ids, encoded.train_end(config["val_frac"])
     passes = last["step"] * config["batch_size"] * config["seq_len"] / train_chars
     dropconnect = f"weight drop {model['weight_drop']}, " if model.get("weight_drop") else ""
     shape = (f"{model['layers']}x{model['hidden_size']}, dropout {model['dropout']}, "

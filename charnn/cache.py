@@ -67,6 +67,12 @@ class EncodedCorpus:
     files: tuple[tuple[str, str], ...] = ()
     documents: int = 1
 
+    def train_end(self, val_frac: float) -> int:
+        """Where the training split ends: the validation documents' start, else the last
+        `val_frac` of the text (as charnn.data.split_train_val cuts it)."""
+        n = len(self.ids)
+        return n - int(n * val_frac) if self.val_start is None else self.val_start
+
     def ids_in(self, vocab: Vocab) -> np.ndarray:
         """The ids under another vocabulary holding every character of this one."""
         if vocab == self.vocab:

@@ -148,7 +148,6 @@ def _training_tail(loaded: LoadedModel) -> np.ndarray:
             f"dynamic evaluation chooses its step size on training text, and the model's corpus "
             f"cannot be read ({err}): pass --tune-on FILE"
         ) from None
-    n = len(corpus.ids)
-    train_end = n - int(n * config.val_frac) if corpus.val_start is None else corpus.val_start
+    train_end = corpus.train_end(config.val_frac)
     tail = corpus.vocab.decode(corpus.ids[max(0, train_end - TUNE_CHARS) : train_end])
     return loaded.vocab.encode_known(tail)[0]

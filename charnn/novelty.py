@@ -90,8 +90,7 @@ def training_ids(loaded: LoadedModel) -> tuple[np.ndarray, Vocab]:
         raise CharnnError(
             f"the model's training text cannot be read ({err}): pass --corpus FILE"
         ) from None
-    n = len(corpus.ids)
-    train_end = n - int(n * config.val_frac) if corpus.val_start is None else corpus.val_start
+    train_end = corpus.train_end(config.val_frac)
     return corpus.ids[:train_end], corpus.vocab
 
 

@@ -238,9 +238,7 @@ def prepare_run(
         vocab = Vocab.from_text(payload["vocab"] + vocab.chars)  # old characters, then new
         saved = TrainConfig.from_dict(payload["train_config"])
         config = replace(config, model=merged_config(saved, config, given).model)
-    val_chars = int(len(corpus.ids) * config.val_frac)
-    train_chars = len(corpus.ids) - val_chars if corpus.val_start is None else corpus.val_start
-    facts = Facts(train_chars=train_chars, native_bf16=native_bf16)
+    facts = Facts(train_chars=corpus.train_end(config.val_frac), native_bf16=native_bf16)
 
     def planned() -> Plan:
         measured = facts
