@@ -7,9 +7,11 @@ sweep of flags beside them.
 
 Each run is `charnn train CORPUS --time-budget BUDGET [FLAGS]` in a temporary folder; the table
 gives the corpus, its size, the budget, the flags (defaults: none), the steps taken, the passes
-over the training split they made, what the plan chose, the final validation bits/char (the
-whole validation split) and the best evaluation's: best.pt's, which `charnn sample` and
-`charnn eval` load (a run planned with patience stops a few evaluations after its best). With
+over the training split they made, what the plan chose, the last evaluation's validation
+bits/char and best.pt's, which `charnn sample` and `charnn eval` load (a run planned with
+patience stops a few evaluations after its best). Both are on the whole validation split,
+except where it holds more than the run's --eval-chars: the run's evaluations scored that
+sample of it, and this script scores best.pt on the whole split itself. With
 --neighbours, each defaults run is followed by runs of the settings next to what its plan
 chose: the next dropout up (DROPOUTS), the next width down and up (WIDTHS), and with
 --weight-drop P, DropConnect P on the planned model. Runs are made one after another: run
@@ -21,14 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from charnn.cache import load_corpus
-from charnn.checkpoint import read_payload
+from charnn.checkpoint import load_checkpoint, read_payload
+from charnn.evaluator import total_nats
 from charnn.plan import WIDTHS
 
 DROPOUTS = (0.0, 0.1, 0.2, 0.3, 0.5)
@@ -44,10 +50,15 @@ def run(corpus: str, budget: str, flags: str) -> tuple[str, dict]:
         subprocess.run(command, check=True)
         last = json.loads((Path(root) / "run" / "metrics.jsonl").read_text().splitlines()[-1])
         payload = read_payload(Path(root) / "run" / "last.pt")
-    config, plan = payload["train_config"], payload.get("plan") or {}
+        config, plan = payload["train_config"], payload.get("plan") or {}
+        encoded = load_corpus(corpus)
+        ids, train_chars = encoded.ids, encoded.train_end(config["val_frac"])
+        best = last["best_val_bpc"]
+        if 0 < config.get("eval_chars", 0) < len(ids) - train_chars - 1:  # scored a sample
+            val = np.asarray(ids[train_chars:])
+            model = load_checkpoint(Path(root) / "run" / "best.pt").model
+            best = total_nats(model, val) / (len(val) - 1) / math.log(2)
     model = config["model"]
-    encoded = load_corpus(corpus)
-    ids, train_chars = encoded.ids, encoded.train_end(config["val_frac"])
     passes = last["step"] * config["batch_size"] * config["seq_len"] / train_chars
     dropconnect = f"weight drop {model['weight_drop']}, " if model.get("weight_drop") else ""
     shape = (f"{model['layers']}x{model['hidden_size']}, dropout {model['dropout']}, "
@@ -57,7 +68,7 @@ def run(corpus: str, budget: str, flags: str) -> tuple[str, dict]:
     chosen = "planned" if plan.get("chosen") else "fallbacks"
     cells = [Path(corpus).name, size, budget, flags or "(defaults)", f"{last['step']:,}",
              f"{passes:.1f}", f"{shape}{patience} ({chosen})", f"{last['val_bpc']:.4f}",
-             f"{last['best_val_bpc']:.4f}"]  # fmt: skip
+             f"{best:.4f}"]  # fmt: skip
     return "| " + " | ".join(cells) + " |", config
 
 

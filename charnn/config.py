@@ -116,7 +116,10 @@ class TrainConfig:
     time_budget: float | None = None  # seconds of wall-clock training
     # bookkeeping
     val_frac: float = 0.1
-    eval_every: int = 500  # steps between evaluations on the whole validation split
+    eval_every: int = 500  # steps between evaluations
+    # characters each evaluation scores, spread over the validation split (0: all of it), so that
+    # evaluating a big corpus does not eat its training time
+    eval_chars: int = 250_000
     # stop after this many evaluations without a new best (0: never); None: planned
     patience: int | None = None
     save_every: int = 100  # steps between saves of last.pt (evaluations save too)
@@ -148,6 +151,7 @@ class TrainConfig:
         _check(self.time_budget is None or self.time_budget > 0, "--time-budget must be positive")
         _check(0.0 < self.val_frac < 1.0, "--val-frac must be between 0 and 1 (exclusive)")
         _check(self.eval_every >= 1, "--eval-every must be at least 1")
+        _check(self.eval_chars >= 0, "--eval-chars must be 0 (the whole split) or more")
         _check(self.patience is None or self.patience >= 0, "--patience must be 0 (never) or more")
         _check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}")
         _check(self.save_every >= 1, "--save-every must be at least 1")
@@ -183,8 +187,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Settings as a checkpoint saved them (`to_dict`), from this version or an older one."""
         known = _known_fields(cls, data)
         known["model"] = ModelConfig.from_dict(known.get("model", {}))
+        known.setdefault("eval_chars", 0)  # runs from before --eval-chars scored the whole split
         return cls(**known)
 
     @classmethod

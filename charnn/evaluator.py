@@ -25,15 +25,21 @@ MIN_STREAM = 4096  # scored characters per stream at least: short texts use fewe
 WARMUP_CHARS = 512  # each stream but the first first reads this much text before it, unscored
 
 
-def stream_bounds(n_targets: int) -> list[tuple[int, int]]:
+def stream_bounds(n_targets: int, sample: int = 0) -> list[tuple[int, int]]:
     """Which targets each stream scores: contiguous [start, stop) pieces of 0..n_targets.
 
-    The number of streams depends on the text alone, never on how many processes share the work,
-    so a distributed evaluation adds up to the figure a single process computes.
+    With `sample` (0: all), each stream scores only the first sample/streams targets of its
+    piece: about `sample` targets in all, spread evenly over the text. The number of streams
+    depends on the text alone, never on how many processes share the work, so a distributed
+    evaluation adds up to the figure a single process computes.
     """
     streams = max(1, min(STREAMS, n_targets // MIN_STREAM))
     edges = np.linspace(0, n_targets, streams + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    bounds = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    if 0 < sample < n_targets:
+        share = max(1, sample // streams)
+        bounds = [(a, min(b, a + share)) for a, b in bounds]
+    return bounds
 
 
 @torch.no_grad()
@@ -42,6 +48,7 @@ def stream_nats(
     ids: np.ndarray,
     device: torch.device | str = "cpu",
     streams: Sequence[int] | None = None,
+    sample: int = 0,
 ) -> np.ndarray:
     """Summed negative log-likelihood (nats) of each stream's targets, in float64.
 
@@ -49,9 +56,10 @@ def stream_nats(
     starting WARMUP_CHARS before its first target with a zero state, so that its state has seen
     the text before it by the time scoring starts; the figure then barely differs from reading
     the whole text as a single stream, and runs several times faster. `streams` picks which
-    streams to compute (the others stay 0), for sharing the work between processes.
+    streams to compute (the others stay 0), for sharing the work between processes; `sample`
+    scores a part of each stream (see stream_bounds).
     """
-    bounds = stream_bounds(len(ids) - 1)
+    bounds = stream_bounds(len(ids) - 1, sample)
     picked = list(range(len(bounds)) if streams is None else streams)
     nats = np.zeros(len(bounds), dtype=np.float64)
     if not picked:

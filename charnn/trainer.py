@@ -133,6 +133,14 @@ class Trainer:
                 )
             )
         self.streams = TrainStreams(train_ids, shape)
+        if 0 < config.eval_chars < len(val_ids) - 1:
+            self.emit(
+                Notice(
+                    f"evaluations score {config.eval_chars:,} of the validation split's "
+                    f"{len(val_ids) - 1:,} characters, in pieces spread over it (--eval-chars 0: "
+                    "all of it)"
+                )
+            )
         self.rows = ranks.rows(shape.batch_size)  # this process's streams
         self.schedule = Schedule(config, self.streams.windows_per_pass)
         # where the run stands: all of it is saved, so a resumed run continues exactly
@@ -282,13 +290,15 @@ class Trainer:
         )
 
     def validate(self) -> float:
-        """Bits/char over the whole validation split; in a torchrun job each rank reads some of
-        its streams and the per-stream sums are added up, giving the single-process figure."""
-        n_streams = len(stream_bounds(len(self.val_ids) - 1))
-        mine = range(self.ranks.rank, n_streams, self.ranks.world_size)
-        nats = stream_nats(self.model, self.val_ids, self.device, mine)
+        """Bits/char over the validation split, or over the same --eval-chars of it each time;
+        in a torchrun job each rank reads some of its streams and the per-stream sums are added
+        up, giving the single-process figure."""
+        bounds = stream_bounds(len(self.val_ids) - 1, self.config.eval_chars)
+        mine = range(self.ranks.rank, len(bounds), self.ranks.world_size)
+        nats = stream_nats(self.model, self.val_ids, self.device, mine, self.config.eval_chars)
         nats = self.ranks.all_reduce(torch.from_numpy(nats)).numpy()  # one rank per stream
-        return float(nats.sum()) / (len(self.val_ids) - 1) / math.log(2)
+        scored = sum(stop - start for start, stop in bounds)
+        return float(nats.sum()) / scored / math.log(2)
 
     def _evaluate_and_save(self, train_loss: float, elapsed: float) -> None:
         val_bpc = self.validate()

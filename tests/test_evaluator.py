@@ -10,7 +10,7 @@ from torch.nn import functional as F
 import charnn.evaluator as evaluator
 from charnn.checkpoint import LoadedModel
 from charnn.config import ModelConfig, TrainConfig
-from charnn.evaluator import evaluate, model_on, stream_bounds, total_nats
+from charnn.evaluator import evaluate, model_on, stream_bounds, stream_nats, total_nats
 from charnn.model import CharRNN
 from charnn.vocab import Vocab
 
@@ -49,6 +49,28 @@ def test_warm_up_makes_side_by_side_streams_read_as_one(monkeypatch):
     assert total_nats(model, ids) == pytest.approx(whole, rel=1e-7)
     monkeypatch.setattr(evaluator, "WARMUP_CHARS", 0)  # this model needs its warm-up
     assert total_nats(model, ids) != pytest.approx(whole, rel=1e-5)
+
+
+def single_stream_losses(model: CharRNN, ids: np.ndarray) -> np.ndarray:
+    """The reference, target by target: each character given the whole text before it."""
+    tensor = torch.from_numpy(ids.astype(np.int64))[None]
+    with torch.no_grad():
+        logits, _ = model(tensor[:, :-1])
+    return F.cross_entropy(logits[0].double(), tensor[0, 1:], reduction="none").numpy()
+
+
+def test_a_sample_scores_the_same_pieces_of_every_stream_as_one_reading_would():
+    model = long_memory_model()
+    ids = np.random.default_rng(1).integers(0, 20, size=30_000)
+    bounds = stream_bounds(len(ids) - 1, sample=3_500)
+    whole = stream_bounds(len(ids) - 1)
+    assert [a for a, _ in bounds] == [a for a, _ in whole]  # each stream starts where it did
+    assert [b - a for a, b in bounds] == [500] * 7  # and scores its share of the sample
+    losses = single_stream_losses(model, ids)
+    expected = sum(losses[a:b].sum() for a, b in bounds)
+    assert stream_nats(model, ids, sample=3_500).sum() == pytest.approx(expected, rel=1e-7)
+    # a sample as large as the text is the text
+    assert stream_bounds(len(ids) - 1, sample=len(ids)) == whole
 
 
 def loaded_in_training_mode(tmp_path: Path) -> tuple[LoadedModel, Path]:

@@ -9,6 +9,7 @@ import torch
 from charnn.checkpoint import LoadedModel, load_checkpoint
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
+from charnn.evaluator import stream_nats, total_nats
 from charnn.plan import (
     CHARS_PER_PARAMETER,
     MANY_PASSES,
@@ -299,6 +300,33 @@ def test_a_time_budget_trains_in_bf16_where_the_cpu_has_it(tmp_path, monkeypatch
     assert saved.train_config.precision == ("bf16" if native else "fp32")
     notices = [e.message for e in events if isinstance(e, trainer_module.Notice)]
     assert any("bf16 autocast" in n for n in notices) == native
+
+
+def test_evaluations_score_the_eval_chars_sample_and_say_so():
+    text = "".join(np.random.default_rng(0).choice(list("abcdefgh \n"), size=20_000))
+    vocab = Vocab.from_text(text)
+    ids = vocab.encode(text)
+    events: list = []
+    config = TrainConfig(model=ModelConfig(hidden_size=16, embed_size=8, layers=1),
+                         max_steps=1, eval_chars=2_000, device="cpu")  # fmt: skip
+    trainer = Trainer(config, vocab, ids[:10_000], ids[10_000:], on_event=events.append)
+    model = trainer.model
+    sampled = stream_nats(model, trainer.val_ids, sample=2_000).sum() / 2_000 / math.log(2)
+    assert trainer.validate() == pytest.approx(sampled, rel=1e-9)  # per scored character
+    whole = total_nats(model, trainer.val_ids) / (len(trainer.val_ids) - 1) / math.log(2)
+    assert sampled != pytest.approx(whole, rel=1e-6)  # a sample, not the whole split
+    assert any("score 2,000 of the validation split's 9,999" in e.message for e in events)
+
+    everything = Trainer(replace(config, eval_chars=0), vocab, ids[:10_000], ids[10_000:])
+    everything.model.load_state_dict(model.state_dict())
+    assert everything.validate() == pytest.approx(whole, rel=1e-9)
+
+
+def test_a_run_saved_before_eval_chars_existed_resumes_scoring_the_whole_split():
+    saved = TrainConfig(max_steps=5).to_dict()
+    assert TrainConfig.from_dict(saved).eval_chars == TrainConfig().eval_chars
+    del saved["eval_chars"]
+    assert TrainConfig.from_dict(saved).eval_chars == 0
 
 
 def test_patience_stops_after_that_many_evaluations_without_a_new_best(tmp_path, monkeypatch):

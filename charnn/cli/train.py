@@ -164,6 +164,13 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     help="Steps between evaluations (and checkpoints); also at the end.",
 )
 @click.option(
+    "--eval-chars",
+    type=click.IntRange(min=0),
+    default=TrainConfig.eval_chars,
+    help="Characters each evaluation scores, in pieces spread over the validation split; 0 "
+    "scores all of it. Keeps a big corpus's evaluations from eating its training time.",
+)
+@click.option(
     "--patience",
     type=click.IntRange(min=0),
     default=None,
