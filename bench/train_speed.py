@@ -2,7 +2,7 @@
 
     python bench/train_speed.py [--rounds 3]
 
-For the default model (2x256 LSTM) and a 2x512 LSTM, at the default batch (32 x 64), it times
+For the default model (2x256 LSTM) and a 2x512 LSTM, at the default batch (32 x 32), it times
 1. bare: forward + cross-entropy + backward + AdamW step (same rate) on the same text cut into
    the same streams, the state carried and detached (the least a truncated-BPTT loop does), and
 2. charnn: `charnn.train` on a corpus file, with everything it does around that (windows from
@@ -29,7 +29,7 @@ from charnn.progress import TrainDisplay
 from charnn.trainer import Progress
 
 SHAPES = {"default 2x256": 256, "2x512": 512}
-BATCH, SEQ = 32, 64
+BATCH, SEQ = charnn.TrainConfig.batch_size, charnn.TrainConfig.seq_len
 VOCAB = 62  # the corpus below: letters, space, punctuation, newline
 
 

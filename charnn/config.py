@@ -108,7 +108,9 @@ class TrainConfig:
     lr: float = 6e-3  # peak AdamW learning rate; warmed up, then cosine-decayed
     weight_decay: float | None = None  # AdamW's decoupled decay; None: planned
     clip: float = 5.0  # max global gradient norm; 0 disables clipping
-    seq_len: int = 64  # T: characters per window of truncated BPTT
+    # T: characters per window of truncated BPTT. 32 trains as many characters a second as 64 on
+    # a CPU, in twice the updates: better or even at every budget measured (bench/RESULTS.md)
+    seq_len: int = 32
     batch_size: int = 32  # B: parallel contiguous streams; fewer streams, more updates
     # when to stop (the first limit reached wins; none set means 10 epochs: trainer.DEFAULT_EPOCHS)
     max_steps: int | None = None
@@ -116,7 +118,7 @@ class TrainConfig:
     time_budget: float | None = None  # seconds of wall-clock training
     # bookkeeping
     val_frac: float = 0.1
-    eval_every: int = 500  # steps between evaluations
+    eval_every: int = 1000  # steps between evaluations (about a million characters)
     # characters each evaluation scores, spread over the validation split (0: all of it), so that
     # evaluating a big corpus does not eat its training time
     eval_chars: int = 250_000

@@ -51,18 +51,19 @@ class StreamShape:
 
 
 def fit_shape(n_chars: int, batch_size: int, seq_len: int, multiple: int = 1) -> StreamShape:
-    """Shrink B (then T) so that a text of `n_chars` holds at least one full window.
+    """The shape itself, or for a text of `n_chars` too short to give each of B rows a window of
+    T: fewer rows, each read as one window of its whole length (none of the text left out).
 
     B stays a multiple of `multiple` (the number of processes sharing the rows).
     """
     targets = n_chars - 1
     if targets < multiple:
         raise CharnnError("the training split needs at least two characters per process")
-    if batch_size > targets // seq_len:  # too few windows: fewer rows, still divisible
-        fitted = targets // seq_len
-        batch_size = max(multiple, fitted - fitted % multiple)
-    seq_len = min(seq_len, targets // batch_size)
-    return StreamShape(batch_size, seq_len)
+    if batch_size <= targets // seq_len:
+        return StreamShape(batch_size, seq_len)
+    fitted = targets // seq_len
+    batch_size = max(multiple, fitted - fitted % multiple)
+    return StreamShape(batch_size, targets // batch_size)
 
 
 class TrainStreams:

@@ -23,23 +23,25 @@ CHUNK = 2048  # characters per forward pass; the state is carried across chunks
 STREAMS = 8  # the text is read as up to this many streams side by side
 MIN_STREAM = 4096  # scored characters per stream at least: short texts use fewer streams
 WARMUP_CHARS = 512  # each stream but the first first reads this much text before it, unscored
+SAMPLE_PIECES = 64  # a sample of a text (--eval-chars) is read as up to this many pieces
+MIN_PIECE = 2048  # scored characters per piece at least
 
 
 def stream_bounds(n_targets: int, sample: int = 0) -> list[tuple[int, int]]:
     """Which targets each stream scores: contiguous [start, stop) pieces of 0..n_targets.
 
-    With `sample` (0: all), each stream scores only the first sample/streams targets of its
-    piece: about `sample` targets in all, spread evenly over the text. The number of streams
-    depends on the text alone, never on how many processes share the work, so a distributed
-    evaluation adds up to the figure a single process computes.
+    With `sample` (0: all) smaller than the text, about `sample` targets in up to SAMPLE_PIECES
+    pieces, spread evenly over it: many short pieces, so that a text that changes along its
+    length (a code base, file after file) is sampled everywhere. The streams depend on the text
+    alone, never on how many processes share the work, so a distributed evaluation adds up to
+    the figure a single process computes.
     """
-    streams = max(1, min(STREAMS, n_targets // MIN_STREAM))
+    sampled = 0 < sample < n_targets
+    limit, size = (SAMPLE_PIECES, MIN_PIECE) if sampled else (STREAMS, MIN_STREAM)
+    streams = max(1, min(limit, (sample if sampled else n_targets) // size))
     edges = np.linspace(0, n_targets, streams + 1).round().astype(int)
-    bounds = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    if 0 < sample < n_targets:
-        share = max(1, sample // streams)
-        bounds = [(a, min(b, a + share)) for a, b in bounds]
-    return bounds
+    share = sample // streams if sampled else n_targets
+    return [(int(a), int(min(b, a + share))) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 @torch.no_grad()

@@ -129,16 +129,17 @@ class Trainer:
             self.emit(
                 Notice(
                     f"training split has {len(train_ids)} characters: using --batch-size "
-                    f"{shape.batch_size} --seq-len {shape.seq_len} so that it fills one window"
+                    f"{shape.batch_size} --seq-len {shape.seq_len}, one window per row"
                 )
             )
         self.streams = TrainStreams(train_ids, shape)
         if 0 < config.eval_chars < len(val_ids) - 1:
+            pieces = stream_bounds(len(val_ids) - 1, config.eval_chars)
+            scored = sum(stop - start for start, stop in pieces)
             self.emit(
                 Notice(
-                    f"evaluations score {config.eval_chars:,} of the validation split's "
-                    f"{len(val_ids) - 1:,} characters, in pieces spread over it (--eval-chars 0: "
-                    "all of it)"
+                    f"evaluations score {scored:,} of the validation split's {len(val_ids) - 1:,}"
+                    f" characters, in {len(pieces)} pieces spread over it (--eval-chars 0: all)"
                 )
             )
         self.rows = ranks.rows(shape.batch_size)  # this process's streams

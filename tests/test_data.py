@@ -29,9 +29,10 @@ def test_streams_are_contiguous_and_targets_shift_by_one():
     assert rows.tolist() == [list(range(0, 8)), list(range(8, 16)), list(range(16, 24))]
 
 
-def test_fit_shape_shrinks_batch_then_window_for_short_text():
+def test_fit_shape_gives_a_short_text_fewer_rows_each_one_whole_window():
     assert fit_shape(10_000, 64, 64) == StreamShape(64, 64)  # 156 windows fit: unchanged
-    assert fit_shape(200, 64, 64) == StreamShape(3, 64)  # 199 targets: 3 rows of 64
+    assert fit_shape(200, 64, 64) == StreamShape(3, 66)  # 199 targets: 3 rows of 66, 1 left
+    assert fit_shape(57, 32, 32) == StreamShape(1, 56)  # one row: the whole text, not 32 of it
     assert fit_shape(5, 64, 64) == StreamShape(1, 4)  # 4 targets: one row, a shorter window
 
 

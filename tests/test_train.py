@@ -189,9 +189,10 @@ def test_the_width_rule_counts_at_most_useful_passes_over_a_small_text():
 
 
 def test_dropout_is_planned_from_the_passes_over_the_training_split():
-    steps_for = {passes: int(passes * 10**6 / (32 * 64)) for passes in (2.4, 2.6, 7.9, 8.1)}
-    assert planned(TrainConfig(max_steps=steps_for[2.4])).model.dropout == 0.0
-    assert planned(TrainConfig(max_steps=steps_for[2.6])).model.dropout == 0.2
+    window = TrainConfig.batch_size * TrainConfig.seq_len  # characters per step
+    steps_for = {passes: int(passes * 10**6 / window) for passes in (3.4, 3.6, 7.9, 8.1)}
+    assert planned(TrainConfig(max_steps=steps_for[3.4])).model.dropout == 0.0
+    assert planned(TrainConfig(max_steps=steps_for[3.6])).model.dropout == 0.2
     assert planned(TrainConfig(max_steps=steps_for[7.9])).model.dropout == 0.2
     assert planned(TrainConfig(max_steps=steps_for[8.1])).model.dropout == 0.3
     assert planned(TrainConfig(epochs=1.5)).model.dropout == 0.0
@@ -308,14 +309,15 @@ def test_evaluations_score_the_eval_chars_sample_and_say_so():
     ids = vocab.encode(text)
     events: list = []
     config = TrainConfig(model=ModelConfig(hidden_size=16, embed_size=8, layers=1),
-                         max_steps=1, eval_chars=2_000, device="cpu")  # fmt: skip
+                         max_steps=1, eval_chars=4_096, device="cpu")  # fmt: skip
     trainer = Trainer(config, vocab, ids[:10_000], ids[10_000:], on_event=events.append)
     model = trainer.model
-    sampled = stream_nats(model, trainer.val_ids, sample=2_000).sum() / 2_000 / math.log(2)
+    sampled = stream_nats(model, trainer.val_ids, sample=4_096).sum() / 4_096 / math.log(2)
     assert trainer.validate() == pytest.approx(sampled, rel=1e-9)  # per scored character
     whole = total_nats(model, trainer.val_ids) / (len(trainer.val_ids) - 1) / math.log(2)
     assert sampled != pytest.approx(whole, rel=1e-6)  # a sample, not the whole split
-    assert any("score 2,000 of the validation split's 9,999" in e.message for e in events)
+    assert any("score 4,096 of the validation split's 9,999 characters, in 2 pieces" in e.message
+               for e in events)  # fmt: skip
 
     everything = Trainer(replace(config, eval_chars=0), vocab, ids[:10_000], ids[10_000:])
     everything.model.load_state_dict(model.state_dict())
