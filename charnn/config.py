@@ -108,8 +108,9 @@ class TrainConfig:
     lr: float = 6e-3  # peak AdamW learning rate; warmed up, then cosine-decayed
     weight_decay: float | None = None  # AdamW's decoupled decay; None: planned
     clip: float = 5.0  # max global gradient norm; 0 disables clipping
-    # T: characters per window of truncated BPTT. 32 trains as many characters a second as 64 on
-    # a CPU, in twice the updates: better or even at every budget measured (bench/RESULTS.md)
+    # T: characters per window of truncated BPTT. On a CPU a step costs in proportion to its
+    # characters, so 32 makes twice the updates of 64 on about as much text: better or even at
+    # every corpus and budget measured (bench/RESULTS.md, "Fourth pass")
     seq_len: int = 32
     batch_size: int = 32  # B: parallel contiguous streams; fewer streams, more updates
     # when to stop (the first limit reached wins; none set means 10 epochs: trainer.DEFAULT_EPOCHS)

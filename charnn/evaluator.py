@@ -61,8 +61,8 @@ def stream_nats(
     starting WARMUP_CHARS before its first target with a zero state, so that its state has seen
     the text before it by the time scoring starts; the figure then barely differs from reading
     the whole text as a single stream, and runs several times faster. `streams` picks which
-    streams to compute (the others stay 0), for sharing the work between processes; `sample`
-    scores a part of each stream (see stream_bounds).
+    streams to compute (the others stay 0), for sharing the work between processes; with
+    `sample`, the streams are that many targets' pieces of the text (see stream_bounds).
     """
     bounds = stream_bounds(len(ids) - 1, sample)
     picked = list(range(len(bounds)) if streams is None else streams)

@@ -59,7 +59,7 @@ def single_stream_losses(model: CharRNN, ids: np.ndarray) -> np.ndarray:
     return F.cross_entropy(logits[0].double(), tensor[0, 1:], reduction="none").numpy()
 
 
-def test_a_sample_scores_the_same_pieces_of_every_stream_as_one_reading_would():
+def test_a_sample_scores_pieces_spread_over_the_text_as_one_reading_would():
     model = long_memory_model()
     ids = np.random.default_rng(1).integers(0, 20, size=30_000)
     bounds = stream_bounds(len(ids) - 1, sample=3_000)
