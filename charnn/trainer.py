@@ -133,13 +133,14 @@ class Trainer:
                 )
             )
         self.streams = TrainStreams(train_ids, shape)
-        if 0 < config.eval_chars < len(val_ids) - 1:
-            pieces = stream_bounds(len(val_ids) - 1, config.eval_chars)
-            scored = sum(stop - start for start, stop in pieces)
+        self.val_pieces = stream_bounds(len(val_ids) - 1, config.eval_chars)  # what validate scores
+        self.val_scored = sum(stop - start for start, stop in self.val_pieces)
+        if self.val_scored < len(val_ids) - 1:
             self.emit(
                 Notice(
-                    f"evaluations score {scored:,} of the validation split's {len(val_ids) - 1:,}"
-                    f" characters, in {len(pieces)} pieces spread over it (--eval-chars 0: all)"
+                    f"evaluations score {self.val_scored:,} of the validation split's "
+                    f"{len(val_ids) - 1:,} characters, in {len(self.val_pieces)} pieces spread "
+                    "over it (--eval-chars 0: all)"
                 )
             )
         self.rows = ranks.rows(shape.batch_size)  # this process's streams
@@ -294,12 +295,10 @@ class Trainer:
         """Bits/char over the validation split, or over the same --eval-chars of it each time;
         in a torchrun job each rank reads some of its streams and the per-stream sums are added
         up, giving the single-process figure."""
-        bounds = stream_bounds(len(self.val_ids) - 1, self.config.eval_chars)
-        mine = range(self.ranks.rank, len(bounds), self.ranks.world_size)
+        mine = range(self.ranks.rank, len(self.val_pieces), self.ranks.world_size)
         nats = stream_nats(self.model, self.val_ids, self.device, mine, self.config.eval_chars)
         nats = self.ranks.all_reduce(torch.from_numpy(nats)).numpy()  # one rank per stream
-        scored = sum(stop - start for start, stop in bounds)
-        return float(nats.sum()) / scored / math.log(2)
+        return float(nats.sum()) / self.val_scored / math.log(2)
 
     def _evaluate_and_save(self, train_loss: float, elapsed: float) -> None:
         val_bpc = self.validate()
