@@ -15,7 +15,6 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
   dropout 0.3, 2.09 with DropConnect 0.2 on the recurrent weights as well; bench/RESULTS.md),
   and for the hundreds of passes of a long budget on a small text both go up to 0.5.
 - **Patience**: a run past MANY_PASSES stops once it stops improving (best.pt keeps its best).
-- **Weight decay**: 0.1 from a 3-minute budget on (measured: it did not help at 70 s).
 - **Precision**: bf16 autocast under a time budget where the CPU multiplies bf16 in hardware:
   about 1.2-1.4x the steps in the same time, and lower bits/char.
 """
@@ -62,8 +61,6 @@ REGULARISATION_BY_PASSES = (
     (80.0, 0.3, 0.2),
     (math.inf, 0.5, 0.5),
 )
-WEIGHT_DECAY_FROM = 180.0  # seconds of budget
-WEIGHT_DECAY = 0.1
 MODEL_FIELDS = ("hidden_size", "dropout", "weight_drop")
 FROM_PASSES = (*MODEL_FIELDS, "patience")  # the width, and what follows from the passes
 
@@ -167,8 +164,6 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
         if facts.native_bf16:
             wanted["precision"] = "bf16"
             reasons.append("a CPU that multiplies bf16 in hardware")
-        if budget >= WEIGHT_DECAY_FROM:
-            wanted["weight_decay"] = WEIGHT_DECAY
     width = _value(config, "hidden_size")
     if width is None:
         measured = [w for w in WIDTHS if w in facts.widths]

@@ -1,4 +1,4 @@
-"""How long a run lasts and how its learning rate moves: warm-up, then a cosine decay to zero."""
+"""How long a run lasts and how its learning rate moves: warm-up, then a decay to zero."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from charnn.plan import DEFAULT_EPOCHS
 WARMUP = 0.02  # fraction of training spent raising the learning rate from zero
 
 
-def lr_at(fraction: float, peak: float) -> float:
-    """Linear warm-up, then a cosine decay to zero at the end of the run."""
+def lr_at(fraction: float, peak: float, decay: str = "linear") -> float:
+    """Linear warm-up, then a linear (or cosine) decay to zero at the end of the run."""
     if fraction < WARMUP:
         return peak * fraction / WARMUP
-    decay = (min(fraction, 1.0) - WARMUP) / (1.0 - WARMUP)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * decay))
+    done = (min(fraction, 1.0) - WARMUP) / (1.0 - WARMUP)  # of the decay
+    if decay == "cosine":
+        return peak * 0.5 * (1.0 + math.cos(math.pi * done))
+    return peak * (1.0 - done)
 
 
 class Schedule:
@@ -24,6 +26,7 @@ class Schedule:
     def __init__(self, config: TrainConfig, windows_per_pass: int) -> None:
         self.time_budget = config.time_budget
         self.peak_lr = config.lr
+        self.decay = config.lr_decay
         limits = []
         if config.max_steps is not None:
             limits.append(config.max_steps)
@@ -43,4 +46,4 @@ class Schedule:
         return max(fractions)
 
     def lr(self, fraction: float) -> float:
-        return lr_at(fraction, self.peak_lr)
+        return lr_at(fraction, self.peak_lr, self.decay)

@@ -220,6 +220,16 @@ def test_help_does_not_import_torch():
     assert proc.stdout.strip() == "False"
 
 
+def test_lr_decay_flag_reaches_the_run(tmp_path, corpus):
+    proc = run_charnn("train", str(corpus), "--max-steps", "2", "--lr-decay", "cosine",
+                      "--checkpoint-dir", str(tmp_path), "--name", "run", "--quiet")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(run_charnn("info", str(tmp_path / "run"), "--json").stdout)
+    assert info["train_config"]["lr_decay"] == "cosine"
+    bad = run_charnn("train", str(corpus), "--lr-decay", "step", "--checkpoint-dir", str(tmp_path))
+    assert bad.returncode == 2 and "'step' is not one of 'linear', 'cosine'" in bad.stderr
+
+
 @pytest.mark.slow
 def test_a_time_budget_plans_the_model_unless_told(tmp_path, corpus):
     for extra, expected, decay in [

@@ -88,6 +88,8 @@ def test_resume_refuses_a_different_corpus_or_model(tmp_path, small_corpus):
     bigger = config_for(small_corpus, tmp_path, "run", model=replace(SMALL, hidden_size=32))
     with pytest.raises(CharnnError, match="--hidden-size 32 \\(run: 24\\)"):
         train(bigger, resume=run)
+    with pytest.raises(CharnnError, match="--lr-decay cosine \\(run: linear\\)"):
+        train(config_for(small_corpus, tmp_path, "run", lr_decay="cosine"), resume=run)
 
 
 def test_non_finite_loss_stops_without_saving_it(tmp_path, small_corpus, monkeypatch):

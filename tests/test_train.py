@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from charnn.checkpoint import LoadedModel, load_checkpoint
-from charnn.config import ModelConfig, TrainConfig
+from charnn.config import LR_DECAYS, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.evaluator import stream_nats, total_nats
 from charnn.plan import (
@@ -21,7 +21,7 @@ from charnn.plan import (
     plan_run,
 )
 from charnn.sampler import sample
-from charnn.schedule import lr_at
+from charnn.schedule import Schedule, lr_at
 from charnn.trainer import Trainer
 from charnn.vocab import Vocab
 
@@ -104,10 +104,26 @@ def test_state_is_carried_between_windows_and_reset_each_pass(monkeypatch):
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
-    assert lr_at(0.0, 1.0) == 0.0
-    assert lr_at(0.02, 1.0) == pytest.approx(1.0)
-    assert lr_at(0.5, 1.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.48 / 0.98)))
-    assert lr_at(1.0, 1.0) == pytest.approx(0.0)
+    for decay in LR_DECAYS:
+        assert lr_at(0.0, 1.0, decay) == 0.0
+        assert lr_at(0.01, 1.0, decay) == pytest.approx(0.5)
+        assert lr_at(0.02, 1.0, decay) == pytest.approx(1.0)
+        assert lr_at(1.0, 1.0, decay) == pytest.approx(0.0)
+        assert lr_at(1.5, 1.0, decay) == pytest.approx(0.0)
+    assert lr_at(0.51, 2.0) == pytest.approx(2.0 * 0.5)  # linear, the default: halfway, half
+    assert lr_at(0.51, 2.0, "cosine") == pytest.approx(1 + math.cos(math.pi * 0.49 / 0.98))
+    assert lr_at(0.8, 1.0, "cosine") < lr_at(0.8, 1.0, "linear")  # cosine falls faster late
+
+
+def test_a_run_follows_its_lr_decay_and_one_saved_before_the_choice_resumes_cosine():
+    linear = Schedule(TrainConfig(max_steps=100, lr=1.0), windows_per_pass=10)
+    cosine = Schedule(TrainConfig(max_steps=100, lr=1.0, lr_decay="cosine"), windows_per_pass=10)
+    assert linear.lr(0.755) == pytest.approx(0.25)
+    assert cosine.lr(0.755) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.735 / 0.98)))
+    saved = TrainConfig().to_dict()
+    assert TrainConfig.from_dict(saved).lr_decay == "linear"
+    del saved["lr_decay"]
+    assert TrainConfig.from_dict(saved).lr_decay == "cosine"
 
 
 def test_time_budget_stops_training(tmp_path):
@@ -226,11 +242,11 @@ def test_patience_is_planned_for_runs_that_read_their_text_many_times():
         TrainConfig(patience=-1)
 
 
-def test_weight_decay_and_precision_are_planned_for_a_budget():
+def test_precision_is_planned_for_a_budget_and_weight_decay_is_not():
     short, long = TrainConfig(time_budget=70), TrainConfig(time_budget=300)
-    assert planned(short).weight_decay == 0.0
-    assert planned(long).weight_decay == 0.1
-    assert planned(TrainConfig(time_budget=300, weight_decay=0.01)).weight_decay == 0.01
+    for config in (short, long, TrainConfig(), TrainConfig(max_steps=10)):
+        assert planned(config).weight_decay == TrainConfig.weight_decay == 0.1
+    assert planned(TrainConfig(time_budget=70, weight_decay=0.0)).weight_decay == 0.0
     assert planned(long, native_bf16=True).precision == "bf16"
     assert planned(long, native_bf16=False).precision == "fp32"
     assert (
@@ -244,10 +260,11 @@ def test_weight_decay_and_precision_are_planned_for_a_budget():
 def test_the_plan_says_once_what_it_chose():
     plan = plan_run(TrainConfig(time_budget=300), Facts(10**6, True, WIDTHS))
     assert plan.notice is not None
-    for part in ("5m", "bf16 autocast", "hidden size 384", "weight decay 0.1", "passes"):
+    for part in ("5m", "bf16 autocast", "hidden size 384", "passes"):
         assert part in plan.notice
+    assert "weight decay" not in plan.notice  # a plain default, not planned
     assert plan_run(TrainConfig(max_steps=5)).notice is None  # nothing beyond the fallbacks
-    decided = TrainConfig(time_budget=300, precision="fp32", weight_decay=0.0,
+    decided = TrainConfig(time_budget=300, precision="fp32",
                           model=ModelConfig(hidden_size=64, dropout=0.0))  # fmt: skip
     assert plan_run(decided, Facts(10**6, True, WIDTHS)).notice is None  # every flag wins
     again = plan_run(plan.config, Facts(10**6, True, WIDTHS))

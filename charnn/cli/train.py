@@ -13,6 +13,7 @@ from charnn.config import (
     CELLS,
     DEVICES,
     FALLBACK,
+    LR_DECAYS,
     PRECISIONS,
     ModelConfig,
     TrainConfig,
@@ -108,14 +109,19 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
     default=TrainConfig.lr,
-    help="Peak learning rate (AdamW), warmed up then cosine-decayed.",
+    help="Peak learning rate (AdamW), warmed up then decayed to zero.",
+)
+@click.option(
+    "--lr-decay",
+    type=click.Choice(LR_DECAYS),
+    default=TrainConfig.lr_decay,
+    help="How the learning rate falls to zero over the run after its warm-up.",
 )
 @click.option(
     "--weight-decay",
     type=click.FloatRange(min=0),
-    default=None,
-    help="AdamW's decoupled weight decay [default: planned; 0, or 0.1 with a --time-budget of "
-    "3m or more].",
+    default=TrainConfig.weight_decay,
+    help="AdamW's decoupled weight decay.",
 )
 @click.option(
     "--clip",
