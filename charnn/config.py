@@ -33,13 +33,21 @@ def _check(condition: bool, message: str) -> None:
         raise CharnnError(message)
 
 
-# The planned settings, as they are without a plan (no time budget, no native bf16)
+# What a setting left as None becomes: the planned ones as they are without a plan (no time
+# budget, no native bf16), and two that are never planned but, left as None, are taken from the
+# run being resumed (whose older checkpoint may hold another value)
 FALLBACK: dict[str, Any] = {
     "hidden_size": 256,
     "dropout": 0.0,
     "weight_drop": 0.0,
     "precision": "fp32",
     "patience": 0,  # never stop early
+    # AdamW's decoupled decay: 0.1 gave lower bits/char than 0 in the same steps at 2.9 passes
+    # over tinyshakespeare and 9 over pydoc (bench/RESULTS.md, "Fifth pass")
+    "weight_decay": 0.1,
+    # the learning rate's fall after warm-up: "linear" reached lower bits/char than "cosine" in
+    # the same steps in three of four comparisons, and even in the fourth (the same pass)
+    "lr_decay": "linear",
 }
 
 
@@ -106,13 +114,8 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     # optimisation
     lr: float = 6e-3  # peak AdamW learning rate; warmed up, then decayed to zero
-    # how it decays: "linear" reached lower bits/char than "cosine" in the same steps on each
-    # corpus and budget measured (bench/RESULTS.md, "Fifth pass"); the end of a run, at small
-    # rates, is where a short run gains most
-    lr_decay: str = "linear"
-    # AdamW's decoupled decay: 0.1 gave lower bits/char than 0 in the same steps at 2.9 passes
-    # over tinyshakespeare and 9 over pydoc (bench/RESULTS.md, "Fifth pass")
-    weight_decay: float = 0.1
+    lr_decay: str | None = None  # "linear" or "cosine"; None: FALLBACK (or the resumed run's)
+    weight_decay: float | None = None  # AdamW's decoupled decay; None: FALLBACK (or the run's)
     clip: float = 5.0  # max global gradient norm; 0 disables clipping
     # T: characters per window of truncated BPTT. On a CPU a step costs in proportion to its
     # characters, so 32 makes twice the updates of 64 on about as much text: better or even at
@@ -148,8 +151,14 @@ class TrainConfig:
             paths = tuple(str(p) for p in self.corpus)
             object.__setattr__(self, "corpus", paths[0] if len(paths) == 1 else paths)
         _check(self.lr > 0, "--lr must be positive")
-        _check(self.lr_decay in LR_DECAYS, f"--lr-decay must be one of {', '.join(LR_DECAYS)}")
-        _check(self.weight_decay >= 0, "--weight-decay must be non-negative")
+        _check(
+            self.lr_decay is None or self.lr_decay in LR_DECAYS,
+            f"--lr-decay must be one of {', '.join(LR_DECAYS)}",
+        )
+        _check(
+            self.weight_decay is None or self.weight_decay >= 0,
+            "--weight-decay must be non-negative",
+        )
         _check(self.clip >= 0, "--clip must be non-negative (0 disables clipping)")
         _check(self.seq_len >= 1, "--seq-len must be at least 1")
         _check(self.batch_size >= 1, "--batch-size must be at least 1")

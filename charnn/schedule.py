@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from charnn.config import TrainConfig
+from charnn.config import TrainConfig, decided
 from charnn.plan import DEFAULT_EPOCHS
 
 WARMUP = 0.02  # fraction of training spent raising the learning rate from zero
@@ -26,7 +26,7 @@ class Schedule:
     def __init__(self, config: TrainConfig, windows_per_pass: int) -> None:
         self.time_budget = config.time_budget
         self.peak_lr = config.lr
-        self.decay = config.lr_decay
+        self.decay = decided(config.complete().lr_decay)
         limits = []
         if config.max_steps is not None:
             limits.append(config.max_steps)

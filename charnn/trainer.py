@@ -119,7 +119,7 @@ class Trainer:
         model_config = replace(config.model, vocab_size=len(vocab))
         self.model = CharRNN(model_config).to(self.device)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            self.model.parameters(), lr=config.lr, weight_decay=decided(config.weight_decay)
         )
         # fp16 gradients can underflow: the loss is scaled up, and steps that overflow skipped
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")

@@ -57,11 +57,25 @@ def test_a_resumed_run_keeps_its_plan(tmp_path, small_corpus):
                   checkpoint_dir=str(tmp_path / "ck"), name="run")  # fmt: skip
     train(TrainConfig(time_budget=300, max_steps=2, **common))
     first = planned_settings(read_payload(tmp_path / "ck" / "run" / "last.pt"))
-    # resumed with no budget at all: a new run would plan no weight decay, this one keeps 0.1
+    # resumed with no budget at all: a new run would plan no bf16, this one keeps its plan
     train(TrainConfig(max_steps=4, **common), resume="auto")
     payload = read_payload(tmp_path / "ck" / "run" / "last.pt")
     assert payload["step"] == 4
     assert planned_settings(payload) == first
+
+
+def test_a_resumed_run_keeps_settings_whose_default_changed_since(tmp_path, small_corpus):
+    """Weight decay and the learning rate's decay were 0 and cosine before they became 0.1 and
+    linear: a run saved with those, resumed without naming them, goes on as it trained."""
+    common = dict(corpus=str(small_corpus), batch_size=4, seq_len=16, device="cpu",
+                  checkpoint_dir=str(tmp_path / "ck"), name="run")  # fmt: skip
+    train(TrainConfig(max_steps=2, weight_decay=0.0, lr_decay="cosine", **common))
+    train(TrainConfig(max_steps=4, **common), resume="auto")
+    saved = read_payload(tmp_path / "ck" / "run" / "last.pt")["train_config"]
+    assert (saved["weight_decay"], saved["lr_decay"]) == (0.0, "cosine")
+    train(TrainConfig(max_steps=2, **{**common, "name": "new"}))
+    fresh = read_payload(tmp_path / "ck" / "new" / "last.pt")["train_config"]
+    assert (fresh["weight_decay"], fresh["lr_decay"]) == (0.1, "linear")
 
 
 def logged_steps(run_dir) -> list[int]:

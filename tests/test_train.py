@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from charnn.checkpoint import LoadedModel, load_checkpoint
-from charnn.config import LR_DECAYS, ModelConfig, TrainConfig
+from charnn.config import FALLBACK, LR_DECAYS, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.evaluator import stream_nats, total_nats
 from charnn.plan import (
@@ -120,7 +120,7 @@ def test_a_run_follows_its_lr_decay_and_one_saved_before_the_choice_resumes_cosi
     cosine = Schedule(TrainConfig(max_steps=100, lr=1.0, lr_decay="cosine"), windows_per_pass=10)
     assert linear.lr(0.755) == pytest.approx(0.25)
     assert cosine.lr(0.755) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.735 / 0.98)))
-    saved = TrainConfig().to_dict()
+    saved = TrainConfig().complete().to_dict()  # as a run saves its settings
     assert TrainConfig.from_dict(saved).lr_decay == "linear"
     del saved["lr_decay"]
     assert TrainConfig.from_dict(saved).lr_decay == "cosine"
@@ -245,7 +245,7 @@ def test_patience_is_planned_for_runs_that_read_their_text_many_times():
 def test_precision_is_planned_for_a_budget_and_weight_decay_is_not():
     short, long = TrainConfig(time_budget=70), TrainConfig(time_budget=300)
     for config in (short, long, TrainConfig(), TrainConfig(max_steps=10)):
-        assert planned(config).weight_decay == TrainConfig.weight_decay == 0.1
+        assert planned(config).weight_decay == FALLBACK["weight_decay"] == 0.1
     assert planned(TrainConfig(time_budget=70, weight_decay=0.0)).weight_decay == 0.0
     assert planned(long, native_bf16=True).precision == "bf16"
     assert planned(long, native_bf16=False).precision == "fp32"

@@ -114,14 +114,15 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 @click.option(
     "--lr-decay",
     type=click.Choice(LR_DECAYS),
-    default=TrainConfig.lr_decay,
-    help="How the learning rate falls to zero over the run after its warm-up.",
+    default=None,
+    help="How the learning rate falls to zero over the run after its warm-up "
+    f"[default: {FALLBACK['lr_decay']}].",
 )
 @click.option(
     "--weight-decay",
     type=click.FloatRange(min=0),
-    default=TrainConfig.weight_decay,
-    help="AdamW's decoupled weight decay.",
+    default=None,
+    help=f"AdamW's decoupled weight decay [default: {FALLBACK['weight_decay']}].",
 )
 @click.option(
     "--clip",
