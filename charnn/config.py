@@ -207,7 +207,7 @@ class TrainConfig:
         known = _known_fields(cls, data)
         known["model"] = ModelConfig.from_dict(known.get("model", {}))
         known.setdefault("eval_chars", 0)  # runs from before --eval-chars scored the whole split
-        known.setdefault("lr_decay", "cosine")  # ...and decayed their learning rate so
+        known.setdefault("lr_decay", "cosine")  # runs from before --lr-decay followed a cosine
         return cls(**known)
 
     @classmethod
