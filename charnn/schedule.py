@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 
-from charnn.config import TrainConfig, decided
+from charnn.config import FALLBACK, TrainConfig, decided
 from charnn.plan import DEFAULT_EPOCHS
 
 WARMUP = 0.02  # fraction of training spent raising the learning rate from zero
 
 
-def lr_at(fraction: float, peak: float, decay: str = "linear") -> float:
+def lr_at(fraction: float, peak: float, decay: str = FALLBACK["lr_decay"]) -> float:
     """Linear warm-up, then a linear (or cosine) decay to zero at the end of the run."""
     if fraction < WARMUP:
         return peak * fraction / WARMUP
