@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from charnn.config import TrainConfig
-from charnn.devices import autocast
+from charnn.devices import adamw, autocast
 from charnn.model import CharRNN, num_parameters
 from charnn.plan import WIDTHS, Facts, Width, affordable
 
@@ -34,7 +34,7 @@ def calibrate(config: TrainConfig, facts: Facts, vocab_size: int, device: torch.
         for width in (given,) if given is not None else WIDTHS:
             shape = replace(config.model, hidden_size=width, dropout=0.0, vocab_size=vocab_size)
             model = CharRNN(shape).to(device)
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            optimizer = adamw(model.parameters(), 1e-4, 0.0, device)
             seconds = 0.0
             for step in range(1 + TIMED_STEPS):
                 started = time.perf_counter()

@@ -1,6 +1,9 @@
-"""Where and in what arithmetic a model runs: the device, bf16/fp16 autocast, CPU threads."""
+"""Where and in what arithmetic a model runs: the device, bf16/fp16 autocast, CPU threads, and
+the optimizer kernel that suits it."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 
@@ -45,3 +48,17 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
     """The forward pass in `precision` ("fp32" leaves it alone)."""
     dtype = AUTOCAST.get(precision, torch.float32)
     return torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
+
+
+# devices with PyTorch's fused AdamW kernel (one call updates every parameter); elsewhere the
+# default, one call per kind of operation over all parameters
+FUSED_ADAMW = ("cpu", "cuda")
+
+
+def adamw(
+    params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW, fused where the device has the kernel: on a 2-core CPU a 2x256 model's update
+    takes a third of the default's time, about 5% of a training step (bench/train_speed.py)."""
+    fused = device.type in FUSED_ADAMW
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)

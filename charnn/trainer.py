@@ -25,7 +25,7 @@ from charnn.calibrate import calibrate
 from charnn.checkpoint import clone_tensors, make_payload, to_cpu
 from charnn.config import TrainConfig, decided
 from charnn.data import TrainStreams, fit_shape, split_train_val
-from charnn.devices import autocast, cpu_has_native_bf16, resolve_device, use_threads
+from charnn.devices import adamw, autocast, cpu_has_native_bf16, resolve_device, use_threads
 from charnn.distributed import Ranks, process_group
 from charnn.errors import CharnnError
 from charnn.evaluator import stream_bounds, stream_nats
@@ -118,8 +118,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         model_config = replace(config.model, vocab_size=len(vocab))
         self.model = CharRNN(model_config).to(self.device)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=decided(config.weight_decay)
+        self.optimizer = adamw(
+            self.model.parameters(), config.lr, decided(config.weight_decay), self.device
         )
         # fp16 gradients can underflow: the loss is scaled up, and steps that overflow skipped
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")

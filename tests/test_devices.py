@@ -1,9 +1,9 @@
-"""Where a model runs: the native-bf16 check and its fallback."""
+"""Where a model runs: the native-bf16 check and its fallback; the optimizer kernel."""
 
 import pytest
 import torch
 
-from charnn.devices import NATIVE_BF16_CHECKS, cpu_has_native_bf16
+from charnn.devices import NATIVE_BF16_CHECKS, adamw, cpu_has_native_bf16
 
 
 def test_this_torch_still_has_the_private_bf16_checks():
@@ -27,3 +27,24 @@ def test_native_bf16_is_any_check_that_exists_and_says_yes(monkeypatch, answers,
         else:  # this torch lacks it: read as no, never an error
             monkeypatch.delattr(torch.cpu, name, raising=False)
     assert cpu_has_native_bf16() is expected
+
+
+def test_the_fused_adamw_on_cpu_steps_as_pytorchs_default_adamw_does():
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3), torch.randn(3)]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(4)]
+    reference = [torch.nn.Parameter(p.clone()) for p in start]
+    ours = [torch.nn.Parameter(p.clone()) for p in start]
+    optimizers = [
+        torch.optim.AdamW(reference, lr=1e-2, weight_decay=0.1),
+        adamw(ours, 1e-2, 0.1, torch.device("cpu")),
+    ]
+    assert optimizers[1].param_groups[0]["fused"] is True
+    for step_grads in grads:
+        for params, optimizer in zip((reference, ours), optimizers, strict=True):
+            for param, grad in zip(params, step_grads, strict=True):
+                param.grad = grad.clone()
+            optimizer.step()
+    for expected, got in zip(reference, ours, strict=True):
+        torch.testing.assert_close(got, expected)
+    assert not torch.equal(ours[0], start[0])  # the steps moved it
