@@ -42,6 +42,7 @@ FALLBACK: dict[str, Any] = {
     "weight_drop": 0.0,
     "precision": "fp32",
     "patience": 0,  # never stop early
+    "eval_every": 1000,  # steps between evaluations (about a million characters)
     # AdamW's decoupled decay: 0.1 gave lower bits/char than 0 in the same steps at 2.9 passes
     # over tinyshakespeare and 9 over pydoc (bench/RESULTS.md, "Fifth pass")
     "weight_decay": 0.1,
@@ -128,7 +129,7 @@ class TrainConfig:
     time_budget: float | None = None  # seconds of wall-clock training
     # bookkeeping
     val_frac: float = 0.1
-    eval_every: int = 1000  # steps between evaluations (about a million characters)
+    eval_every: int | None = None  # steps between evaluations; None: planned
     # characters each evaluation scores, spread over the validation split (0: all of it), so that
     # evaluating a big corpus does not eat its training time
     eval_chars: int = 250_000
@@ -166,7 +167,7 @@ class TrainConfig:
         _check(self.epochs is None or self.epochs > 0, "--epochs must be positive")
         _check(self.time_budget is None or self.time_budget > 0, "--time-budget must be positive")
         _check(0.0 < self.val_frac < 1.0, "--val-frac must be between 0 and 1 (exclusive)")
-        _check(self.eval_every >= 1, "--eval-every must be at least 1")
+        _check(self.eval_every is None or self.eval_every >= 1, "--eval-every must be at least 1")
         _check(self.eval_chars >= 0, "--eval-chars must be 0 (the whole split) or more")
         _check(self.patience is None or self.patience >= 0, "--patience must be 0 (never) or more")
         _check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}")

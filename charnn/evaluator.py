@@ -47,6 +47,12 @@ def stream_bounds(n_targets: int, sample: int = 0) -> list[tuple[int, int]]:
     return [(int(a), int(min(b, a + share))) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+def chars_read(n_targets: int, sample: int = 0) -> int:
+    """Characters an evaluation of `n_targets` targets reads, its streams' warm-ups included."""
+    bounds = stream_bounds(n_targets, sample)
+    return sum(stop - max(0, start - WARMUP_CHARS) for start, stop in bounds)
+
+
 @torch.no_grad()
 def stream_nats(
     model: CharRNN,

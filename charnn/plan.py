@@ -15,6 +15,9 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
   dropout 0.3, 2.09 with DropConnect 0.2 on the recurrent weights as well; bench/RESULTS.md),
   and for the hundreds of passes of a long budget on a small text both go up to 0.5.
 - **Patience**: a run past MANY_PASSES stops once it stops improving (best.pt keeps its best).
+- **Evaluations**: every 1000 steps, or further apart where that would spend more than
+  EVAL_SHARE of the training time on them: a big corpus's sampled validation split took a
+  fifth of it.
 - **Precision**: bf16 autocast under a time budget where the CPU multiplies bf16 in hardware:
   about 1.2-1.4x the steps in the same time, and lower bits/char.
 """
@@ -63,6 +66,13 @@ REGULARISATION_BY_PASSES = (
     (80.0, 0.3, 0.2),
     (math.inf, 0.5, 0.5),
 )
+# An evaluation reads its text forward only, many streams side by side: per character read it
+# took EVAL_COST of a training character's time (2x256 and 2x384, bf16 training and fp32
+# evaluation, this 2-core CPU; bench/RESULTS.md, "Seventh pass"). Evaluations come at most as
+# often as leaves EVAL_SHARE of the training time to them; 250,000 characters sampled from a
+# big corpus's split every 1000 steps took 19% of it.
+EVAL_COST = 0.5
+EVAL_SHARE = 0.05
 MODEL_FIELDS = ("hidden_size", "dropout", "weight_drop")
 FROM_PASSES = (*MODEL_FIELDS, "patience")  # the width, and what follows from the passes
 
@@ -96,6 +106,7 @@ class Facts:
     train_chars: int = 0  # characters in the training split (0: unknown)
     native_bf16: bool = False  # the training CPU multiplies bf16 in hardware
     widths: Mapping[int, Width] = field(default_factory=dict)  # measured, for a time budget
+    eval_chars_read: int = 0  # characters an evaluation reads, warm-ups included (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -147,6 +158,16 @@ def affordable(config: TrainConfig, facts: Facts, width: int) -> bool:
     return chars is not None and chars >= CHARS_PER_PARAMETER * facts.widths[width].parameters
 
 
+def eval_interval(config: TrainConfig, facts: Facts) -> int | None:
+    """Steps between evaluations: FALLBACK's, or as many more (in hundreds) as keep them within
+    EVAL_SHARE of the training time (None when the validation split is unknown)."""
+    if not facts.eval_chars_read:
+        return None
+    step_chars = config.batch_size * config.seq_len
+    steps = facts.eval_chars_read * EVAL_COST / (EVAL_SHARE * step_chars)
+    return max(FALLBACK["eval_every"], math.ceil(steps / 100) * 100)
+
+
 def needs_speeds(config: TrainConfig) -> bool:
     """Whether planning `config` needs the measured speeds (charnn.calibrate): a time budget
     decides the passes, and a setting that follows from them is unset."""
@@ -180,6 +201,7 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
             tier for tier in REGULARISATION_BY_PASSES if passes <= tier[0]
         )
         wanted["patience"] = PATIENCE if passes > MANY_PASSES else 0
+    wanted["eval_every"] = eval_interval(config, facts)
     chosen = {
         name: value
         for name, value in wanted.items()

@@ -15,6 +15,7 @@ from charnn.cache import EncodedCorpus
 from charnn.checkpoint import load_path, read_payload, summarize_checkpoint
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
+from charnn.evaluator import chars_read
 from charnn.fileio import BEST, LAST, LOCK, METRICS_LOG
 from charnn.plan import Facts, Plan, needs_speeds, plan_run
 from charnn.vocab import Vocab, describe_chars
@@ -238,7 +239,9 @@ def prepare_run(
         vocab = Vocab.from_text(payload["vocab"] + vocab.chars)  # old characters, then new
         saved = TrainConfig.from_dict(payload["train_config"])
         config = replace(config, model=merged_config(saved, config, given).model)
-    facts = Facts(train_chars=corpus.train_end(config.val_frac), native_bf16=native_bf16)
+    train_chars = corpus.train_end(config.val_frac)
+    eval_read = chars_read(len(corpus.ids) - train_chars - 1, config.eval_chars)
+    facts = Facts(train_chars, native_bf16, eval_chars_read=max(0, eval_read))
 
     def planned() -> Plan:
         measured = facts

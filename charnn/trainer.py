@@ -171,6 +171,7 @@ class Trainer:
         net = self._network()
         config, start = self.config, time.perf_counter() - self.elapsed_before
         meter, interrupted = _LossMeter(), False
+        eval_every = decided(config.eval_every)
         self.model.train()
         while not self._out_of_patience():
             elapsed, stop = self.ranks.agreed_clock(
@@ -187,7 +188,7 @@ class Trainer:
             now = time.perf_counter()
             if now - meter.since >= PROGRESS_INTERVAL or self.step == self.total_steps:
                 self._report(meter, now - start, now)
-            if self.step % config.eval_every == 0:
+            if self.step % eval_every == 0:
                 self._evaluate_and_save(meter.mean, time.perf_counter() - start)
             elif self.step % config.save_every == 0:
                 self._save(meter.mean, time.perf_counter() - start, best=False)
@@ -196,7 +197,7 @@ class Trainer:
         if interrupted:  # save at once; the user is waiting
             if self.step > 0:
                 self._save(meter.mean, elapsed, best=False)
-        elif self.step % config.eval_every != 0 or self.step == 0:
+        elif self.step % eval_every != 0 or self.step == 0:
             self._evaluate_and_save(meter.mean, elapsed)
         return TrainResult(
             run_dir=self.run_dir,

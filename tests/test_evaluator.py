@@ -10,7 +10,17 @@ from torch.nn import functional as F
 import charnn.evaluator as evaluator
 from charnn.checkpoint import LoadedModel
 from charnn.config import ModelConfig, TrainConfig
-from charnn.evaluator import evaluate, model_on, stream_bounds, stream_nats, total_nats
+from charnn.evaluator import (
+    MIN_STREAM,
+    STREAMS,
+    WARMUP_CHARS,
+    chars_read,
+    evaluate,
+    model_on,
+    stream_bounds,
+    stream_nats,
+    total_nats,
+)
 from charnn.model import CharRNN
 from charnn.vocab import Vocab
 
@@ -99,3 +109,11 @@ def test_a_model_elsewhere_is_copied_to_the_device_never_moved():
     copy = model_on(model, "meta")  # a device every PyTorch has
     assert copy is not model and next(copy.parameters()).device.type == "meta"
     assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_an_evaluation_reads_its_targets_and_each_later_streams_warm_up():
+    assert chars_read(100_000) == 100_000 + (STREAMS - 1) * WARMUP_CHARS
+    assert chars_read(2 * MIN_STREAM + 10) == 2 * MIN_STREAM + 10 + WARMUP_CHARS  # two streams
+    pieces = stream_bounds(10**6, 250_000)
+    assert chars_read(10**6, 250_000) == 256 * (250_000 // 256) + (len(pieces) - 1) * WARMUP_CHARS
+    assert chars_read(100) == 100  # one stream, nothing before it

@@ -2,6 +2,7 @@
 first save, and checkpoints that two identical runs write alike."""
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -9,11 +10,13 @@ import torch
 
 from charnn.checkpoint import read_payload
 from charnn.config import ModelConfig, TrainConfig
+from charnn.evaluator import chars_read
+from charnn.plan import EVAL_COST, EVAL_SHARE
 from charnn.trainer import train
 
 from conftest import TINY, make_text, run_charnn
 
-PLANNED = ("hidden_size", "dropout", "weight_drop", "precision", "patience")
+PLANNED = ("hidden_size", "dropout", "weight_drop", "precision", "patience", "eval_every")
 
 
 def planned_settings(payload: dict) -> dict:
@@ -62,6 +65,38 @@ def test_a_resumed_run_keeps_its_plan(tmp_path, small_corpus):
     payload = read_payload(tmp_path / "ck" / "run" / "last.pt")
     assert payload["step"] == 4
     assert planned_settings(payload) == first
+
+
+def test_evaluations_are_planned_from_the_validation_split_and_kept_on_resume(tmp_path):
+    corpus = tmp_path / "halves.txt"
+    text = make_text(60_000)
+    corpus.write_text(text, encoding="utf-8")
+    shape = ["--batch-size", "4", "--seq-len", "16", "--val-frac", "0.5", "--hidden-size", "16",
+             "--embed-size", "8", "--layers", "1", "--device", "cpu"]  # fmt: skip
+    folder = ["--checkpoint-dir", str(tmp_path / "ck"), "--name", "run"]
+    proc = run_charnn("train", str(corpus), "--max-steps", "2", *shape, *folder)
+    assert proc.returncode == 0, proc.stderr
+    # half the text is validation: an evaluation reads it, warm-ups included, at EVAL_COST of
+    # a training character's time; EVAL_SHARE of the training time allows one every so often
+    read = chars_read(int(len(text) * 0.5) - 1)  # the validation split's targets
+    expected = math.ceil(read * EVAL_COST / (EVAL_SHARE * 4 * 16) / 100) * 100
+    assert expected > 1000
+    assert f"eval every {expected}" in proc.stderr
+    last = tmp_path / "ck" / "run" / "last.pt"
+    assert read_payload(last)["train_config"]["eval_every"] == expected
+    resumed = run_charnn(
+        "train", str(corpus), "--max-steps", "4", *shape, *folder, "--resume", "auto"
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_payload(last)["step"] == 4  # continued, with the plan it had
+    assert read_payload(last)["train_config"]["eval_every"] == expected
+    folder[-1] = "told"
+    told = run_charnn(
+        "train", str(corpus), "--max-steps", "2", *shape, *folder, "--eval-every", "3"
+    )
+    assert told.returncode == 0, told.stderr
+    assert "eval every" not in told.stderr
+    assert read_payload(tmp_path / "ck" / "told" / "last.pt")["train_config"]["eval_every"] == 3
 
 
 def test_a_resumed_run_keeps_settings_whose_default_changed_since(tmp_path, small_corpus):

@@ -12,6 +12,8 @@ from charnn.errors import CharnnError
 from charnn.evaluator import stream_nats, total_nats
 from charnn.plan import (
     CHARS_PER_PARAMETER,
+    EVAL_COST,
+    EVAL_SHARE,
     MANY_PASSES,
     PATIENCE,
     TRAINING_SHARE,
@@ -270,6 +272,21 @@ def test_the_plan_says_once_what_it_chose():
     assert plan_run(decided, Facts(10**6, True, WIDTHS)).notice is None  # every flag wins
     again = plan_run(plan.config, Facts(10**6, True, WIDTHS))
     assert again.config == plan.config  # planned once
+
+
+def test_evaluations_are_planned_to_take_at_most_their_share_of_the_training_time():
+    step_chars = TrainConfig.batch_size * TrainConfig.seq_len
+    # what an evaluation may read to take EVAL_SHARE of the training time of 1000 steps
+    edge = round(FALLBACK["eval_every"] * EVAL_SHARE * step_chars / EVAL_COST)
+    short = TrainConfig(max_steps=10)
+    assert planned(short, eval_chars_read=edge).eval_every == 1000
+    assert planned(short, eval_chars_read=edge + 1).eval_every == 1100  # on, in hundreds
+    assert planned(short, eval_chars_read=4 * edge - 100).eval_every == 4000
+    assert planned(short, eval_chars_read=edge // 10).eval_every == 1000  # never more often
+    assert planned(short).eval_every == 1000  # an unknown split: the fallback
+    assert planned(replace(short, eval_every=7), eval_chars_read=4 * edge).eval_every == 7
+    plan = plan_run(short, Facts(10**6, eval_chars_read=2 * edge - 100))
+    assert plan.notice is not None and "eval every 2000" in plan.notice
 
 
 def test_calibration_measures_widths_until_one_no_longer_fits():

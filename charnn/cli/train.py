@@ -21,7 +21,14 @@ from charnn.config import (
     read_config_file,
 )
 from charnn.errors import CharnnError
-from charnn.plan import CHARS_PER_PARAMETER, MANY_PASSES, PATIENCE, USEFUL_PASSES, by_passes
+from charnn.plan import (
+    CHARS_PER_PARAMETER,
+    EVAL_SHARE,
+    MANY_PASSES,
+    PATIENCE,
+    USEFUL_PASSES,
+    by_passes,
+)
 
 EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -167,8 +174,10 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 @click.option(
     "--eval-every",
     type=click.IntRange(min=1),
-    default=TrainConfig.eval_every,
-    help="Steps between evaluations (and checkpoints); also at the end.",
+    default=None,
+    help="Steps between evaluations (and checkpoints); also at the end [default: planned; "
+    f"{FALLBACK['eval_every']}, or more where evaluations would take over "
+    f"{EVAL_SHARE:.0%} of the training time].",
 )
 @click.option(
     "--eval-chars",
