@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from charnn.config import ModelConfig
-from charnn.model import CharRNN
+from charnn.model import CharRNN, Dropout, drop_mask
 
 from conftest import TINY, run_charnn
 
 SHAPE = dict(vocab_size=12, hidden_size=16, embed_size=6, layers=2, dropout=0.0)
 SETTINGS = {
+    "dropout": dict(dropout=0.5),
     "weight_drop": dict(weight_drop=0.5),
     "embed_dropout": dict(embed_dropout=0.5),
     "locked_dropout": dict(dropout=0.5, locked_dropout=True),
@@ -61,6 +62,19 @@ def test_locked_dropout_shares_its_mask_across_time():
     out = locked.drop.train()(x)
     assert torch.equal(out[:, :1].expand_as(out), out)  # every step: the first step's mask
     assert (out == 0).any() and (out != 0).any()
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_a_drop_mask_drops_p_of_the_units_and_scales_the_rest_as_dropout_does(p):
+    torch.manual_seed(0)
+    like = torch.zeros(1, dtype=torch.bfloat16)
+    mask = drop_mask(like, (400, 500), p)
+    assert mask.shape == (400, 500) and mask.dtype == torch.bfloat16
+    kept = mask != 0
+    assert abs(1 - kept.float().mean().item() - p) < 0.005  # 200,000 draws
+    assert torch.equal(mask[kept], torch.full_like(mask[kept], 1 / (1 - p)))
+    x = torch.randn(64, 32)
+    assert torch.equal(Dropout(p).eval()(x), x)
 
 
 def test_the_flags_reach_the_checkpoint(tmp_path, corpus):
