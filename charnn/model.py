@@ -109,7 +109,8 @@ def num_parameters(model: nn.Module) -> int:
 def drop_mask(like: torch.Tensor, shape: tuple[int, ...] | torch.Size, p: float) -> torch.Tensor:
     """A dropout mask of `shape`, in `like`'s dtype and device, scaled by 1 / (1 - p) as the kept
     units are. Drawn as uniform numbers below 1 - p: on a 2-core CPU that took under half the
-    time of the Bernoulli draw F.dropout makes, which was 15% of a training step with dropout."""
+    time of F.dropout's Bernoulli draws, which took 2.0 ms a mask, 15% of a training step with
+    dropout 0.2 (bench/RESULTS.md, "Seventh pass")."""
     keep = 1.0 - p
     return (torch.rand(shape, device=like.device) < keep).to(like.dtype) / keep
 
