@@ -2,10 +2,15 @@
 rests on (charnn.plan). A few real training steps per width, at the run's batch shape and
 precision, on random characters; widths are tried narrowest first, and the wider ones stop being
 tried as soon as one no longer fits the budget. A width given explicitly is the only one timed:
-its speed still tells how many passes the run will make (and so its dropout)."""
+its speed still tells how many passes the run will make (and so its dropout).
+
+A step's time on a shared machine jumps now and then (a step of 2x384 took 39 to 55 ms in one
+second here), and the plan's passes follow the speed measured: each width's speed comes from the
+median of TIMED_STEPS steps, after WARMUP_STEPS steps that allocate and are not timed."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import replace
 
@@ -17,7 +22,8 @@ from charnn.devices import adamw, autocast
 from charnn.model import CharRNN, num_parameters
 from charnn.plan import WIDTHS, Facts, Width, affordable
 
-TIMED_STEPS = 3  # after one warm-up step
+WARMUP_STEPS = 2
+TIMED_STEPS = 5
 
 
 def calibrate(config: TrainConfig, facts: Facts, vocab_size: int, device: torch.device) -> Facts:
@@ -35,8 +41,8 @@ def calibrate(config: TrainConfig, facts: Facts, vocab_size: int, device: torch.
             shape = replace(config.model, hidden_size=width, dropout=0.0, vocab_size=vocab_size)
             model = CharRNN(shape).to(device)
             optimizer = adamw(model.parameters(), 1e-4, 0.0, device)
-            seconds = 0.0
-            for step in range(1 + TIMED_STEPS):
+            seconds = []
+            for _ in range(WARMUP_STEPS + TIMED_STEPS):
                 started = time.perf_counter()
                 with autocast(device, precision):
                     logits, _ = model(inputs)
@@ -45,8 +51,8 @@ def calibrate(config: TrainConfig, facts: Facts, vocab_size: int, device: torch.
                 loss.backward()
                 optimizer.step()
                 loss.item()  # wait for the device
-                seconds += (time.perf_counter() - started) if step > 0 else 0.0
-            speed = TIMED_STEPS * batch * seq_len / seconds
+                seconds.append(time.perf_counter() - started)
+            speed = batch * seq_len / statistics.median(seconds[WARMUP_STEPS:])
             widths[width] = Width(chars_per_sec=speed, parameters=num_parameters(model))
             if given is None and not affordable(config, replace(facts, widths=widths), width):
                 break  # wider ones train slower and have more parameters: none fits either

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -33,7 +35,7 @@ class CharRNN(nn.Module):
         self.hidden_size = hidden = decided(config.hidden_size)
         self.embed = nn.Embedding(config.vocab_size, config.embed_size)
         dropout = decided(config.dropout)
-        self.rnn: nn.Module
+        self.rnn: nn.RNNBase | RecurrentStack
         if config.cell in FUSED and not hand_written:
             extra = {"nonlinearity": "relu"} if config.cell == "rnn-relu" else {}
             self.rnn = FUSED[config.cell](
@@ -88,6 +90,12 @@ class CharRNN(nn.Module):
             for name, w in self.rnn.named_parameters()
         }
         return functional_call(self.rnn, weights, (x, state))
+
+    def regularise(self, dropout: float, weight_drop: float) -> None:
+        """Change the dropout and DropConnect of a built model (a re-planned run)."""
+        self.config = replace(self.config, dropout=dropout, weight_drop=weight_drop)
+        self.drop.p = dropout
+        self.rnn.dropout = dropout if self.config.layers > 1 else 0.0  # read at each call
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         shape = (self.config.layers, batch_size, self.hidden_size)

@@ -15,6 +15,8 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
   dropout 0.3, 2.09 with DropConnect 0.2 on the recurrent weights as well; bench/RESULTS.md),
   and for the hundreds of passes of a long budget on a small text both go up to 0.5.
 - **Patience**: a run past MANY_PASSES stops once it stops improving (best.pt keeps its best).
+- **Re-planned once**: a time-budgeted run measures its own speed over REPLAN_AT of its budget
+  and re-decides its regularisation from the passes it will really make (`replan`).
 - **Evaluations**: every 1000 steps, or further apart where that would spend more than
   EVAL_SHARE of the training time on them (a big corpus's sampled validation split took a
   fifth of it).
@@ -25,7 +27,7 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -77,7 +79,11 @@ REGULARISATION_BY_PASSES = (
 EVAL_COST = 0.5
 EVAL_SHARE = 0.05
 MODEL_FIELDS = ("hidden_size", "dropout", "weight_drop")
-FROM_PASSES = (*MODEL_FIELDS, "patience")  # the width, and what follows from the passes
+REGULARISED = ("dropout", "weight_drop", "patience")  # what follows from the passes alone
+FROM_PASSES = ("hidden_size", *REGULARISED)  # ...and the width
+# A time-budgeted run re-decides its REGULARISED settings from its own speed once it has spent
+# REPLAN_AT of its budget (replan).
+REPLAN_AT = 0.1
 
 
 def by_passes(setting: str) -> str:
@@ -119,6 +125,7 @@ class Plan:
     why: str  # what the choice rests on
     expected_chars: float | None = None  # characters the run is expected to train
     passes: float | None = None  # ...as passes over the training split
+    from_passes: list[str] = field(default_factory=list)  # the REGULARISED settings it planned
 
     @property
     def notice(self) -> str | None:
@@ -134,7 +141,7 @@ class Plan:
     def record(self) -> dict[str, Any]:
         """What a checkpoint keeps of the plan (`charnn info` shows it)."""
         return {"chosen": self.chosen, "why": self.why, "expected_chars": self.expected_chars,
-                "passes": self.passes}  # fmt: skip
+                "passes": self.passes, "from_passes": self.from_passes}  # fmt: skip
 
 
 def expected_chars(config: TrainConfig, facts: Facts, width: int) -> float | None:
@@ -200,10 +207,7 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
     passes = chars / facts.train_chars if chars is not None and facts.train_chars else None
     if passes is not None:
         reasons.append(f"{passes:.1f} passes over {facts.train_chars:,} training characters")
-        _, wanted["dropout"], wanted["weight_drop"] = next(
-            tier for tier in REGULARISATION_BY_PASSES if passes <= tier[0]
-        )
-        wanted["patience"] = PATIENCE if passes > MANY_PASSES else 0
+        wanted.update(regularisation(passes))
     wanted["eval_every"] = eval_interval(config, facts)
     chosen = {
         name: value
@@ -214,7 +218,35 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
     rest = {k: v for k, v in chosen.items() if k not in MODEL_FIELDS}
     planned = replace(config, model=model, **rest).complete()
     why = ", ".join(reasons) or "no time budget"
-    return Plan(planned, chosen, why, chars, passes)
+    from_passes = sorted(unset & set(REGULARISED)) if passes is not None else []
+    return Plan(planned, chosen, why, chars, passes, from_passes)
+
+
+def regularisation(passes: float) -> dict[str, Any]:
+    """Dropout, weight drop and patience for a run that will make `passes` over its text."""
+    _, dropout, weight_drop = next(t for t in REGULARISATION_BY_PASSES if passes <= t[0])
+    patience = PATIENCE if passes > MANY_PASSES else 0
+    return {"dropout": dropout, "weight_drop": weight_drop, "patience": patience}
+
+
+def replan(
+    config: TrainConfig, planned: Iterable[str], chars_per_sec: float, train_chars: int
+) -> tuple[TrainConfig, dict[str, Any], float]:
+    """A time-budgeted run's regularisation re-decided from the speed it measured itself.
+
+    The calibration's few steps can catch the machine in a slow second (pydoc at 10 minutes was
+    once planned for under 20 passes and made 24.8: 1.5787 bits/char without DropConnect, 1.4777
+    with it). The run's own speed, over REPLAN_AT of its budget, already counts the loop's costs.
+    Only the settings in `planned` (the plan's, not the user's) change; the width stays.
+    Returns the config, what changed (name: value), and the passes it rests on."""
+    if config.time_budget is None:
+        raise ValueError("only a time-budgeted run is re-planned")
+    passes = chars_per_sec * config.time_budget / train_chars
+    wanted = {k: v for k, v in regularisation(passes).items() if k in set(planned)}
+    changed = {k: v for k, v in wanted.items() if _value(config, k) != v}
+    model = replace(config.model, **{k: v for k, v in changed.items() if k in MODEL_FIELDS})
+    rest = {k: v for k, v in changed.items() if k not in MODEL_FIELDS}
+    return replace(config, model=model, **rest), changed, passes
 
 
 def _value(config: TrainConfig, name: str) -> Any:

@@ -32,7 +32,7 @@ from charnn.evaluator import stream_bounds, stream_nats
 from charnn.events import Evaluated, Event, Notice, Progress, Saved, TrainResult
 from charnn.fileio import LAST, LOCK
 from charnn.model import CharRNN, State, detach_state
-from charnn.plan import Facts
+from charnn.plan import REPLAN_AT, Facts, replan
 from charnn.rng import capture_rng, restore_rng
 from charnn.runs import prepare_run, run_lock
 from charnn.schedule import Schedule
@@ -181,6 +181,8 @@ class Trainer:
             if fraction >= 1.0 or stop:
                 interrupted = fraction < 1.0
                 break
+            if fraction >= REPLAN_AT and self._replan_due():
+                self._replan(elapsed)
             loss = self._train_window(net, fraction)
             if loss is None:  # a non-finite batch, skipped
                 continue
@@ -208,6 +210,32 @@ class Trainer:
             interrupted=interrupted,
             stopped_early=self._out_of_patience(),
         )
+
+    def _replan_due(self) -> bool:
+        """Whether this run's regularisation is still to be re-planned from its own speed."""
+        plan = self.plan or {}
+        time_budget = self.config.time_budget is not None
+        due = self.step > 0 and "replanned" not in plan
+        return time_budget and due and bool(plan.get("from_passes"))
+
+    def _replan(self, elapsed: float) -> None:
+        """Re-decide the planned regularisation from the speed measured so far (every rank
+        agrees on `elapsed` and the steps, so on the result)."""
+        speed = self.step * self.streams.chars_per_window / elapsed
+        planned = self.plan["from_passes"] if self.plan else []
+        config, changed, passes = replan(self.config, planned, speed, len(self.streams.ids))
+        self.config = config
+        self.model.regularise(decided(config.model.dropout), decided(config.model.weight_drop))
+        self.plan = {**(self.plan or {}), "replanned": {"step": self.step, "passes": passes,
+                     "chars_per_sec": speed, "changed": changed}}  # fmt: skip
+        if changed:
+            what = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in changed.items())
+            self.emit(
+                Notice(
+                    f"re-planned at step {self.step} for {passes:.1f} passes at the measured "
+                    f"{speed:,.0f} chars/s: {what}"
+                )
+            )
 
     def _out_of_patience(self) -> bool:
         patience = decided(self.config.patience)

@@ -86,3 +86,21 @@ def test_the_flags_reach_the_checkpoint(tmp_path, corpus):
 
     config = load_checkpoint(tmp_path / "awd").model.config
     assert (config.weight_drop, config.embed_dropout, config.locked_dropout) == (0.3, 0.1, True)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "peephole"])
+def test_a_model_regularised_after_it_is_built_trains_as_one_built_so(cell):
+    """What a re-planned run does: the same masks, in the same order, as a model built with the
+    new dropout and weight drop."""
+    built_plain, built = pair(cell, dropout=0.3, weight_drop=0.2)
+    changed = CharRNN(ModelConfig(cell=cell, **SHAPE))
+    changed.load_state_dict(built_plain.state_dict())
+    changed.regularise(dropout=0.3, weight_drop=0.2)
+    assert changed.config == built.config
+    built.train(), changed.train()
+    torch.manual_seed(5)
+    expected = built(IDS)[0]
+    torch.manual_seed(5)
+    assert torch.equal(changed(IDS)[0], expected)
+    torch.manual_seed(5)
+    assert not torch.equal(built_plain.train()(IDS)[0], expected)  # dropout made a difference

@@ -261,3 +261,39 @@ def test_a_given_model_still_plans_what_follows_from_the_passes(tmp_path, small_
     given = replace(config, checkpoint_dir=str(tmp_path / "given"), patience=0)
     run = prepare_run(given, load_corpus(str(small_corpus)), measure=measure)
     assert measured == [32, 32] and run.config.patience == 0  # nothing left to plan from speeds
+
+
+def test_a_budgeted_run_re_plans_its_regularisation_from_its_own_speed(tmp_path, small_corpus,
+                                                                       monkeypatch):  # fmt: skip
+    """A calibration caught in a slow second plans too few passes; the run's speed corrects it."""
+    import charnn.trainer as trainer_module
+    from charnn.plan import REPLAN_AT, Width, regularisation
+
+    def slow_second(config, facts, vocab_size, device):  # 1 char/s: no passes, no dropout
+        return replace(facts, widths={32: Width(1.0, 10**6)})
+
+    monkeypatch.setattr(trainer_module, "calibrate", slow_second)
+    common = dict(corpus=str(small_corpus), time_budget=2, batch_size=4, seq_len=16,
+                  device="cpu", eval_every=10**6)  # fmt: skip
+    notices: list = []
+    config = TrainConfig(**common, checkpoint_dir=str(tmp_path / "a"), name="run",
+                         model=ModelConfig(hidden_size=32))  # fmt: skip
+    train(config, notices.append)
+    payload = read_payload(tmp_path / "a" / "run" / "last.pt")
+    again = payload["plan"]["replanned"]
+    assert payload["plan"]["passes"] < 0.01 and again["passes"] > 3.5  # the run is fast
+    assert again["step"] > 0 and again["chars_per_sec"] > 0
+    settings = planned_settings(payload)
+    wanted = regularisation(again["passes"])
+    assert {name: settings[name] for name in wanted} == wanted
+    assert again["changed"] == {k: v for k, v in wanted.items() if v != 0}  # all were 0 before
+    messages = [getattr(n, "message", "") for n in notices]
+    assert any(m.startswith("re-planned at step") for m in messages)
+    assert payload["metrics"]["elapsed"] >= REPLAN_AT * 2
+
+    given = replace(config, checkpoint_dir=str(tmp_path / "b"),
+                    model=ModelConfig(hidden_size=32, dropout=0.05))  # fmt: skip
+    train(given)
+    payload = read_payload(tmp_path / "b" / "run" / "last.pt")
+    assert planned_settings(payload)["dropout"] == 0.05  # given: it wins
+    assert "dropout" not in payload["plan"]["replanned"]["changed"]

@@ -16,11 +16,13 @@ from charnn.plan import (
     EVAL_SHARE,
     MANY_PASSES,
     PATIENCE,
+    REGULARISED,
     TRAINING_SHARE,
     USEFUL_PASSES,
     Facts,
     Width,
     plan_run,
+    replan,
 )
 from charnn.sampler import sample
 from charnn.schedule import Schedule, lr_at
@@ -245,6 +247,24 @@ def test_patience_is_planned_for_runs_that_read_their_text_many_times():
         TrainConfig(patience=-1)
 
 
+def test_a_replan_moves_only_what_the_plan_chose_and_only_across_a_boundary():
+    model = ModelConfig(hidden_size=384, dropout=0.3, weight_drop=0.0)
+    config = TrainConfig(time_budget=500, patience=0, model=model)
+    at_many = MANY_PASSES * 10**6 / 500  # chars/s for exactly MANY_PASSES passes of 10**6
+    same, changed, passes = replan(config, REGULARISED, at_many, 10**6)
+    assert passes == MANY_PASSES and changed == {} and same == config
+    faster, changed, _ = replan(config, REGULARISED, at_many * 1.01, 10**6)
+    assert changed == {"weight_drop": 0.2, "patience": PATIENCE}
+    assert faster.model.weight_drop == 0.2 and faster.patience == PATIENCE
+    assert faster.model.hidden_size == 384 and faster.model.dropout == 0.3  # the width stays
+    slower, changed, _ = replan(config, REGULARISED, at_many / 10, 10**6)  # 2 passes
+    assert changed == {"dropout": 0.0} and slower.model.dropout == 0.0
+    mine, changed, _ = replan(config, ["patience"], at_many * 5, 10**6)  # the rest was given
+    assert changed == {"patience": PATIENCE} and mine.model == config.model
+    with pytest.raises(ValueError, match="time-budgeted"):
+        replan(replace(config, time_budget=None), REGULARISED, at_many, 10**6)
+
+
 def test_precision_is_planned_for_a_budget_and_weight_decay_is_not():
     short, long = TrainConfig(time_budget=70), TrainConfig(time_budget=300)
     for config in (short, long, TrainConfig(), TrainConfig(max_steps=10)):
@@ -303,6 +323,26 @@ def test_calibration_measures_widths_until_one_no_longer_fits():
     roomy = calibrate(replace(config, time_budget=3600), Facts(train_chars=10**7), 20,
                       torch.device("cpu"))  # fmt: skip
     assert list(roomy.widths)[:2] == [256, 384]  # narrowest first, on while they fit
+
+
+def test_calibration_takes_the_median_step_so_one_slow_step_does_not_move_the_plan(monkeypatch):
+    from charnn import calibrate as calibration
+
+    # steps of 10 ms, after two slow warm-ups, and one step of the five timed stalls for 2 s
+    durations = iter([5.0, 5.0, 0.01, 0.01, 2.0, 0.01, 0.01])
+    clock = {"now": 0.0, "calls": 0}
+
+    def perf_counter() -> float:
+        clock["calls"] += 1
+        if clock["calls"] % 2 == 0:  # a step's end
+            clock["now"] += next(durations)
+        return clock["now"]
+
+    monkeypatch.setattr(calibration.time, "perf_counter", perf_counter)
+    config = TrainConfig(time_budget=60, batch_size=4, seq_len=8,
+                         model=ModelConfig(hidden_size=16))  # fmt: skip
+    facts = calibration.calibrate(config, Facts(train_chars=1000), 20, torch.device("cpu"))
+    assert facts.widths[16].chars_per_sec == pytest.approx(4 * 8 / 0.01)
 
 
 def test_a_width_given_explicitly_is_timed_alone_so_its_dropout_is_still_planned():
