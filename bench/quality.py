@@ -7,7 +7,8 @@ sweep of flags beside them.
 
 Each run is `charnn train CORPUS --time-budget BUDGET [FLAGS]` in a temporary folder; the table
 gives the corpus, its size, the budget, the flags (defaults: none), the steps taken, the passes
-over the training split they made, what the plan chose, the last evaluation's validation
+over the training split they made, what the plan chose (and, where the run's own speed changed
+its regularisation, the passes it re-planned for), the last evaluation's validation
 bits/char and best.pt's, which `charnn sample` and `charnn eval` load (a run planned with
 patience stops a few evaluations after its best). Both are on the whole validation split,
 except where it holds more than the run's --eval-chars: the run's evaluations scored that
@@ -66,6 +67,9 @@ def run(corpus: str, budget: str, flags: str) -> tuple[str, dict]:
     size = f"{len(ids) / 1e6:.2f}M"
     patience = f", patience {config['patience']}" if config.get("patience") else ""
     chosen = "planned" if plan.get("chosen") else "fallbacks"
+    again = plan.get("replanned") or {}
+    if again.get("changed"):  # the run's own speed moved the plan's regularisation
+        chosen += f"; re-planned for {again['passes']:.1f} passes"
     cells = [Path(corpus).name, size, budget, flags or "(defaults)", f"{last['step']:,}",
              f"{passes:.1f}", f"{shape}{patience} ({chosen})", f"{last['val_bpc']:.4f}",
              f"{best:.4f}"]  # fmt: skip

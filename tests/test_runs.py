@@ -290,6 +290,9 @@ def test_a_budgeted_run_re_plans_its_regularisation_from_its_own_speed(tmp_path,
     messages = [getattr(n, "message", "") for n in notices]
     assert any(m.startswith("re-planned at step") for m in messages)
     assert payload["metrics"]["elapsed"] >= REPLAN_AT * 2
+    info = run_charnn("info", str(tmp_path / "a" / "run"))
+    assert info.returncode == 0, info.stderr
+    assert f"re-planned   dropout {wanted['dropout']}" in info.stdout
 
     given = replace(config, checkpoint_dir=str(tmp_path / "b"),
                     model=ModelConfig(hidden_size=32, dropout=0.05))  # fmt: skip

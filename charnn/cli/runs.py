@@ -87,6 +87,11 @@ def info(checkpoint: Path, as_json: bool) -> None:
     if plan and plan.get("chosen"):
         chosen = ", ".join(f"{k} {v}" for k, v in plan["chosen"].items())
         lines.append(f"plan         {chosen} (for {plan['why']})")
+    again = (plan or {}).get("replanned") or {}
+    if again.get("changed"):
+        changed = ", ".join(f"{k} {v}" for k, v in again["changed"].items())
+        lines.append(f"re-planned   {changed} (at step {again['step']}, for {again['passes']:.1f} "
+                     f"passes at the measured {again['chars_per_sec']:,.0f} chars/s)")  # fmt: skip
     history = described.get("val_bpc_history") or []
     if len(history) > 1:
         lines.append(f"val history  {_sparkline(history)}  {history[0]:.3f} -> {history[-1]:.3f}")
