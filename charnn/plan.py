@@ -145,17 +145,26 @@ class Plan:
 
 
 def expected_chars(config: TrainConfig, facts: Facts, width: int) -> float | None:
-    """Characters a run will train: the first of its limits (None when it cannot be known)."""
+    """Characters a run will train: the first of its limits (None when it cannot be known),
+    TRAINING_SHARE of its budget at the width's calibrated speed."""
+    known = width in facts.widths
+    speed = TRAINING_SHARE * facts.widths[width].chars_per_sec if known else None
+    return chars_within_limits(config, facts.train_chars, speed)
+
+
+def chars_within_limits(
+    config: TrainConfig, train_chars: int, chars_per_sec: float | None
+) -> float | None:
+    """Characters a run training `chars_per_sec` will train: the first of its limits."""
     limits = []
     if config.max_steps is not None:
         limits.append(float(config.max_steps * config.batch_size * config.seq_len))
-    if config.epochs is not None and facts.train_chars:
-        limits.append(config.epochs * facts.train_chars)
-    if config.time_budget is not None and width in facts.widths:
-        speed = facts.widths[width].chars_per_sec
-        limits.append(config.time_budget * TRAINING_SHARE * speed)
+    if config.epochs is not None and train_chars:
+        limits.append(config.epochs * train_chars)
+    if config.time_budget is not None and chars_per_sec is not None:
+        limits.append(config.time_budget * chars_per_sec)
     if config.time_budget is None and config.max_steps is None and config.epochs is None:
-        limits.append(float(DEFAULT_EPOCHS * facts.train_chars))
+        limits.append(float(DEFAULT_EPOCHS * train_chars))
     return min(limits) if limits and all(math.isfinite(x) for x in limits) else None
 
 
@@ -239,9 +248,10 @@ def replan(
     with it). The run's own speed, over REPLAN_AT of its budget, already counts the loop's costs.
     Only the settings in `planned` (the plan's, not the user's) change; the width stays.
     Returns the config, what changed (name: value), and the passes it rests on."""
-    if config.time_budget is None:
+    chars = chars_within_limits(config, train_chars, chars_per_sec)
+    if config.time_budget is None or chars is None:
         raise ValueError("only a time-budgeted run is re-planned")
-    passes = chars_per_sec * config.time_budget / train_chars
+    passes = chars / train_chars
     wanted = {k: v for k, v in regularisation(passes).items() if k in set(planned)}
     changed = {k: v for k, v in wanted.items() if _value(config, k) != v}
     model = replace(config.model, **{k: v for k, v in changed.items() if k in MODEL_FIELDS})

@@ -261,6 +261,9 @@ def test_a_replan_moves_only_what_the_plan_chose_and_only_across_a_boundary():
     assert changed == {"dropout": 0.0} and slower.model.dropout == 0.0
     mine, changed, _ = replan(config, ["patience"], at_many * 5, 10**6)  # the rest was given
     assert changed == {"patience": PATIENCE} and mine.model == config.model
+    steps = replace(config, max_steps=100)  # a step limit first: its characters count
+    _, _, passes = replan(steps, REGULARISED, at_many, 10**6)
+    assert passes == 100 * config.batch_size * config.seq_len / 10**6
     with pytest.raises(ValueError, match="time-budgeted"):
         replan(replace(config, time_budget=None), REGULARISED, at_many, 10**6)
 
