@@ -223,9 +223,7 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
         for name, value in wanted.items()
         if name in unset and value is not None and value != FALLBACK[name]
     }
-    model = replace(config.model, **{k: v for k, v in chosen.items() if k in MODEL_FIELDS})
-    rest = {k: v for k, v in chosen.items() if k not in MODEL_FIELDS}
-    planned = replace(config, model=model, **rest).complete()
+    planned = _with(config, chosen).complete()
     why = ", ".join(reasons) or "no time budget"
     from_passes = sorted(unset & set(REGULARISED)) if passes is not None else []
     return Plan(planned, chosen, why, chars, passes, from_passes)
@@ -251,12 +249,17 @@ def replan(
     chars = chars_within_limits(config, train_chars, chars_per_sec)
     if config.time_budget is None or chars is None:
         raise ValueError("only a time-budgeted run is re-planned")
-    passes = chars / train_chars
-    wanted = {k: v for k, v in regularisation(passes).items() if k in set(planned)}
+    passes, planned = chars / train_chars, set(planned)
+    wanted = {k: v for k, v in regularisation(passes).items() if k in planned}
     changed = {k: v for k, v in wanted.items() if _value(config, k) != v}
-    model = replace(config.model, **{k: v for k, v in changed.items() if k in MODEL_FIELDS})
-    rest = {k: v for k, v in changed.items() if k not in MODEL_FIELDS}
-    return replace(config, model=model, **rest), changed, passes
+    return _with(config, changed), changed, passes
+
+
+def _with(config: TrainConfig, settings: Mapping[str, Any]) -> TrainConfig:
+    """`config` with `settings` (by name, model settings among them) set."""
+    model = replace(config.model, **{k: v for k, v in settings.items() if k in MODEL_FIELDS})
+    rest = {k: v for k, v in settings.items() if k not in MODEL_FIELDS}
+    return replace(config, model=model, **rest)
 
 
 def _value(config: TrainConfig, name: str) -> Any:
