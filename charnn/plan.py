@@ -53,19 +53,20 @@ USEFUL_PASSES = 10.0
 MANY_PASSES = 20.0
 PATIENCE = 3
 # (passes over the training split up to, dropout, weight drop): on tinyshakespeare no dropout was
-# best at 2-2.6 passes (70 s: 0.1 and 0.2 lost), 0.1-0.2 at 4-7 (5 and 10 min); at the switch,
-# 3.5 passes, none beat 0.2 by 1.0-1.7% and 0.1 was even with none (pydoc and tinyshakespeare in
-# the same steps): a 0.1 tier there is the next thing to measure. 0.2 beat 0.3 at 9 passes in
-# the same steps (pydoc, two seeds; tinyshakespeare's 10 minutes), 0.3 beat 0.2 at 18 (pydoc),
-# and at the switch, 12, they were even. DropConnect 0.1 at 7-11 passes gained 0.5-1.0% in the
-# same steps but trained 11-24% fewer steps in a budget, and lost three 2-minute budgets of four
-# (pydoc); past 20 passes DropConnect comes on; and for the hundreds of passes a long budget
-# makes over a small text, AWD-LSTM's strength (0.1 MB for 10 minutes, 196 passes: best 1.97
-# bits/char with 0.5 and 0.5, 2.07 with 0.3 and 0.2; at 2 minutes, 35-44 passes, 0.5 and 0.5 was
-# 2.8% behind). At the switch, 80 passes, 0.5 and 0.5 led by 2.2%: it might come earlier
-# (bench/RESULTS.md, "Ninth pass").
+# best at 2-2.6 passes (70 s: 0.1 and 0.2 lost); at 3.5 passes none and 0.1 were even and both beat
+# 0.2 by 1.0-1.7% (pydoc and tinyshakespeare in the same steps); 0.1 led 0.2 in every pair between
+# 3.5 and 5.5 passes (by 0.3-1.8%), and at the switch, 7, they were within 0.3% (pydoc even,
+# tinyshakespeare 0.1). 0.2 beat 0.3 at 9 passes in the same steps (pydoc, two seeds;
+# tinyshakespeare's 10 minutes), 0.3 beat 0.2 at 18 (pydoc), and at the switch, 12, they were even.
+# DropConnect 0.1 at 7-11 passes gained 0.5-1.0% in the same steps but trained 11-24% fewer steps in
+# a budget, and lost three 2-minute budgets of four (pydoc); past 20 passes DropConnect comes on;
+# and for the hundreds of passes a long budget makes over a small text, AWD-LSTM's strength (0.1 MB
+# for 10 minutes, 196 passes: best 1.97 bits/char with 0.5 and 0.5, 2.07 with 0.3 and 0.2; at 2
+# minutes, 35-44 passes, 0.5 and 0.5 was 2.8% behind). At the switch, 80 passes, 0.5 and 0.5 led by
+# 2.2%: it might come earlier (bench/RESULTS.md, "Ninth pass" and "Tenth pass").
 REGULARISATION_BY_PASSES = (
     (3.5, 0.0, 0.0),
+    (7.0, 0.1, 0.0),
     (12.0, 0.2, 0.0),
     (MANY_PASSES, 0.3, 0.0),
     (80.0, 0.3, 0.2),
