@@ -275,7 +275,8 @@ def test_a_budgeted_run_re_plans_its_regularisation_from_its_own_speed(tmp_path,
     monkeypatch.setattr(trainer_module, "calibrate", slow_second)
     short = tmp_path / "short.txt"  # a short text: many passes even on a busy machine
     short.write_text(small_corpus.read_text(encoding="utf-8")[:600], encoding="utf-8")
-    # fp32: bf16's first step can take most of these 2 seconds on a busy CPU
+    # fp32: with no calibration to warm it up, bf16's first step took 1.8 of these 2 seconds
+    # on a busy CPU
     common = dict(corpus=str(short), time_budget=2, batch_size=4, seq_len=16, device="cpu",
                   precision="fp32", eval_every=10**6)  # fmt: skip
     notices: list = []
