@@ -263,8 +263,7 @@ def test_a_given_model_still_plans_what_follows_from_the_passes(tmp_path, small_
     assert measured == [32, 32] and run.config.patience == 0  # nothing left to plan from speeds
 
 
-def test_a_budgeted_run_re_plans_its_regularisation_from_its_own_speed(tmp_path, small_corpus,
-                                                                       monkeypatch):  # fmt: skip
+def test_a_budgeted_run_re_plans_its_regularisation_from_its_own_speed(tmp_path, monkeypatch):
     """A calibration caught in a slow second plans too few passes; the run's speed corrects it."""
     import charnn.trainer as trainer_module
     from charnn.plan import REPLAN_AT, Width, regularisation
@@ -274,7 +273,7 @@ def test_a_budgeted_run_re_plans_its_regularisation_from_its_own_speed(tmp_path,
 
     monkeypatch.setattr(trainer_module, "calibrate", slow_second)
     short = tmp_path / "short.txt"  # a short text: many passes even on a busy machine
-    short.write_text(small_corpus.read_text(encoding="utf-8")[:600], encoding="utf-8")
+    short.write_text(make_text(600), encoding="utf-8")
     # fp32: with no calibration to warm it up, bf16's first step took 1.8 of these 2 seconds
     # on a busy CPU
     common = dict(corpus=str(short), time_budget=2, batch_size=4, seq_len=16, device="cpu",
