@@ -27,6 +27,7 @@ import torch
 from torch.nn import functional as F
 
 import charnn
+from charnn.config import FALLBACK
 from charnn.devices import adamw, autocast
 from charnn.model import CharRNN
 from charnn.progress import TrainDisplay
@@ -44,7 +45,7 @@ def bare(hidden: int, steps: int, ids: np.ndarray, precision: str, fused: bool =
     model = CharRNN(charnn.ModelConfig(vocab_size=VOCAB, hidden_size=hidden))
     lr, cpu = charnn.TrainConfig.lr, torch.device("cpu")
     optimizer = (
-        adamw(model.parameters(), lr, 0.0, cpu)
+        adamw(model.parameters(), lr, 0.0, cpu, FALLBACK["beta1"])
         if fused
         else torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     )

@@ -17,7 +17,7 @@ from dataclasses import replace
 import torch
 from torch.nn import functional as F
 
-from charnn.config import TrainConfig
+from charnn.config import FALLBACK, TrainConfig
 from charnn.devices import adamw, autocast
 from charnn.model import CharRNN, num_parameters
 from charnn.plan import WIDTHS, Facts, Width, affordable
@@ -40,7 +40,7 @@ def calibrate(config: TrainConfig, facts: Facts, vocab_size: int, device: torch.
         for width in (given,) if given is not None else WIDTHS:
             shape = replace(config.model, hidden_size=width, dropout=0.0, vocab_size=vocab_size)
             model = CharRNN(shape).to(device)
-            optimizer = adamw(model.parameters(), 1e-4, 0.0, device)
+            optimizer = adamw(model.parameters(), 1e-4, 0.0, device, FALLBACK["beta1"])
             seconds = []
             for _ in range(WARMUP_STEPS + TIMED_STEPS):
                 started = time.perf_counter()

@@ -49,6 +49,9 @@ FALLBACK: dict[str, Any] = {
     # the learning rate's fall after warm-up: "linear" reached lower bits/char than "cosine" in
     # the same steps in three of four comparisons, and even in the fourth (the same pass)
     "lr_decay": "linear",
+    # AdamW's β1, the decay of its running mean of gradients; planned from the passes
+    # (charnn.plan), and 0.5 where they are unknown
+    "beta1": 0.5,
 }
 
 
@@ -117,6 +120,7 @@ class TrainConfig:
     lr: float = 6e-3  # peak AdamW learning rate; warmed up, then decayed to zero
     lr_decay: str | None = None  # "linear" or "cosine"; None: FALLBACK (or the resumed run's)
     weight_decay: float | None = None  # AdamW's decoupled decay; None: FALLBACK (or the run's)
+    beta1: float | None = None  # AdamW's β1; None: planned
     clip: float = 5.0  # max global gradient norm; 0 disables clipping
     # T: characters per window of truncated BPTT. On a CPU a step costs in proportion to its
     # characters, so 32 makes twice the updates of 64 on about as much text: better or even at
@@ -160,6 +164,7 @@ class TrainConfig:
             self.weight_decay is None or self.weight_decay >= 0,
             "--weight-decay must be non-negative",
         )
+        _check(self.beta1 is None or 0 <= self.beta1 < 1, "--beta1 must be in [0, 1)")
         _check(self.clip >= 0, "--clip must be non-negative (0 disables clipping)")
         _check(self.seq_len >= 1, "--seq-len must be at least 1")
         _check(self.batch_size >= 1, "--batch-size must be at least 1")
@@ -209,6 +214,7 @@ class TrainConfig:
         known["model"] = ModelConfig.from_dict(known.get("model", {}))
         known.setdefault("eval_chars", 0)  # runs from before --eval-chars scored the whole split
         known.setdefault("lr_decay", "cosine")  # runs from before --lr-decay followed a cosine
+        known.setdefault("beta1", 0.9)  # runs from before --beta1 trained with PyTorch's 0.9
         return cls(**known)
 
     @classmethod

@@ -53,21 +53,19 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
 # devices with PyTorch's fused AdamW kernel (one call updates every parameter); elsewhere the
 # default, one call per kind of operation over all parameters
 FUSED_ADAMW = ("cpu", "cuda")
-# Adam's decay rates for the gradient's mean and square. A short-memory mean (β1 0.5, not Adam's
-# usual 0.9) trained better in the same steps in every pair tried, most in short runs: bits/char
-# on tinyshakespeare after 2,800 steps 2.1224 -> 2.0888 (seed 2: 2.1346 -> 2.0913), after 4,846
-# of 2x384 2.0396 -> 2.0337; pydoc 1.5667 -> 1.5578 (seed 2: 1.6090 -> 1.5665); Russian 1.9973
-# -> 1.8900. On tinyshakespeare β1 0.8 to 0.0 all beat 0.9 and 0.95 lost (bench/RESULTS.md,
-# "Eleventh pass"). A run saved with other betas resumes with its own: they are in its
-# optimizer's state.
-BETAS = (0.5, 0.999)
+BETA2 = 0.999  # Adam's decay of its running mean of squared gradients (β1 is planned)
 
 
 def adamw(
-    params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device
+    params: Iterable[torch.nn.Parameter],
+    lr: float,
+    weight_decay: float,
+    device: torch.device,
+    beta1: float,
 ) -> torch.optim.AdamW:
     """AdamW, fused where the device has the kernel: on a 2-core CPU a 2x256 model's update
     took a third of the default's time, 1.0-1.3 ms less in a 24-37 ms step (bench/RESULTS.md,
-    "Seventh pass"), with BETAS."""
+    "Seventh pass")."""
     fused = device.type in FUSED_ADAMW
-    return torch.optim.AdamW(params, lr=lr, betas=BETAS, weight_decay=weight_decay, fused=fused)
+    betas = (beta1, BETA2)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)

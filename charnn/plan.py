@@ -15,6 +15,7 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
   dropout 0.3, 2.09 with DropConnect 0.2 on the recurrent weights as well; bench/RESULTS.md),
   and for the hundreds of passes of a long budget on a small text both go up to 0.5.
 - **Patience**: a run past MANY_PASSES stops once it stops improving (best.pt keeps its best).
+- **AdamW's β1**: 0.5, a short memory of past gradients, up to MANY_PASSES; 0.9 beyond.
 - **Re-planned once**: a time-budgeted run measures its own speed over REPLAN_AT of its budget
   and re-decides its regularisation from the passes it will really make (`replan`).
 - **Evaluations**: every 1000 steps, or further apart where that would spend more than
@@ -72,6 +73,12 @@ REGULARISATION_BY_PASSES = (
     (80.0, 0.3, 0.2),
     (math.inf, 0.5, 0.5),
 )
+# AdamW's β1, how long a memory of past gradients its steps follow: 0.5 trained better than
+# Adam's usual 0.9 in the same steps on every text read fewer than MANY_PASSES times (2-9 passes:
+# 1.6-2.0% on tinyshakespeare, 0.6-2.6% on pydoc, 5.4% on the Russian text; 0.3% at 5 passes of
+# 2x384, even at 9.3), but worse on one read 32 times under DropConnect (Vim's manual: best
+# 2.0708 against 2.0326), where a run memorises (bench/RESULTS.md, "Eleventh pass").
+BETA1_MANY_PASSES = 0.9  # past MANY_PASSES; below, FALLBACK's 0.5
 # An evaluation reads its text forward only, many streams side by side: per character read it
 # took EVAL_COST of a training character's time (2x256 and 2x384, bf16 training and fp32
 # evaluation, this 2-core CPU; bench/RESULTS.md, "Seventh pass"). Evaluations come at most as
@@ -82,7 +89,7 @@ REGULARISATION_BY_PASSES = (
 EVAL_COST = 0.5
 EVAL_SHARE = 0.05
 MODEL_FIELDS = ("hidden_size", "dropout", "weight_drop")
-REGULARISED = ("dropout", "weight_drop", "patience")  # what follows from the passes alone
+REGULARISED = ("dropout", "weight_drop", "patience", "beta1")  # what follows from the passes alone
 FROM_PASSES = ("hidden_size", *REGULARISED)  # ...and the width
 # A time-budgeted run re-decides its REGULARISED settings from its own speed once it has spent
 # REPLAN_AT of its budget (replan).
@@ -233,10 +240,12 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
 
 
 def regularisation(passes: float) -> dict[str, Any]:
-    """Dropout, weight drop and patience for a run that will make `passes` over its text."""
+    """Dropout, weight drop, patience and β1 for a run that will make `passes` over its text."""
     _, dropout, weight_drop = next(t for t in REGULARISATION_BY_PASSES if passes <= t[0])
-    patience = PATIENCE if passes > MANY_PASSES else 0
-    return {"dropout": dropout, "weight_drop": weight_drop, "patience": patience}
+    many = passes > MANY_PASSES
+    beta1 = BETA1_MANY_PASSES if many else FALLBACK["beta1"]
+    return {"dropout": dropout, "weight_drop": weight_drop, "patience": PATIENCE if many else 0,
+            "beta1": beta1}  # fmt: skip
 
 
 def replan(

@@ -119,7 +119,11 @@ class Trainer:
         model_config = replace(config.model, vocab_size=len(vocab))
         self.model = CharRNN(model_config).to(self.device)
         self.optimizer = adamw(
-            self.model.parameters(), config.lr, decided(config.weight_decay), self.device
+            self.model.parameters(),
+            config.lr,
+            decided(config.weight_decay),
+            self.device,
+            decided(config.beta1),
         )
         # fp16 gradients can underflow: the loss is scaled up, and steps that overflow skipped
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
@@ -226,6 +230,8 @@ class Trainer:
         config, changed, passes = replan(self.config, planned, speed, len(self.streams.ids))
         self.config = config
         self.model.regularise(decided(config.model.dropout), decided(config.model.weight_drop))
+        for group in self.optimizer.param_groups:
+            group["betas"] = (decided(config.beta1), group["betas"][1])
         self.plan = {**(self.plan or {}), "replanned": {"step": self.step, "passes": passes,
                      "chars_per_sec": speed, "changed": changed}}  # fmt: skip
         if changed:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from charnn.devices import BETAS, NATIVE_BF16_CHECKS, adamw, cpu_has_native_bf16
+from charnn.devices import BETA2, NATIVE_BF16_CHECKS, adamw, cpu_has_native_bf16
 
 
 def test_this_torch_still_has_the_private_bf16_checks():
@@ -29,15 +29,15 @@ def test_native_bf16_is_any_check_that_exists_and_says_yes(monkeypatch, answers,
     assert cpu_has_native_bf16() is expected
 
 
-def test_the_fused_adamw_on_cpu_steps_as_pytorchs_adamw_with_our_betas_does():
+def test_the_fused_adamw_on_cpu_steps_as_pytorchs_adamw_with_the_same_betas_does():
     torch.manual_seed(0)
     start = [torch.randn(5, 3), torch.randn(3)]
     grads = [[torch.randn_like(p) for p in start] for _ in range(4)]
     reference = [torch.nn.Parameter(p.clone()) for p in start]
     ours = [torch.nn.Parameter(p.clone()) for p in start]
     optimizers = [
-        torch.optim.AdamW(reference, lr=1e-2, betas=BETAS, weight_decay=0.1),
-        adamw(ours, 1e-2, 0.1, torch.device("cpu")),
+        torch.optim.AdamW(reference, lr=1e-2, betas=(0.5, BETA2), weight_decay=0.1),
+        adamw(ours, 1e-2, 0.1, torch.device("cpu"), beta1=0.5),
     ]
     assert optimizers[1].param_groups[0]["fused"] is True
     for step_grads in grads:

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from charnn.checkpoint import load_checkpoint, read_metrics_log, read_payload, save_atomic
-from charnn.config import ModelConfig, TrainConfig
-from charnn.devices import BETAS
+from charnn.config import FALLBACK, ModelConfig, TrainConfig
+from charnn.devices import BETA2
 from charnn.errors import CharnnError
 from charnn.runs import run_lock
 from charnn.trainer import Trainer, train
@@ -93,19 +93,22 @@ def test_resume_refuses_a_different_corpus_or_model(tmp_path, small_corpus):
         train(config_for(small_corpus, tmp_path, "run", lr_decay="cosine"), resume=run)
 
 
-def test_a_run_saved_with_other_adam_betas_resumes_with_its_own(tmp_path, small_corpus):
+def test_a_run_saved_before_beta1_was_planned_resumes_with_pytorchs_0_9(tmp_path, small_corpus):
     train(config_for(small_corpus, tmp_path, "run", max_steps=8), stop_requested=stop_after(4))
     last = tmp_path / "ck" / "run" / "last.pt"
     payload = read_payload(last)
-    assert payload["optimizer_state"]["param_groups"][0]["betas"] == BETAS  # a new run's
+    assert payload["train_config"]["beta1"] == FALLBACK["beta1"] == 0.5  # 10 epochs: planned
+    assert payload["optimizer_state"]["param_groups"][0]["betas"] == (0.5, BETA2)
+    del payload["train_config"]["beta1"]  # as runs saved before --beta1 have them
     for group in payload["optimizer_state"]["param_groups"]:
-        group["betas"] = (0.9, 0.999)  # as runs saved before β1 0.5 have them
+        group["betas"] = (0.9, BETA2)
     save_atomic(payload, last)
-    assert (
-        train(config_for(small_corpus, tmp_path, "run", max_steps=8), resume=last.parent).steps == 8
-    )
-    resumed = read_payload(last)["optimizer_state"]["param_groups"]
-    assert [group["betas"] for group in resumed] == [(0.9, 0.999)] * len(resumed)
+    again = train(config_for(small_corpus, tmp_path, "run", max_steps=8), resume=last.parent)
+    assert again.steps == 8
+    resumed = read_payload(last)
+    assert resumed["train_config"]["beta1"] == 0.9
+    groups = resumed["optimizer_state"]["param_groups"]
+    assert {group["betas"] for group in groups} == {(0.9, BETA2)}
 
 
 def test_non_finite_loss_stops_without_saving_it(tmp_path, small_corpus, monkeypatch):

@@ -16,7 +16,7 @@ from charnn.trainer import train
 
 from conftest import TINY, make_text, run_charnn
 
-PLANNED = ("hidden_size", "dropout", "weight_drop", "precision", "patience", "eval_every")
+PLANNED = ("hidden_size", "dropout", "weight_drop", "precision", "patience", "eval_every", "beta1")
 
 
 def planned_settings(payload: dict) -> dict:
@@ -254,11 +254,11 @@ def test_a_given_model_still_plans_what_follows_from_the_passes(tmp_path, small_
     assert run.config.model.weight_drop == 0.5 and run.config.model.dropout == 0.1
     assert run.config.patience == PATIENCE
 
-    model = ModelConfig(hidden_size=32, dropout=0.1, weight_drop=0.0)  # only patience is open
+    model = ModelConfig(hidden_size=32, dropout=0.1, weight_drop=0.0)  # patience, β1 are open
     config = replace(config, checkpoint_dir=str(tmp_path / "more"), model=model)
     run = prepare_run(config, load_corpus(str(small_corpus)), measure=measure)
-    assert measured == [32, 32] and run.config.patience == PATIENCE
-    given = replace(config, checkpoint_dir=str(tmp_path / "given"), patience=0)
+    assert measured == [32, 32] and run.config.patience == PATIENCE and run.config.beta1 == 0.9
+    given = replace(config, checkpoint_dir=str(tmp_path / "given"), patience=0, beta1=0.5)
     run = prepare_run(given, load_corpus(str(small_corpus)), measure=measure)
     assert measured == [32, 32] and run.config.patience == 0  # nothing left to plan from speeds
 
@@ -292,7 +292,10 @@ def test_a_budgeted_run_re_plans_its_regularisation_from_its_own_speed(tmp_path,
     settings = planned_settings(payload)
     wanted = regularisation(again["passes"])
     assert {name: settings[name] for name in wanted} == wanted
-    assert again["changed"] == {k: v for k, v in wanted.items() if v != 0}  # all were 0 before
+    before = regularisation(0.0)  # what the calibration's slow second planned
+    assert again["changed"] == {k: v for k, v in wanted.items() if v != before[k]}
+    betas = [group["betas"] for group in payload["optimizer_state"]["param_groups"]]
+    assert {beta1 for beta1, _ in betas} == {wanted["beta1"]}  # the optimizer follows
     messages = [getattr(n, "message", "") for n in notices]
     assert any(m.startswith("re-planned at step") for m in messages)
     assert payload["metrics"]["elapsed"] >= REPLAN_AT * 2

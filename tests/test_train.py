@@ -11,6 +11,7 @@ from charnn.config import FALLBACK, LR_DECAYS, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.evaluator import stream_nats, total_nats
 from charnn.plan import (
+    BETA1_MANY_PASSES,
     CHARS_PER_PARAMETER,
     EVAL_COST,
     EVAL_SHARE,
@@ -240,6 +241,17 @@ def test_dropout_is_planned_from_the_passes_over_the_training_split():
     assert planned(TrainConfig(time_budget=600), train_chars=10**7).model.dropout == 0.0
 
 
+def test_beta1_is_planned_short_up_to_many_passes_and_a_given_one_wins():
+    assert planned(TrainConfig(epochs=1)).beta1 == FALLBACK["beta1"] == 0.5
+    assert planned(TrainConfig(epochs=MANY_PASSES)).beta1 == 0.5
+    assert planned(TrainConfig(epochs=MANY_PASSES + 0.1)).beta1 == BETA1_MANY_PASSES == 0.9
+    assert planned(TrainConfig(time_budget=600), train_chars=10_000).beta1 == 0.9
+    assert planned(TrainConfig(epochs=50, beta1=0.7)).beta1 == 0.7  # given: wins
+    assert planned(TrainConfig(epochs=1, beta1=0.0)).beta1 == 0.0
+    with pytest.raises(CharnnError, match="--beta1"):
+        TrainConfig(beta1=1.0)
+
+
 def test_patience_is_planned_for_runs_that_read_their_text_many_times():
     assert planned(TrainConfig(epochs=MANY_PASSES)).patience == 0  # never stops early
     assert planned(TrainConfig(epochs=MANY_PASSES + 0.1)).patience == PATIENCE
@@ -253,12 +265,12 @@ def test_patience_is_planned_for_runs_that_read_their_text_many_times():
 
 def test_a_replan_moves_only_what_the_plan_chose_and_only_across_a_boundary():
     model = ModelConfig(hidden_size=384, dropout=0.3, weight_drop=0.0)
-    config = TrainConfig(time_budget=500, patience=0, model=model)
+    config = TrainConfig(time_budget=500, patience=0, beta1=0.5, model=model)
     at_many = MANY_PASSES * 10**6 / 500  # chars/s for exactly MANY_PASSES passes of 10**6
     same, changed, passes = replan(config, REGULARISED, at_many, 10**6)
     assert passes == MANY_PASSES and changed == {} and same == config
     faster, changed, _ = replan(config, REGULARISED, at_many * 1.01, 10**6)
-    assert changed == {"weight_drop": 0.2, "patience": PATIENCE}
+    assert changed == {"weight_drop": 0.2, "patience": PATIENCE, "beta1": BETA1_MANY_PASSES}
     assert faster.model.weight_drop == 0.2 and faster.patience == PATIENCE
     assert faster.model.hidden_size == 384 and faster.model.dropout == 0.3  # the width stays
     slower, changed, _ = replan(config, REGULARISED, at_many / 10, 10**6)  # 2 passes

@@ -22,6 +22,7 @@ from charnn.config import (
 )
 from charnn.errors import CharnnError
 from charnn.plan import (
+    BETA1_MANY_PASSES,
     CHARS_PER_PARAMETER,
     EVAL_SHARE,
     MANY_PASSES,
@@ -130,6 +131,13 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     type=click.FloatRange(min=0),
     default=None,
     help=f"AdamW's decoupled weight decay [default: {FALLBACK['weight_decay']}].",
+)
+@click.option(
+    "--beta1",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help="AdamW's β1, the decay of its running mean of gradients [default: planned: "
+    f"{FALLBACK['beta1']} up to {MANY_PASSES:g} passes over the text, then {BETA1_MANY_PASSES}].",
 )
 @click.option(
     "--clip",
