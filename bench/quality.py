@@ -66,6 +66,7 @@ def run(corpus: str, budget: str, flags: str) -> tuple[str, dict]:
              f"{dropconnect}wd {config['weight_decay']}, {config['precision']}")  # fmt: skip
     size = f"{len(ids) / 1e6:.2f}M"
     patience = f", patience {config['patience']}" if config.get("patience") else ""
+    patience += f", β1 {config['beta1']}" if "beta1" in config else ""  # saved since --beta1
     chosen = "planned" if plan.get("chosen") else "fallbacks"
     again = plan.get("replanned") or {}
     if again.get("changed"):  # the run's own speed moved the plan's regularisation
