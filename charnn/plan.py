@@ -74,10 +74,11 @@ REGULARISATION_BY_PASSES = (
     (math.inf, 0.5, 0.5),
 )
 # AdamW's β1, how long a memory of past gradients its steps follow: 0.5 trained better than
-# Adam's usual 0.9 in the same steps on every text read fewer than MANY_PASSES times (2-9 passes:
-# 1.6-2.0% on tinyshakespeare, 0.6-2.6% on pydoc, 5.4% on the Russian text; 0.3% at 5 passes of
-# 2x384, even at 9.3), but worse on one read 32 times under DropConnect (Vim's manual: best
-# 2.0708 against 2.0326), where a run memorises (bench/RESULTS.md, "Eleventh pass").
+# Adam's usual 0.9 in the same steps on every text read fewer than MANY_PASSES times (0.5-9
+# passes: 1.6-2.0% on tinyshakespeare, 0.6-2.6% on pydoc, 5.4% on the Russian text, 0.7% on the
+# code corpus; 0.3% at 5 passes of 2x384, even at 9.3), but worse on one read 32 times under
+# DropConnect (Vim's manual: best 2.0708 against 2.0326), where a run memorises
+# (bench/RESULTS.md, "Eleventh pass").
 BETA1_MANY_PASSES = 0.9  # past MANY_PASSES; below, FALLBACK's 0.5
 # An evaluation reads its text forward only, many streams side by side: per character read it
 # took EVAL_COST of a training character's time (2x256 and 2x384, bf16 training and fp32
