@@ -97,7 +97,7 @@ def test_a_run_saved_before_beta1_was_planned_resumes_with_pytorchs_0_9(tmp_path
     train(config_for(small_corpus, tmp_path, "run", max_steps=8), stop_requested=stop_after(4))
     last = tmp_path / "ck" / "run" / "last.pt"
     payload = read_payload(last)
-    assert payload["train_config"]["beta1"] == FALLBACK["beta1"] == 0.5  # 10 epochs: planned
+    assert payload["train_config"]["beta1"] == FALLBACK["beta1"] == 0.5  # under a pass: planned
     assert payload["optimizer_state"]["param_groups"][0]["betas"] == (0.5, BETA2)
     del payload["train_config"]["beta1"]  # as runs saved before --beta1 have them
     for group in payload["optimizer_state"]["param_groups"]:
