@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    facts = Facts(native_bf16=native_bf16_on(torch.device("cpu")))
+    facts = Facts(native_bf16=native_bf16_on(torch.device("cpu"), "lstm"))
     default = (TrainConfig.batch_size, TrainConfig.seq_len)
     shapes = [default, *(s for s in SHAPES if s != default)]
     best = dict.fromkeys(shapes, 0.0)

@@ -4,6 +4,7 @@ the optimizer kernel that suits it."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cache
 
 import torch
 
@@ -42,6 +43,37 @@ def use_threads(threads: int | None) -> None:
 
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision_problem(device: torch.device, precision: str, cell: str) -> str | None:
+    """Why a `cell` model cannot train in `precision` on `device` (None: it can), in words that
+    say what to do instead."""
+    if device.type != "cpu" or precision == "fp32":
+        return None
+    if precision == "fp16":  # oneDNN has no fp16 LSTM kernel
+        return "--precision fp16 needs a GPU; on a CPU use bf16 or fp32"
+    if cell == "lstm" and not cpu_runs_lstm_in_bf16():
+        return (
+            "--precision bf16: this CPU has no bf16 LSTM kernel (oneDNN's needs AVX-512); use "
+            "--precision fp32, which is faster here anyway"
+        )
+    return None
+
+
+@cache  # a fact about this machine's CPU and PyTorch
+def cpu_runs_lstm_in_bf16() -> bool:
+    """Whether PyTorch's LSTM runs under bf16 autocast on this CPU: oneDNN refuses to build the
+    kernel on one without AVX-512 (an AMD EPYC with AVX2 only: "could not create a primitive
+    descriptor"), where the other fused cells run. Tried on a one-unit LSTM; the global random
+    state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        lstm = torch.nn.LSTM(1, 1)
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                lstm(torch.zeros(1, 1, 1))
+        except RuntimeError:
+            return False
+    return True
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:

@@ -25,7 +25,14 @@ from charnn.calibrate import calibrate
 from charnn.checkpoint import clone_tensors, make_payload, to_cpu
 from charnn.config import TrainConfig, decided
 from charnn.data import TrainStreams, fit_shape, split_train_val
-from charnn.devices import adamw, autocast, cpu_has_native_bf16, resolve_device, use_threads
+from charnn.devices import (
+    adamw,
+    autocast,
+    cpu_has_native_bf16,
+    precision_problem,
+    resolve_device,
+    use_threads,
+)
 from charnn.distributed import Ranks, process_group
 from charnn.errors import CharnnError
 from charnn.evaluator import stream_bounds, stream_nats
@@ -34,7 +41,7 @@ from charnn.fileio import LAST, LOCK
 from charnn.model import CharRNN, State, detach_state
 from charnn.plan import REPLAN_AT, Facts, replan
 from charnn.rng import capture_rng, restore_rng
-from charnn.runs import prepare_run, run_lock
+from charnn.runs import PreparedRun, prepare_run, run_lock
 from charnn.schedule import Schedule
 from charnn.vocab import Vocab
 from charnn.writer import RunWriter
@@ -56,8 +63,11 @@ def _as_tuple(state: State) -> tuple[torch.Tensor, ...]:
     return state if isinstance(state, tuple) else (state,)
 
 
-def native_bf16_on(device: torch.device) -> bool:
-    return device.type == "cpu" and cpu_has_native_bf16()
+def native_bf16_on(device: torch.device, cell: str) -> bool:
+    """Whether bf16 autocast pays for `cell` on `device`: a CPU that multiplies bf16, and has
+    the cell's kernel in it."""
+    native = device.type == "cpu" and cpu_has_native_bf16()
+    return native and precision_problem(device, "bf16", cell) is None
 
 
 class _LossMeter:
@@ -112,8 +122,9 @@ class Trainer:
         self.writer = RunWriter(run_dir, config.keep) if run_dir and ranks.is_main else None
         self.emit = (on_event if ranks.is_main else None) or (lambda event: None)
         self.stop_requested = stop_requested or (lambda: False)
-        if config.precision == "fp16" and self.device.type == "cpu":  # oneDNN has no fp16 LSTM
-            raise CharnnError("--precision fp16 needs a GPU; on a CPU use bf16 or fp32")
+        problem = precision_problem(self.device, decided(config.precision), config.model.cell)
+        if problem:
+            raise CharnnError(problem)
 
         torch.manual_seed(config.seed)
         model_config = replace(config.model, vocab_size=len(vocab))
@@ -466,10 +477,13 @@ def train(
         def measure(config: TrainConfig, facts: Facts, vocab_size: int) -> Facts:
             return calibrate(config, facts, vocab_size, device)
 
+        explicit = config.chosen() if given is None else set(given)
+        native_bf16 = native_bf16_on(device, config.model.cell)
         run = prepare_run(
-            config, corpus, measure=measure, native_bf16=native_bf16_on(device), resume=resume,
-            init_from=init_from, given=None if given is None else set(given), on_main=ranks.on_main,
+            config, corpus, measure=measure, native_bf16=native_bf16, resume=resume,
+            init_from=init_from, given=explicit, on_main=ranks.on_main,
         )  # fmt: skip
+        run = in_arithmetic_here(run, device, explicit)
         ids = corpus.ids_in(run.vocab)  # often memory-mapped
         train_ids, val_ids = split_train_val(ids, run.config.val_frac, corpus.val_start)
         use_threads(run.config.threads)
@@ -496,6 +510,19 @@ def train(
             if owner and run.fresh and _holds_nothing(run.run_dir):  # failed before saving
                 (run.run_dir / LOCK).unlink(missing_ok=True)  # leaves nothing behind
                 run.run_dir.rmdir()
+
+
+def in_arithmetic_here(run: PreparedRun, device: torch.device, given: set[str]) -> PreparedRun:
+    """A run trains in its precision unless this machine cannot compute in it (a run planned in
+    bf16 on a CPU with the kernel, resumed on one without): then in fp32, with a notice. A
+    precision given now is left for the Trainer to refuse."""
+    precision = decided(run.config.precision)
+    problem = precision_problem(device, precision, run.config.model.cell)
+    if not problem or "precision" in given:
+        return run
+    notice = f"this machine cannot train this model in {precision}: training in fp32 instead"
+    config = replace(run.config, precision="fp32")
+    return replace(run, config=config, notices=[*run.notices, notice])
 
 
 def _holds_nothing(run_dir: Path) -> bool:

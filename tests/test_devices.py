@@ -3,7 +3,16 @@
 import pytest
 import torch
 
-from charnn.devices import BETA2, NATIVE_BF16_CHECKS, adamw, cpu_has_native_bf16
+from charnn.config import ModelConfig
+from charnn.devices import (
+    BETA2,
+    NATIVE_BF16_CHECKS,
+    adamw,
+    autocast,
+    cpu_has_native_bf16,
+    cpu_runs_lstm_in_bf16,
+)
+from charnn.model import CharRNN
 
 
 def test_this_torch_still_has_the_private_bf16_checks():
@@ -48,3 +57,19 @@ def test_the_fused_adamw_on_cpu_steps_as_pytorchs_adamw_with_the_same_betas_does
     for expected, got in zip(reference, ours, strict=True):
         torch.testing.assert_close(got, expected)
     assert not torch.equal(ours[0], start[0])  # the steps moved it
+
+
+def test_the_bf16_lstm_probe_agrees_with_a_training_step_of_a_real_model():
+    """The probe (one unit, forward only) says what a charnn LSTM's training step under bf16
+    autocast does on this CPU; where the plan picks bf16 (native bf16), it must run."""
+    model = CharRNN(ModelConfig(vocab_size=7, hidden_size=16, embed_size=8, layers=2))
+    ids = torch.randint(7, (3, 5))
+    try:
+        with autocast(torch.device("cpu"), "bf16"):
+            logits, _ = model(ids)
+        logits.float().sum().backward()
+        ran = True
+    except RuntimeError:
+        ran = False
+    assert cpu_runs_lstm_in_bf16() is ran
+    assert ran or not cpu_has_native_bf16()

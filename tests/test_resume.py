@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+import charnn.devices
 from charnn.checkpoint import load_checkpoint, read_metrics_log, read_payload, save_atomic
 from charnn.config import FALLBACK, ModelConfig, TrainConfig
 from charnn.devices import BETA2
@@ -109,6 +110,32 @@ def test_a_run_saved_before_beta1_was_planned_resumes_with_pytorchs_0_9(tmp_path
     assert resumed["train_config"]["beta1"] == 0.9
     groups = resumed["optimizer_state"]["param_groups"]
     assert {group["betas"] for group in groups} == {(0.9, BETA2)}
+
+
+def test_a_run_resumed_on_a_cpu_without_its_arithmetic_goes_on_in_fp32(
+    tmp_path, small_corpus, monkeypatch
+):
+    """A run planned in bf16 on a CPU with the kernel, resumed on one without it (an AVX2-only
+    EPYC), trains on in fp32 and says so; asking for bf16 there is refused."""
+    train(config_for(small_corpus, tmp_path, "run", max_steps=8), stop_requested=stop_after(4))
+    last = tmp_path / "ck" / "run" / "last.pt"
+    payload = read_payload(last)
+    payload["train_config"]["precision"] = "bf16"  # as a run planned where bf16 runs saves it
+    save_atomic(payload, last)
+    monkeypatch.setattr(charnn.devices, "cpu_runs_lstm_in_bf16", lambda: False)
+    with pytest.raises(CharnnError, match="--precision bf16"):
+        train(
+            config_for(small_corpus, tmp_path, "run", max_steps=8, precision="bf16"),
+            resume=last.parent,
+        )
+    notices: list = []
+    again = train(
+        config_for(small_corpus, tmp_path, "run", max_steps=8), notices.append, resume=last.parent
+    )
+    assert again.steps == 8
+    assert read_payload(last)["train_config"]["precision"] == "fp32"
+    said = [getattr(event, "message", "") for event in notices]
+    assert "this machine cannot train this model in bf16: training in fp32 instead" in said
 
 
 def test_non_finite_loss_stops_without_saving_it(tmp_path, small_corpus, monkeypatch):

@@ -8,8 +8,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+import charnn.devices
 from charnn.checkpoint import read_payload
 from charnn.config import ModelConfig, TrainConfig
+from charnn.errors import CharnnError
 from charnn.evaluator import chars_read
 from charnn.plan import EVAL_COST, EVAL_SHARE
 from charnn.trainer import train
@@ -40,19 +42,22 @@ def test_python_and_the_cli_plan_the_same_run(tmp_path, small_corpus):
         "--checkpoint-dir", str(tmp_path / "cli"), "--name", "run",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "planned for a 5m budget" in proc.stderr
     config = TrainConfig(
         corpus=str(small_corpus), time_budget=300, batch_size=4, seq_len=16, max_steps=2,
         device="cpu", checkpoint_dir=str(tmp_path / "api"), name="run",
     )  # fmt: skip
     notices: list = []
     train(config, notices.append)
-    from_cli = planned_settings(read_payload(tmp_path / "cli" / "run" / "last.pt"))
+    cli_payload = read_payload(tmp_path / "cli" / "run" / "last.pt")
+    from_cli = planned_settings(cli_payload)
     from_api = planned_settings(read_payload(tmp_path / "api" / "run" / "last.pt"))
     assert from_cli == from_api
     # 2 steps are too few characters for any width: the narrowest measured
     assert from_api["hidden_size"] == 256
-    assert any("planned for a 5m budget" in getattr(n, "message", "") for n in notices)
+    # one notice where the plan chose anything (bf16, on a CPU that multiplies it), from each door
+    chose = bool(cli_payload["plan"]["chosen"])
+    assert ("planned for a 5m budget" in proc.stderr) == chose
+    assert any("planned for a 5m budget" in getattr(n, "message", "") for n in notices) == chose
 
 
 def test_a_resumed_run_keeps_its_plan(tmp_path, small_corpus):
@@ -124,6 +129,21 @@ def crashed_before_first_save(run_dir):
     run_dir.mkdir(parents=True)
     (run_dir / ".lock").write_text("12345")
     (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 10, "val_bpc": 4.0}) + "\n")
+
+
+def test_a_budget_in_arithmetic_the_cpu_lacks_is_refused_before_calibrating(
+    tmp_path, small_corpus, monkeypatch
+):
+    """Calibrating in bf16 on a CPU without a bf16 LSTM kernel would end in oneDNN's traceback:
+    the run is refused first, in one line, and leaves no folder behind."""
+    monkeypatch.setattr(charnn.devices, "cpu_runs_lstm_in_bf16", lambda: False)
+    config = TrainConfig(
+        corpus=str(small_corpus), time_budget=60, precision="bf16", batch_size=4, seq_len=16,
+        device="cpu", checkpoint_dir=str(tmp_path / "ck"), name="run",
+    )  # fmt: skip
+    with pytest.raises(CharnnError, match="no bf16 LSTM kernel"):
+        train(config)
+    assert not (tmp_path / "ck" / "run").exists()
 
 
 @pytest.mark.parametrize("how", ["auto", "folder"])

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+import charnn.devices
 from charnn.checkpoint import LoadedModel, load_checkpoint
 from charnn.config import FALLBACK, LR_DECAYS, ModelConfig, TrainConfig
+from charnn.devices import cpu_runs_lstm_in_bf16
 from charnn.errors import CharnnError
 from charnn.evaluator import stream_nats, total_nats
 from charnn.plan import (
@@ -138,9 +140,14 @@ def test_time_budget_stops_training(tmp_path):
     assert np.isfinite(result.final_val_bpc)
 
 
-def test_bf16_autocast_trains():
+@pytest.mark.parametrize("cell", ["lstm", "cifg"])
+def test_bf16_autocast_trains(cell):
+    """bf16 trains the fused LSTM where the CPU has its kernel, and a written-out cell on any."""
+    if cell == "lstm" and not cpu_runs_lstm_in_bf16():
+        pytest.skip("this CPU has no bf16 LSTM kernel: the refusal is tested below")
     text = "the quick brown fox jumps over the lazy dog, then naps.\n"
-    trainer = make_trainer(text, max_steps=150, precision="bf16")
+    model = ModelConfig(cell=cell, hidden_size=32, embed_size=8, layers=1)
+    trainer = make_trainer(text, max_steps=150, precision="bf16", model=model)
     before = trainer.model.decoder.weight.detach().clone()
     trainer.run()
     assert not trainer.scaler.is_enabled()  # only fp16 scales the loss
@@ -152,6 +159,14 @@ def test_bf16_autocast_trains():
 def test_fp16_on_a_cpu_is_refused_with_the_way_out():
     with pytest.raises(CharnnError, match="fp16 needs a GPU; on a CPU use bf16"):
         make_trainer("hello world", precision="fp16")
+
+
+def test_bf16_lstm_on_a_cpu_without_its_kernel_is_refused_with_the_way_out(monkeypatch):
+    monkeypatch.setattr(charnn.devices, "cpu_runs_lstm_in_bf16", lambda: False)
+    with pytest.raises(CharnnError, match="no bf16 LSTM kernel .* use --precision fp32"):
+        make_trainer("hello world", precision="bf16")
+    cifg = ModelConfig(cell="cifg", hidden_size=32, embed_size=8, layers=1)
+    make_trainer("hello world", precision="bf16", model=cifg)  # a written-out cell still runs
 
 
 def test_threads_setting_reaches_pytorch(tmp_path):
@@ -378,24 +393,32 @@ def test_a_width_given_explicitly_is_timed_alone_so_its_dropout_is_still_planned
     assert plan.config.model.dropout == 0.5 and plan.config.model.hidden_size == 48
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_a_time_budget_trains_in_bf16_where_the_cpu_has_it(tmp_path, monkeypatch, native):
-    """The trainer asks the CPU, picks bf16 only where it is native, and says so."""
+@pytest.mark.parametrize(
+    ("native", "cell", "lstm_kernel", "bf16"),
+    [(True, "cifg", False, True), (False, "cifg", True, False), (True, "lstm", False, False)],
+)
+def test_a_time_budget_trains_in_bf16_where_the_cpu_has_it(
+    tmp_path, monkeypatch, native, cell, lstm_kernel, bf16
+):
+    """The trainer asks the CPU, picks bf16 only where it is native and has the cell's kernel
+    (the written-out cifg runs in it anywhere), and says so."""
     import charnn.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(charnn.devices, "cpu_runs_lstm_in_bf16", lambda: lstm_kernel)
     corpus = tmp_path / "c.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 40, encoding="utf-8")
+    model = ModelConfig(cell=cell, hidden_size=16)
     config = TrainConfig(
-        corpus=str(corpus), model=ModelConfig(hidden_size=16), time_budget=60, max_steps=2,
+        corpus=str(corpus), model=model, time_budget=60, max_steps=2,
         batch_size=4, seq_len=16, device="cpu", checkpoint_dir=str(tmp_path / "runs"),
     )  # fmt: skip
     events: list = []
     result = trainer_module.train(config, events.append, given={"hidden_size"})
     saved = load_checkpoint(result.run_dir / "last.pt")
-    assert saved.train_config.precision == ("bf16" if native else "fp32")
+    assert saved.train_config.precision == ("bf16" if bf16 else "fp32")
     notices = [e.message for e in events if isinstance(e, trainer_module.Notice)]
-    assert any("bf16 autocast" in n for n in notices) == native
+    assert any("bf16 autocast" in n for n in notices) == bf16
 
 
 def test_evaluations_score_the_eval_chars_sample_and_say_so():
