@@ -159,7 +159,10 @@ def read_events(response):
 
 def test_streaming_delivers_characters_before_the_end(served):
     url, _ = served
-    body = {"prime": "The ", "length": 3000, "seed": 5, "stream": True}
+    # long enough that the generation outlasts the response's start on a slow CPU (at 3,000
+    # characters an AVX2-only EPYC once had them all ready before the first write)
+    length = 20_000
+    body = {"prime": "The ", "length": length, "seed": 5, "stream": True}
     with httpx.stream("POST", f"{url}/v1/sample", json=body, timeout=60) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = list(read_events(response))
@@ -168,7 +171,7 @@ def test_streaming_delivers_characters_before_the_end(served):
     name, end = events[-1]
     assert name == "end" and [n for n, _ in events].count("end") == 1
     assert "".join(pieces) == end["samples"][0]["text"]
-    assert len(end["samples"][0]["text"]) == 3000
+    assert len(end["samples"][0]["text"]) == length
     plain = post(url, {k: v for k, v in body.items() if k != "stream"}).json()
     assert plain["samples"] == end["samples"]  # streaming changes only the delivery
 
