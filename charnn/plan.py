@@ -6,9 +6,10 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
 
 - **Width**: with a time budget, the widest model that still trains on at least
   CHARS_PER_PARAMETER characters per parameter. A wider model learns more per character but
-  sees fewer of them; on this machine it picks 2x256 up to 2 minutes and 2x384 at 5 and 10
-  minutes, what measured best (bench/RESULTS.md). At most USEFUL_PASSES passes over the text
-  count: a text read again teaches less each time. Without a budget: 256.
+  sees fewer of them; on the development machine it picks 2x256 up to 2 minutes and 2x384 at 5
+  and 10 minutes, what measured best (bench/RESULTS.md). At most USEFUL_PASSES passes over the
+  text count: a text read again teaches less each time. 2x128 only where 2x256 would train
+  under MIN_CHARS_PER_PARAMETER (a short budget on a slow CPU). Without a budget: 256.
 - **Dropout and DropConnect**: from the passes over the training split the run will make: a
   model that sees its text many times memorises it unless regularised. Beyond 20 passes dropout
   alone no longer holds it (a 0.1 MB text at 2 minutes, 21-38 passes: 2.29 bits/char with
@@ -35,13 +36,20 @@ from typing import Any
 from charnn.config import FALLBACK, TrainConfig
 
 DEFAULT_EPOCHS = 10  # when no --max-steps, --epochs or --time-budget is given
-# the widths a time budget chooses from; 128 is not one: it trailed 256 at 1 minute on each of
-# four corpora (bench/RESULTS.md, "Any corpus"), and is no faster to plan
-WIDTHS = (256, 384, 512, 768, 1024)
+# the widths a time budget chooses from, narrowest first
+WIDTHS = (128, 256, 384, 512, 768, 1024)
 # 1.0 chose 2x384 at 2 minutes, 3.5-6.5% worse than 2x256 (3 corpora); 1.5 chose 2x512 at 10
 # minutes (1.9 characters per parameter), 5.8% worse than 2x384 on the Russian corpus (and on
 # pydoc); 2x384 at 5 minutes on tinyshakespeare (2.7) beat 2x256 by 2%
 CHARS_PER_PARAMETER = 2.0
+# Narrower than FALLBACK's 256 only where it would train under MIN_CHARS_PER_PARAMETER (every
+# character counted, read once or again): a budget too short for enough steps. On a CPU 4x
+# slower than the one above (an AVX2-only EPYC, fp32), 2x128 beat 2x256 where 2x256 trained
+# 0.7-0.8 characters per parameter (tinyshakespeare 70 s: 2.2763 against 2.3496; pydoc 1
+# minute: 1.7639 against 1.7864) and lost at 1.3 (pydoc 2 minutes: 1.6857 against 1.6547);
+# on the faster CPU, 2x256 got 2.5 or more at every budget, and beat 2x128 at 1 minute on
+# four corpora (bench/RESULTS.md, "Any corpus" and "Twelfth pass").
+MIN_CHARS_PER_PARAMETER = 1.0
 TRAINING_SHARE = 0.85  # of a budget spent on training steps at the calibrated speed (evaluations)
 # A text read again teaches less each time (Muennighoff et al. 2023): the width rule counts at
 # most USEFUL_PASSES passes over it. Counting all chose 2x512 for 10 minutes on 0.47 MB (15
@@ -180,12 +188,18 @@ def chars_within_limits(
 
 
 def affordable(config: TrainConfig, facts: Facts, width: int) -> bool:
-    """Whether a model this wide gets enough characters per parameter (when measured), counting
-    at most USEFUL_PASSES passes over the training split."""
+    """Whether a model this wide gets enough characters per parameter (when measured): up to
+    FALLBACK's width MIN_CHARS_PER_PARAMETER of all it trains, and wider CHARS_PER_PARAMETER
+    counting at most USEFUL_PASSES passes over the training split."""
     chars = expected_chars(config, facts, width)
-    if chars is not None and facts.train_chars:
+    if chars is None:
+        return False
+    parameters = facts.widths[width].parameters
+    if width <= FALLBACK["hidden_size"]:  # too few steps, however often the text is read
+        return chars >= MIN_CHARS_PER_PARAMETER * parameters
+    if facts.train_chars:
         chars = min(chars, USEFUL_PASSES * facts.train_chars)
-    return chars is not None and chars >= CHARS_PER_PARAMETER * facts.widths[width].parameters
+    return chars >= CHARS_PER_PARAMETER * parameters
 
 
 def eval_interval(config: TrainConfig, facts: Facts) -> int | None:
@@ -218,7 +232,7 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
             wanted["precision"] = "bf16"
             reasons.append("a CPU that multiplies bf16 in hardware")
     width = _value(config, "hidden_size")
-    if width is None:
+    if width is None and budget is not None:  # without a budget, speeds choose nothing
         measured = [w for w in WIDTHS if w in facts.widths]
         fitting = [w for w in measured if affordable(config, facts, w)]
         width = max(fitting) if fitting else min(measured) if measured else None

@@ -233,7 +233,7 @@ def test_lr_decay_flag_reaches_the_run(tmp_path, corpus):
 @pytest.mark.slow
 def test_a_time_budget_plans_the_model_unless_told(tmp_path, corpus):
     for extra, expected, decay in [
-        ([], 256, 0.1),  # 2 steps train too few characters for more than the narrowest width
+        ([], 128, 0.1),  # 2 steps train too few characters for more than the narrowest width
         (["--hidden-size", "48", "--weight-decay", "0"], 48, 0),
     ]:
         name = f"run{expected}"

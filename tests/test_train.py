@@ -18,6 +18,7 @@ from charnn.plan import (
     EVAL_COST,
     EVAL_SHARE,
     MANY_PASSES,
+    MIN_CHARS_PER_PARAMETER,
     PATIENCE,
     REGULARISED,
     TRAINING_SHARE,
@@ -187,6 +188,7 @@ def test_threads_setting_reaches_pytorch(tmp_path):
 
 # measured-looking speeds: each width trains slower and has more parameters than the last
 WIDTHS = {
+    128: Width(chars_per_sec=80_000, parameters=250_000),
     256: Width(chars_per_sec=30_000, parameters=870_000),
     384: Width(chars_per_sec=15_000, parameters=1_870_000),
     512: Width(chars_per_sec=11_000, parameters=3_300_000),
@@ -206,8 +208,15 @@ def test_a_time_budget_plans_the_widest_model_that_gets_enough_characters():
     exactly = WIDTHS[384].parameters * CHARS_PER_PARAMETER / (TRAINING_SHARE * 15_000)
     assert planned(TrainConfig(time_budget=exactly * 1.0001)).model.hidden_size == 384
     assert planned(TrainConfig(time_budget=exactly * 0.99)).model.hidden_size == 256
+    # 256 down to MIN_CHARS_PER_PARAMETER of all it trains; under that, 128
+    floor = WIDTHS[256].parameters * MIN_CHARS_PER_PARAMETER / (TRAINING_SHARE * 30_000)
+    assert planned(TrainConfig(time_budget=floor * 1.0001)).model.hidden_size == 256
+    assert planned(TrainConfig(time_budget=floor * 0.99)).model.hidden_size == 128
+    # ...however small the text: the floor is about steps, not passes (USEFUL_PASSES not applied)
+    many_passes = TrainConfig(time_budget=floor * 1.0001)
+    assert planned(many_passes, train_chars=10_000).model.hidden_size == 256
     tiny = TrainConfig(time_budget=1)  # nothing fits: the narrowest measured
-    assert planned(tiny).model.hidden_size == 256
+    assert planned(tiny).model.hidden_size == 128
     chosen_width = TrainConfig(time_budget=600, model=ModelConfig(hidden_size=100))
     assert planned(chosen_width).model.hidden_size == 100  # chosen: kept
     assert planned(TrainConfig(max_steps=10)).model.hidden_size == 256  # no budget: fallback
@@ -221,7 +230,7 @@ def test_the_width_rule_counts_at_most_useful_passes_over_a_small_text():
     long = TrainConfig(time_budget=1200)
     assert planned(long, train_chars=int(needed) + 1000).model.hidden_size == 512
     assert planned(long, train_chars=int(needed) - 1000).model.hidden_size == 384
-    assert planned(long, train_chars=10_000).model.hidden_size == 256  # the narrowest
+    assert planned(long, train_chars=10_000).model.hidden_size == 256  # FALLBACK's floor holds
 
 
 def test_dropout_is_planned_from_the_passes_over_the_training_split():
@@ -348,15 +357,15 @@ def test_calibration_measures_widths_until_one_no_longer_fits():
 
     config = TrainConfig(time_budget=1, batch_size=4, seq_len=8)  # 1 s: too short for any
     facts = calibrate(config, Facts(train_chars=10**5), vocab_size=20, device=torch.device("cpu"))
-    assert list(facts.widths) == [256]  # too wide already: none wider is tried
-    assert facts.widths[256].chars_per_sec > 0
+    assert list(facts.widths) == [128]  # too wide already: none wider is tried
+    assert facts.widths[128].chars_per_sec > 0
     assert (
-        facts.widths[256].parameters
-        == 4 * 256 * (64 + 256 + 2) + 4 * 256 * (256 + 256 + 2) + 20 * 64 + 257 * 20
+        facts.widths[128].parameters
+        == 4 * 128 * (64 + 128 + 2) + 4 * 128 * (128 + 128 + 2) + 20 * 64 + 129 * 20
     )
     roomy = calibrate(replace(config, time_budget=3600), Facts(train_chars=10**7), 20,
                       torch.device("cpu"))  # fmt: skip
-    assert list(roomy.widths)[:2] == [256, 384]  # narrowest first, on while they fit
+    assert list(roomy.widths)[:3] == [128, 256, 384]  # narrowest first, on while they fit
 
 
 def test_calibration_takes_the_median_step_so_one_slow_step_does_not_move_the_plan(monkeypatch):

@@ -26,8 +26,10 @@ from charnn.plan import (
     CHARS_PER_PARAMETER,
     EVAL_SHARE,
     MANY_PASSES,
+    MIN_CHARS_PER_PARAMETER,
     PATIENCE,
     USEFUL_PASSES,
+    WIDTHS,
     by_passes,
 )
 
@@ -78,7 +80,8 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     default=None,
     help="Units per layer [default: planned; with a --time-budget the widest model that trains "
     f"on {CHARS_PER_PARAMETER:g} characters per parameter, counting at most {USEFUL_PASSES:g} "
-    f"passes over the text, else {FALLBACK['hidden_size']}].",
+    f"passes over the text ({WIDTHS[0]} where {FALLBACK['hidden_size']} would train under "
+    f"{MIN_CHARS_PER_PARAMETER:g} per parameter), else {FALLBACK['hidden_size']}].",
 )
 @click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
 @click.option(
