@@ -44,11 +44,12 @@ WIDTHS = (128, 256, 384, 512, 768, 1024)
 CHARS_PER_PARAMETER = 2.0
 # Narrower than FALLBACK's 256 only where it would train under MIN_CHARS_PER_PARAMETER (every
 # character counted, read once or again): a budget too short for enough steps. On a CPU 4x
-# slower than the one above (an AVX2-only EPYC, fp32), 2x128 beat 2x256 where 2x256 trained
-# 0.7-0.8 characters per parameter (tinyshakespeare 70 s: 2.2763 against 2.3496; pydoc 1
-# minute: 1.7639 against 1.7864) and lost at 1.3 (pydoc 2 minutes: 1.6857 against 1.6547);
-# on the faster CPU, 2x256 got 2.5 or more at every budget, and beat 2x128 at 1 minute on
-# four corpora (bench/RESULTS.md, "Any corpus" and "Twelfth pass").
+# slower than the development machine (an AVX2-only EPYC, fp32), 2x128 beat 2x256 where 2x256
+# trained 0.7-0.8 characters per parameter (tinyshakespeare 70 s: 2.2763 against 2.3496; pydoc
+# 1 minute: 1.7639 against 1.7864) and lost at 1.3-1.4 (pydoc 2 minutes: 1.6857 against
+# 1.6547; tinyshakespeare 2 minutes); on the development machine 2x256 got 1.9 or more at every
+# budget, and at 1.7-2.3 beat 2x128 on four corpora (bench/RESULTS.md, "Any corpus" and
+# "Twelfth pass").
 MIN_CHARS_PER_PARAMETER = 1.0
 TRAINING_SHARE = 0.85  # of a budget spent on training steps at the calibrated speed (evaluations)
 # A text read again teaches less each time (Muennighoff et al. 2023): the width rule counts at
