@@ -50,9 +50,10 @@ def precision_problem(device: torch.device, precision: str, cell: str) -> str | 
     say what to do instead."""
     if device.type != "cpu" or precision == "fp32":
         return None
+    no_bf16 = cell == "lstm" and not cpu_runs_lstm_in_bf16()
     if precision == "fp16":  # oneDNN has no fp16 LSTM kernel
-        return "--precision fp16 needs a GPU; on a CPU use bf16 or fp32"
-    if cell == "lstm" and not cpu_runs_lstm_in_bf16():
+        return f"--precision fp16 needs a GPU; on a CPU use {'fp32' if no_bf16 else 'bf16 or fp32'}"
+    if no_bf16:
         return (
             "--precision bf16: this CPU has no bf16 LSTM kernel (oneDNN's needs AVX-512); use "
             "--precision fp32, which is faster here anyway"

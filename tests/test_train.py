@@ -157,8 +157,10 @@ def test_bf16_autocast_trains(cell):
     assert trainer.best_val_bpc < 2.0  # it learned (from about 4.3 bits/char at the start)
 
 
-def test_fp16_on_a_cpu_is_refused_with_the_way_out():
-    with pytest.raises(CharnnError, match="fp16 needs a GPU; on a CPU use bf16"):
+@pytest.mark.parametrize(("lstm_kernel", "way_out"), [(True, "bf16 or fp32"), (False, "fp32")])
+def test_fp16_on_a_cpu_is_refused_with_the_way_out(monkeypatch, lstm_kernel, way_out):
+    monkeypatch.setattr(charnn.devices, "cpu_runs_lstm_in_bf16", lambda: lstm_kernel)
+    with pytest.raises(CharnnError, match=f"fp16 needs a GPU; on a CPU use {way_out}$"):
         make_trainer("hello world", precision="fp16")
 
 
