@@ -112,20 +112,25 @@ def test_a_run_saved_before_beta1_was_planned_resumes_with_pytorchs_0_9(tmp_path
     assert {group["betas"] for group in groups} == {(0.9, BETA2)}
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_a_run_resumed_on_a_cpu_without_its_arithmetic_goes_on_in_fp32(
-    tmp_path, small_corpus, monkeypatch
+    tmp_path, small_corpus, monkeypatch, precision
 ):
     """A run planned in bf16 on a CPU with the kernel, resumed on one without it (an AVX2-only
-    EPYC), trains on in fp32 and says so; asking for bf16 there is refused."""
+    EPYC), or one trained in fp16 on a GPU and resumed on a CPU, trains on in fp32 and says so;
+    asking for that precision there is refused."""
     train(config_for(small_corpus, tmp_path, "run", max_steps=8), stop_requested=stop_after(4))
     last = tmp_path / "ck" / "run" / "last.pt"
     payload = read_payload(last)
-    payload["train_config"]["precision"] = "bf16"  # as a run planned where bf16 runs saves it
+    payload["train_config"]["precision"] = precision  # as a run where it runs saves it
+    if precision == "fp16":  # ...with its gradient scaler's state
+        payload["resume"]["grad_scaler"] = {"scale": 1024.0, "growth_factor": 2.0,
+            "backoff_factor": 0.5, "growth_interval": 2000, "_growth_tracker": 3}  # fmt: skip
     save_atomic(payload, last)
     monkeypatch.setattr(charnn.devices, "cpu_runs_lstm_in_bf16", lambda: False)
-    with pytest.raises(CharnnError, match="--precision bf16"):
+    with pytest.raises(CharnnError, match=f"--precision {precision}"):
         train(
-            config_for(small_corpus, tmp_path, "run", max_steps=8, precision="bf16"),
+            config_for(small_corpus, tmp_path, "run", max_steps=8, precision=precision),
             resume=last.parent,
         )
     notices: list = []
@@ -135,7 +140,7 @@ def test_a_run_resumed_on_a_cpu_without_its_arithmetic_goes_on_in_fp32(
     assert again.steps == 8
     assert read_payload(last)["train_config"]["precision"] == "fp32"
     said = [getattr(event, "message", "") for event in notices]
-    assert "this machine cannot train this model in bf16: training in fp32 instead" in said
+    assert f"this machine cannot train this model in {precision}: training in fp32 instead" in said
 
 
 def test_non_finite_loss_stops_without_saving_it(tmp_path, small_corpus, monkeypatch):
