@@ -18,8 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from charnn.config import FALLBACK, TrainConfig
-from charnn.devices import adamw, autocast, precision_problem
-from charnn.errors import CharnnError
+from charnn.devices import adamw, autocast, check_precision
 from charnn.model import CharRNN, num_parameters
 from charnn.plan import WIDTHS, Facts, Width, affordable
 
@@ -30,9 +29,7 @@ TIMED_STEPS = 5
 def calibrate(config: TrainConfig, facts: Facts, vocab_size: int, device: torch.device) -> Facts:
     """`facts` with the training speed of each width worth trying (a second or a few)."""
     precision = config.precision or ("bf16" if facts.native_bf16 else "fp32")
-    problem = precision_problem(device, precision, config.model.cell)
-    if problem:  # refused before timing anything in it
-        raise CharnnError(problem)
+    check_precision(device, precision, config.model.cell)  # before timing anything in it
     batch, seq_len = config.batch_size, config.seq_len
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(vocab_size, (batch, seq_len + 1), generator=generator).to(device)

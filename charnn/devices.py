@@ -61,6 +61,13 @@ def precision_problem(device: torch.device, precision: str, cell: str) -> str | 
     return None
 
 
+def check_precision(device: torch.device, precision: str, cell: str) -> None:
+    """Refuse, in one line, a precision that `cell` cannot train in on `device`."""
+    problem = precision_problem(device, precision, cell)
+    if problem:
+        raise CharnnError(problem)
+
+
 @cache  # a fact about this machine's CPU and PyTorch
 def cpu_runs_lstm_in_bf16() -> bool:
     """Whether PyTorch's LSTM runs under bf16 autocast on this CPU: oneDNN refuses to build the

@@ -28,6 +28,7 @@ from charnn.data import TrainStreams, fit_shape, split_train_val
 from charnn.devices import (
     adamw,
     autocast,
+    check_precision,
     cpu_has_native_bf16,
     precision_problem,
     resolve_device,
@@ -122,9 +123,7 @@ class Trainer:
         self.writer = RunWriter(run_dir, config.keep) if run_dir and ranks.is_main else None
         self.emit = (on_event if ranks.is_main else None) or (lambda event: None)
         self.stop_requested = stop_requested or (lambda: False)
-        problem = precision_problem(self.device, decided(config.precision), config.model.cell)
-        if problem:
-            raise CharnnError(problem)
+        check_precision(self.device, decided(config.precision), config.model.cell)
 
         torch.manual_seed(config.seed)
         model_config = replace(config.model, vocab_size=len(vocab))
@@ -514,8 +513,9 @@ def train(
 
 def in_arithmetic_here(run: PreparedRun, device: torch.device, given: set[str]) -> PreparedRun:
     """A run trains in its precision unless this machine cannot compute in it (a run planned in
-    bf16 on a CPU with the kernel, resumed on one without): then in fp32, with a notice. A
-    precision given now is left for the Trainer to refuse."""
+    bf16 on a CPU with the kernel and resumed on one without, or trained in fp16 on a GPU and
+    resumed on a CPU): then in fp32, with a notice. A precision given now is left for the
+    Trainer to refuse."""
     precision = decided(run.config.precision)
     problem = precision_problem(device, precision, run.config.model.cell)
     if not problem or "precision" in given:
