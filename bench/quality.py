@@ -14,8 +14,9 @@ patience stops a few evaluations after its best). Both are on the whole validati
 except where it holds more than the run's --eval-chars: the run's evaluations scored that
 sample of it, and this script scores best.pt on the whole split itself. With
 --neighbours, each defaults run is followed by runs of the settings next to what its plan
-chose: the next dropout up (DROPOUTS), the next width down and up (WIDTHS), and with
---weight-drop P, DropConnect P on the planned model. Runs are made one after another: run
+chose: the next dropout up (DROPOUTS), the next width down and up (WIDTHS), the other β1
+(0.5 and 0.9, the two the plan picks from), and with --weight-drop P, DropConnect P on the
+planned model. Runs are made one after another: run
 nothing else on the machine meanwhile. `charnn data get tinyshakespeare` fetches the classic
 corpus.
 """
@@ -35,8 +36,9 @@ import numpy as np
 
 from charnn.cache import load_corpus
 from charnn.checkpoint import load_checkpoint, read_payload
+from charnn.config import FALLBACK
 from charnn.evaluator import total_nats
-from charnn.plan import WIDTHS
+from charnn.plan import BETA1_MANY_PASSES, WIDTHS
 
 DROPOUTS = (0.0, 0.1, 0.2, 0.3, 0.5)
 HEADER = "| corpus | size | budget | flags | steps | passes | plan | val bits/char | best |"
@@ -84,6 +86,9 @@ def neighbours(config: dict, weight_drop: float | None) -> list[str]:
     if width in WIDTHS:
         at = WIDTHS.index(width)
         sweeps += [f"--hidden-size {w}" for w in WIDTHS[max(at - 1, 0) : at + 2] if w != width]
+    betas = (FALLBACK["beta1"], BETA1_MANY_PASSES)
+    if config.get("beta1") in betas:
+        sweeps.append(f"--beta1 {betas[1 - betas.index(config['beta1'])]}")
     if weight_drop is not None:
         sweeps.append(f"--weight-drop {weight_drop}")
     return sweeps
