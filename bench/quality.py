@@ -86,9 +86,9 @@ def neighbours(config: dict, weight_drop: float | None) -> list[str]:
     if width in WIDTHS:
         at = WIDTHS.index(width)
         sweeps += [f"--hidden-size {w}" for w in WIDTHS[max(at - 1, 0) : at + 2] if w != width]
-    betas = (FALLBACK["beta1"], BETA1_MANY_PASSES)
-    if config.get("beta1") in betas:
-        sweeps.append(f"--beta1 {betas[1 - betas.index(config['beta1'])]}")
+    other_beta1 = {FALLBACK["beta1"]: BETA1_MANY_PASSES, BETA1_MANY_PASSES: FALLBACK["beta1"]}
+    if config.get("beta1") in other_beta1:
+        sweeps.append(f"--beta1 {other_beta1[config['beta1']]}")
     if weight_drop is not None:
         sweeps.append(f"--weight-drop {weight_drop}")
     return sweeps
