@@ -1,11 +1,12 @@
-"""Training speed of every cell at the default model size, against PyTorch's fused LSTM.
+"""Training speed of every cell at one width (the default model's), against PyTorch's fused LSTM.
 
-    python bench/cells.py [--steps 6] [--rounds 3] [--precision fp32|bf16]
+    python bench/cells.py [--steps 6] [--rounds 3] [--precision fp32|bf16] [--hidden-size 256]
 
 For each cell it times forward + backward + clipping + AdamW on batches of the default shape
 (B x T characters) and prints training chars/s (best of the rounds) and the ratio to the fused
 `lstm` measured in the same run. The issue's target: peephole and cifg at least 0.5. With
---precision bf16 the forward pass and loss run under bf16 autocast, as training does then.
+--precision bf16 the forward pass and loss run under bf16 autocast, as training does then;
+--hidden-size times another width (the default: the fallback model's).
 """
 
 from __future__ import annotations
@@ -50,17 +51,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--hidden-size", type=int, default=FALLBACK["hidden_size"])
     args = parser.parse_args()
     batch, seq = TrainConfig.batch_size, TrainConfig.seq_len
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, default model "
-        f"{ModelConfig.layers}x{FALLBACK['hidden_size']}, batch {batch} x {seq}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, model "
+        f"{ModelConfig.layers}x{args.hidden_size}, batch {batch} x {seq}, "
         f"{args.precision}, best of {args.rounds}"
     )
     results = {}
     for cell in CELLS:
         torch.manual_seed(0)
-        model = CharRNN(ModelConfig(vocab_size=VOCAB, cell=cell))
+        model = CharRNN(ModelConfig(vocab_size=VOCAB, cell=cell, hidden_size=args.hidden_size))
         path = "fused" if cell in ("rnn", "rnn-relu", "lstm", "gru") else "hand-written"
         results[cell] = (
             path,
