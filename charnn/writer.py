@@ -2,7 +2,8 @@
 
 A save writes last.pt (best.pt on a new best, step-N.pt with --keep), each atomically, and only
 then appends its metrics line: a run killed at any moment leaves a folder whose every metrics
-line has a checkpoint behind it.
+line has a checkpoint behind it. Old snapshots are removed only after the new one is written, so
+a kill between the two leaves one more than --keep, until the next save prunes it.
 """
 
 from __future__ import annotations
