@@ -73,7 +73,8 @@ PATIENCE = 3
 # and for the hundreds of passes a long budget makes over a small text, AWD-LSTM's strength (0.1 MB
 # for 10 minutes, 196 passes: best 1.97 bits/char with 0.5 and 0.5, 2.07 with 0.3 and 0.2; at 2
 # minutes, 35-44 passes, 0.5 and 0.5 was 2.8% behind). At the switch, 80 passes, 0.5 and 0.5 led by
-# 2.2%: it might come earlier (bench/RESULTS.md, "Ninth pass" and "Tenth pass").
+# 2.2%, and at 54 passes (a slower CPU's 10 minutes) 1.4%: it might come earlier (bench/RESULTS.md,
+# "Ninth pass", "Tenth pass" and "Seventeenth pass").
 REGULARISATION_BY_PASSES = (
     (3.5, 0.0, 0.0),
     (7.0, 0.1, 0.0),
