@@ -14,14 +14,15 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
   model that sees its text many times memorises it unless regularised. Beyond 20 passes dropout
   alone no longer holds it (a 0.1 MB text at 2 minutes, 21-38 passes: 2.29 bits/char with
   dropout 0.3, 2.09 with DropConnect 0.2 on the recurrent weights as well; bench/RESULTS.md),
-  and for the hundreds of passes of a long budget on a small text both go up to 0.5.
+  and past 35 passes both go up to 0.5.
 - **Patience**: a run past MANY_PASSES stops once it stops improving (best.pt keeps its best).
 - **AdamW's β1**: 0.5, a short memory of past gradients, up to MANY_PASSES; 0.9 beyond.
 - **Re-planned once**: a time-budgeted run measures its own speed over REPLAN_AT of its budget
   and re-decides its regularisation from the passes it will really make (`replan`).
-- **Evaluations**: every 1000 steps, or further apart where that would spend more than
-  EVAL_SHARE of the training time on them (a big corpus's sampled validation split took a
-  fifth of it).
+- **Evaluations**: every 1000 steps or every EVAL_PASSES passes over a small text, whichever
+  comes first (a small text is memorised between two evaluations 1000 steps apart), but further
+  apart where that would spend more than EVAL_SHARE of the training time on them (a big
+  corpus's sampled validation split took a fifth of it).
 - **Precision**: bf16 autocast under a time budget where the CPU multiplies bf16 in hardware:
   about 1.2-1.4x the steps in the same time, and lower bits/char.
 """
@@ -59,7 +60,8 @@ TRAINING_SHARE = 0.85  # of a budget spent on training steps at the calibrated s
 # text 6 times (bench/RESULTS.md, "Any corpus").
 USEFUL_PASSES = 10.0
 # Past MANY_PASSES a run starts to memorise: DropConnect comes on, and the run stops after
-# PATIENCE evaluations without a new best (best.pt holds the best).
+# PATIENCE evaluations 1000 steps apart without a new best (best.pt holds the best); as many
+# more as cover as many steps where evaluations come more often (`patience_for`).
 MANY_PASSES = 20.0
 PATIENCE = 3
 # (passes over the training split up to, dropout, weight drop): on tinyshakespeare no dropout was
@@ -70,17 +72,18 @@ PATIENCE = 3
 # tinyshakespeare's 10 minutes), 0.3 beat 0.2 at 18 (pydoc), and at the switch, 12, they were even.
 # DropConnect 0.1 at 7-11 passes gained 0.5-1.0% in the same steps but trained 11-24% fewer steps in
 # a budget, and lost three 2-minute budgets of four (pydoc); past 20 passes DropConnect comes on;
-# and for the hundreds of passes a long budget makes over a small text, AWD-LSTM's strength (0.1 MB
-# for 10 minutes, 196 passes: best 1.97 bits/char with 0.5 and 0.5, 2.07 with 0.3 and 0.2; at 2
-# minutes, 35-44 passes, 0.5 and 0.5 was 2.8% behind). At the switch, 80 passes, 0.5 and 0.5 led by
-# 2.2%, and at 54 passes (a slower CPU's 10 minutes) 1.4%: it might come earlier (bench/RESULTS.md,
-# "Ninth pass", "Tenth pass" and "Seventeenth pass").
+# and past 35 passes both at 0.5, AWD-LSTM's strength (0.1 MB for 10 minutes, 196 passes: best
+# 1.97 bits/char with 0.5 and 0.5, 2.07 with 0.3 and 0.2). In pairs run one after the other on
+# one CPU, 0.5 and 0.5 led 0.3 and 0.2 by 1.5-5.3% at 36-40 passes (50,000 characters each of
+# pydoc, Russian text and code) and by 1.4-6.4% at 49-60 (those three, Vim's manual); where
+# dropout 0.5 with DropConnect 0.2 led at 49-60, 0.5 and 0.5 was within 1% of it
+# (bench/RESULTS.md, "Ninth pass" and "Eighteenth pass").
 REGULARISATION_BY_PASSES = (
     (3.5, 0.0, 0.0),
     (7.0, 0.1, 0.0),
     (12.0, 0.2, 0.0),
     (MANY_PASSES, 0.3, 0.0),
-    (80.0, 0.3, 0.2),
+    (35.0, 0.3, 0.2),
     (math.inf, 0.5, 0.5),
 )
 # AdamW's β1, how long a memory of past gradients its steps follow: 0.5 trained better than
@@ -99,6 +102,12 @@ BETA1_MANY_PASSES = 0.9  # past MANY_PASSES; below, FALLBACK's 0.5
 # and 5,027 steps to 1.7748 with evaluations planned so.
 EVAL_COST = 0.5
 EVAL_SHARE = 0.05
+# A small text is memorised between two evaluations 1000 steps apart: 2x256 for 5 minutes on
+# 45,000 training characters of pydoc (dropout 0.3, DropConnect 0.2; 23 passes per 1000 steps)
+# was best at step 700, 16 passes (2.4074 bits/char), and worse at every evaluation after; the
+# evaluations at every 1000 steps kept 2.4769 (bench/RESULTS.md, "Eighteenth pass"). So they
+# come at least every EVAL_PASSES passes over the training split (in hundreds of steps).
+EVAL_PASSES = 2.0
 MODEL_FIELDS = ("hidden_size", "dropout", "weight_drop")
 REGULARISED = ("dropout", "weight_drop", "patience", "beta1")  # what follows from the passes alone
 FROM_PASSES = ("hidden_size", *REGULARISED)  # ...and the width
@@ -205,13 +214,21 @@ def affordable(config: TrainConfig, facts: Facts, width: int) -> bool:
 
 
 def eval_interval(config: TrainConfig, facts: Facts) -> int | None:
-    """Steps between evaluations: FALLBACK's, or as many more (in hundreds) as keep them within
-    EVAL_SHARE of the training time (None when the validation split is unknown)."""
+    """Steps between evaluations: FALLBACK's, or fewer where EVAL_PASSES passes over the training
+    split take fewer, but never so few (in hundreds) that they take more than EVAL_SHARE of the
+    training time (None when the validation split is unknown)."""
     if not facts.eval_chars_read:
         return None
     step_chars = config.batch_size * config.seq_len
-    steps = facts.eval_chars_read * EVAL_COST / (EVAL_SHARE * step_chars)
-    return max(FALLBACK["eval_every"], math.ceil(steps / 100) * 100)
+    often = FALLBACK["eval_every"]
+    if facts.train_chars:
+        often = min(often, _hundreds(EVAL_PASSES * facts.train_chars / step_chars))
+    return max(often, _hundreds(facts.eval_chars_read * EVAL_COST / (EVAL_SHARE * step_chars)))
+
+
+def _hundreds(steps: float) -> int:
+    """`steps` rounded up to hundreds, at least 100."""
+    return max(100, math.ceil(steps / 100) * 100)
 
 
 def needs_speeds(config: TrainConfig) -> bool:
@@ -241,10 +258,11 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
         wanted["hidden_size"] = width
     chars = expected_chars(config, facts, width or FALLBACK["hidden_size"])
     passes = chars / facts.train_chars if chars is not None and facts.train_chars else None
+    wanted["eval_every"] = eval_interval(config, facts)
     if passes is not None:
         reasons.append(f"{passes:.1f} passes over {facts.train_chars:,} training characters")
-        wanted.update(regularisation(passes))
-    wanted["eval_every"] = eval_interval(config, facts)
+        every = config.eval_every or wanted["eval_every"] or FALLBACK["eval_every"]
+        wanted.update(regularisation(passes, every))
     chosen = {
         name: value
         for name, value in wanted.items()
@@ -256,13 +274,22 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
     return Plan(planned, chosen, why, chars, passes, from_passes)
 
 
-def regularisation(passes: float) -> dict[str, Any]:
-    """Dropout, weight drop, patience and β1 for a run that will make `passes` over its text."""
+def regularisation(passes: float, eval_every: int = FALLBACK["eval_every"]) -> dict[str, Any]:
+    """Dropout, weight drop, patience and β1 for a run that will make `passes` over its text,
+    evaluated every `eval_every` steps."""
     _, dropout, weight_drop = next(t for t in REGULARISATION_BY_PASSES if passes <= t[0])
     many = passes > MANY_PASSES
     beta1 = BETA1_MANY_PASSES if many else FALLBACK["beta1"]
-    return {"dropout": dropout, "weight_drop": weight_drop, "patience": PATIENCE if many else 0,
-            "beta1": beta1}  # fmt: skip
+    patience = patience_for(eval_every) if many else 0
+    return {"dropout": dropout, "weight_drop": weight_drop, "patience": patience, "beta1": beta1}
+
+
+def patience_for(eval_every: int) -> int:
+    """Evaluations without a new best before a run stops: PATIENCE, or as many more as cover the
+    same steps where evaluations come more often than FALLBACK's. Evaluated every 100 steps,
+    2x256 on 45,000 characters of code (dropout and DropConnect 0.5) was best at step 1,000
+    (2.1886 bits/char), not at the next 3 evaluations, and best again at 1,400 (2.1680)."""
+    return max(PATIENCE, math.ceil(PATIENCE * FALLBACK["eval_every"] / eval_every))
 
 
 def replan(
@@ -279,7 +306,8 @@ def replan(
     if config.time_budget is None or chars is None:
         raise ValueError("only a time-budgeted run is re-planned")
     passes, planned = chars / train_chars, set(planned)
-    wanted = {k: v for k, v in regularisation(passes).items() if k in planned}
+    every = config.eval_every or FALLBACK["eval_every"]
+    wanted = {k: v for k, v in regularisation(passes, every).items() if k in planned}
     changed = {k: v for k, v in wanted.items() if _value(config, k) != v}
     return _with(config, changed), changed, passes
 

@@ -257,7 +257,7 @@ def test_drawing_progress_and_sampling_do_not_import_the_training_stack():
 def test_a_given_model_still_plans_what_follows_from_the_passes(tmp_path, small_corpus):
     """The speeds are measured whenever a setting that follows from the passes is unset."""
     from charnn.cache import load_corpus
-    from charnn.plan import PATIENCE, Facts, Width
+    from charnn.plan import Facts, Width, patience_for
     from charnn.runs import prepare_run
 
     measured = []
@@ -272,12 +272,13 @@ def test_a_given_model_still_plans_what_follows_from_the_passes(tmp_path, small_
     run = prepare_run(config, load_corpus(str(small_corpus)), measure=measure)
     assert measured == [32]
     assert run.config.model.weight_drop == 0.5 and run.config.model.dropout == 0.1
-    assert run.config.patience == PATIENCE
+    assert run.config.patience == patience_for(run.config.eval_every)
 
     model = ModelConfig(hidden_size=32, dropout=0.1, weight_drop=0.0)  # patience, β1 are open
     config = replace(config, checkpoint_dir=str(tmp_path / "more"), model=model)
     run = prepare_run(config, load_corpus(str(small_corpus)), measure=measure)
-    assert measured == [32, 32] and run.config.patience == PATIENCE and run.config.beta1 == 0.9
+    assert measured == [32, 32] and run.config.beta1 == 0.9
+    assert run.config.patience == patience_for(run.config.eval_every)
     given = replace(config, checkpoint_dir=str(tmp_path / "given"), patience=0, beta1=0.5)
     run = prepare_run(given, load_corpus(str(small_corpus)), measure=measure)
     assert measured == [32, 32] and run.config.patience == 0  # nothing left to plan from speeds

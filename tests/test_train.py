@@ -16,6 +16,7 @@ from charnn.plan import (
     BETA1_MANY_PASSES,
     CHARS_PER_PARAMETER,
     EVAL_COST,
+    EVAL_PASSES,
     EVAL_SHARE,
     MANY_PASSES,
     MIN_CHARS_PER_PARAMETER,
@@ -25,6 +26,7 @@ from charnn.plan import (
     USEFUL_PASSES,
     Facts,
     Width,
+    patience_for,
     plan_run,
     replan,
 )
@@ -258,10 +260,11 @@ def test_dropout_is_planned_from_the_passes_over_the_training_split():
         planned(TrainConfig(epochs=50, model=ModelConfig(weight_drop=0.0))).model.weight_drop == 0
     )
     assert planned(TrainConfig()).model.weight_drop == 0.0  # 10 epochs
-    # hundreds of passes: AWD-LSTM's strength
-    assert planned(TrainConfig(epochs=80)).model.weight_drop == 0.2
-    assert planned(TrainConfig(epochs=80.1)).model.weight_drop == 0.5
-    assert planned(TrainConfig(epochs=80.1)).model.dropout == 0.5
+    # many passes: AWD-LSTM's strength
+    assert planned(TrainConfig(epochs=35)).model.weight_drop == 0.2
+    assert planned(TrainConfig(epochs=35)).model.dropout == 0.3
+    assert planned(TrainConfig(epochs=35.1)).model.weight_drop == 0.5
+    assert planned(TrainConfig(epochs=35.1)).model.dropout == 0.5
     # a budget: passes at the planned width's speed (600 s of 2x384: 7.7 passes of 1M)
     assert planned(TrainConfig(time_budget=600)).model.dropout == 0.2
     assert planned(TrainConfig(time_budget=600), train_chars=10**7).model.dropout == 0.0
@@ -285,6 +288,17 @@ def test_patience_is_planned_for_runs_that_read_their_text_many_times():
     assert planned(TrainConfig(epochs=50, patience=0)).patience == 0  # given: wins
     assert planned(TrainConfig(epochs=5, patience=7)).patience == 7
     assert TrainConfig(epochs=50).complete().patience == 0  # unplanned: never
+
+
+def test_patience_covers_as_many_steps_where_evaluations_come_more_often():
+    assert patience_for(FALLBACK["eval_every"]) == PATIENCE == 3
+    assert patience_for(2000) == PATIENCE  # never fewer
+    assert patience_for(300) == 10 and patience_for(100) == 30
+    small = planned(TrainConfig(epochs=50), train_chars=10_000, eval_chars_read=1000)
+    assert small.eval_every == 100 and small.patience == 30
+    told = planned(TrainConfig(epochs=50, eval_every=500), train_chars=10_000)
+    assert told.patience == 6  # the spacing given explicitly counts too
+    assert planned(TrainConfig(epochs=50, eval_every=100, patience=2)).patience == 2  # given
     with pytest.raises(CharnnError, match="--patience"):
         TrainConfig(patience=-1)
 
@@ -354,6 +368,20 @@ def test_evaluations_are_planned_to_take_at_most_their_share_of_the_training_tim
     assert plan.notice is not None and "eval every 2000" in plan.notice
 
 
+def test_evaluations_come_at_least_every_few_passes_over_a_small_text():
+    step_chars = TrainConfig.batch_size * TrainConfig.seq_len
+    short, cheap = TrainConfig(max_steps=10), 1000  # an evaluation that costs next to nothing
+    passes_in = round(500 * step_chars / EVAL_PASSES)  # a text EVAL_PASSES passes make 500 steps
+    assert planned(short, train_chars=passes_in, eval_chars_read=cheap).eval_every == 500
+    assert planned(short, train_chars=passes_in + 1, eval_chars_read=cheap).eval_every == 600
+    assert planned(short, train_chars=10, eval_chars_read=cheap).eval_every == 100  # at least
+    assert planned(short, train_chars=10**7, eval_chars_read=cheap).eval_every == 1000  # at most
+    # ...but never so often that evaluations take more than their share of the training time
+    dear = round(800 * EVAL_SHARE * step_chars / EVAL_COST)
+    assert planned(short, train_chars=passes_in, eval_chars_read=dear).eval_every == 800
+    assert planned(replace(short, eval_every=7), train_chars=10).eval_every == 7  # given: wins
+
+
 def test_calibration_measures_widths_until_one_no_longer_fits():
     from charnn.calibrate import calibrate
 
@@ -398,9 +426,9 @@ def test_a_width_given_explicitly_is_timed_alone_so_its_dropout_is_still_planned
     facts = calibrate(config, Facts(train_chars=10), vocab_size=20, device=torch.device("cpu"))
     assert list(facts.widths) == [48]
     plan = plan_run(config, facts)
-    # 10 minutes of a tiny model on 10 characters: past 80 passes at 2 chars/s, however busy
+    # 10 minutes of a tiny model on 10 characters: past 35 passes at 2 chars/s, however busy
     # the machine
-    assert plan.passes is not None and plan.passes > 80
+    assert plan.passes is not None and plan.passes > 35
     assert plan.config.model.dropout == 0.5 and plan.config.model.hidden_size == 48
 
 
