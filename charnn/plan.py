@@ -77,7 +77,7 @@ PATIENCE = 3
 # one CPU, 0.5 and 0.5 led 0.3 and 0.2 by 1.5-5.3% at 36-40 passes (50,000 characters each of
 # pydoc, Russian text and code) and by 1.4-6.4% at 49-60 (those three, Vim's manual); where
 # dropout 0.5 with DropConnect 0.2 led at 49-60, 0.5 and 0.5 was within 1% of it
-# (bench/RESULTS.md, "Ninth pass" and "Eighteenth pass").
+# (bench/RESULTS.md, "Ninth pass", "Tenth pass" and "Eighteenth pass").
 REGULARISATION_BY_PASSES = (
     (3.5, 0.0, 0.0),
     (7.0, 0.1, 0.0),

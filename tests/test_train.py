@@ -288,6 +288,8 @@ def test_patience_is_planned_for_runs_that_read_their_text_many_times():
     assert planned(TrainConfig(epochs=50, patience=0)).patience == 0  # given: wins
     assert planned(TrainConfig(epochs=5, patience=7)).patience == 7
     assert TrainConfig(epochs=50).complete().patience == 0  # unplanned: never
+    with pytest.raises(CharnnError, match="--patience"):
+        TrainConfig(patience=-1)
 
 
 def test_patience_covers_as_many_steps_where_evaluations_come_more_often():
@@ -299,8 +301,10 @@ def test_patience_covers_as_many_steps_where_evaluations_come_more_often():
     told = planned(TrainConfig(epochs=50, eval_every=500), train_chars=10_000)
     assert told.patience == 6  # the spacing given explicitly counts too
     assert planned(TrainConfig(epochs=50, eval_every=100, patience=2)).patience == 2  # given
-    with pytest.raises(CharnnError, match="--patience"):
-        TrainConfig(patience=-1)
+    # a re-planned run counts its own spacing as well
+    config = TrainConfig(time_budget=500, patience=0, eval_every=100)
+    _, changed, _ = replan(config, ["patience"], 50 * 10**6 / 500, 10**6)  # 50 passes
+    assert changed == {"patience": 30}
 
 
 def test_a_replan_moves_only_what_the_plan_chose_and_only_across_a_boundary():
