@@ -9,7 +9,8 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
   sees fewer of them; on the development machine it picks 2x256 up to 2 minutes and 2x384 at 5
   and 10 minutes, what measured best (bench/RESULTS.md). At most USEFUL_PASSES passes over the
   text count: a text read again teaches less each time. 2x128 only where 2x256 would train
-  under MIN_CHARS_PER_PARAMETER (a short budget on a slow CPU). Without a budget: 256.
+  under MIN_CHARS_PER_PARAMETER (a short budget on a slow CPU) and read its text fewer than
+  USEFUL_PASSES times. Without a budget: 256.
 - **Dropout and DropConnect**: from the passes over the training split the run will make: a
   model that sees its text many times memorises it unless regularised. Beyond 20 passes dropout
   alone no longer holds it (a 0.1 MB text at 2 minutes, 21-38 passes: 2.29 bits/char with
@@ -50,7 +51,11 @@ CHARS_PER_PARAMETER = 2.0
 # 1 minute: 1.7639 against 1.7864) and lost at 1.3-1.4 (pydoc 2 minutes: 1.6857 against
 # 1.6547; tinyshakespeare 2 minutes); on the development machine 2x256 got 1.9 or more at every
 # budget, and at 1.7-2.3 beat 2x128 on four corpora (bench/RESULTS.md, "Any corpus" and
-# "Twelfth pass").
+# "Twelfth pass"). Not where 2x256 reads its text USEFUL_PASSES times or more: the steps it
+# lacks would read the same text again. 50,000 characters for 2 minutes 30 seconds (28-29
+# passes for 2x256, 74-78 for 2x128): 2x256 won by 4.3% (Russian) and 1.7% (tinyshakespeare)
+# and lost by 1.2% (code); Vim's manual for 2 minutes (11 and 27 passes): 2x256 won by 2.1%
+# ("Nineteenth pass").
 MIN_CHARS_PER_PARAMETER = 1.0
 TRAINING_SHARE = 0.85  # of a budget spent on training steps at the calibrated speed (evaluations)
 # A text read again teaches less each time (Muennighoff et al. 2023): the width rule counts at
@@ -200,14 +205,15 @@ def chars_within_limits(
 
 def affordable(config: TrainConfig, facts: Facts, width: int) -> bool:
     """Whether a model this wide gets enough characters per parameter (when measured): up to
-    FALLBACK's width MIN_CHARS_PER_PARAMETER of all it trains, and wider CHARS_PER_PARAMETER
-    counting at most USEFUL_PASSES passes over the training split."""
+    FALLBACK's width MIN_CHARS_PER_PARAMETER of all it trains or USEFUL_PASSES passes over the
+    training split, and wider CHARS_PER_PARAMETER counting at most USEFUL_PASSES passes."""
     chars = expected_chars(config, facts, width)
     if chars is None:
         return False
     parameters = facts.widths[width].parameters
-    if width <= FALLBACK["hidden_size"]:  # too few steps, however often the text is read
-        return chars >= MIN_CHARS_PER_PARAMETER * parameters
+    if width <= FALLBACK["hidden_size"]:  # too few steps, unless it reads the text often anyway
+        reads_often = facts.train_chars > 0 and chars >= USEFUL_PASSES * facts.train_chars
+        return reads_often or chars >= MIN_CHARS_PER_PARAMETER * parameters
     if facts.train_chars:
         chars = min(chars, USEFUL_PASSES * facts.train_chars)
     return chars >= CHARS_PER_PARAMETER * parameters

@@ -216,7 +216,7 @@ def test_a_time_budget_plans_the_widest_model_that_gets_enough_characters():
     floor = WIDTHS[256].parameters * MIN_CHARS_PER_PARAMETER / (TRAINING_SHARE * 30_000)
     assert planned(TrainConfig(time_budget=floor * 1.0001)).model.hidden_size == 256
     assert planned(TrainConfig(time_budget=floor * 0.99)).model.hidden_size == 128
-    # ...however small the text: the floor is about steps, not passes (USEFUL_PASSES not applied)
+    # ...however small the text (USEFUL_PASSES does not cap what the floor counts)
     many_passes = TrainConfig(time_budget=floor * 1.0001)
     assert planned(many_passes, train_chars=10_000).model.hidden_size == 256
     tiny = TrainConfig(time_budget=1)  # nothing fits: the narrowest measured
@@ -225,6 +225,16 @@ def test_a_time_budget_plans_the_widest_model_that_gets_enough_characters():
     assert planned(chosen_width).model.hidden_size == 100  # chosen: kept
     assert planned(TrainConfig(max_steps=10)).model.hidden_size == 256  # no budget: fallback
     assert plan_run(TrainConfig(time_budget=600)).config.model.hidden_size == 256  # unmeasured
+
+
+def test_under_the_floor_256_still_trains_a_text_it_reads_useful_passes_times():
+    # half the floor's budget: 2x256 trains half a character per parameter, 435,000 characters
+    half = TrainConfig(time_budget=WIDTHS[256].parameters * 0.5 / (TRAINING_SHARE * 30_000))
+    read_ten_times = int(0.5 * WIDTHS[256].parameters / USEFUL_PASSES)  # 43,500
+    assert planned(half, train_chars=read_ten_times - 50).model.hidden_size == 256
+    assert planned(half, train_chars=read_ten_times + 50).model.hidden_size == 128
+    assert planned(half, train_chars=10**6).model.hidden_size == 128  # under half a pass
+    assert planned(half, train_chars=0).model.hidden_size == 128  # the text's size unknown
 
 
 def test_the_width_rule_counts_at_most_useful_passes_over_a_small_text():
