@@ -81,7 +81,8 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     help="Units per layer [default: planned; with a --time-budget the widest model that trains "
     f"on {CHARS_PER_PARAMETER:g} characters per parameter, counting at most {USEFUL_PASSES:g} "
     f"passes over the text ({WIDTHS[0]} where {FALLBACK['hidden_size']} would train under "
-    f"{MIN_CHARS_PER_PARAMETER:g} per parameter), else {FALLBACK['hidden_size']}].",
+    f"{MIN_CHARS_PER_PARAMETER:g} per parameter and read the text under {USEFUL_PASSES:g} "
+    f"times), else {FALLBACK['hidden_size']}].",
 )
 @click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
 @click.option(
