@@ -211,12 +211,10 @@ def affordable(config: TrainConfig, facts: Facts, width: int) -> bool:
     if chars is None:
         return False
     parameters = facts.widths[width].parameters
+    useful = USEFUL_PASSES * facts.train_chars if facts.train_chars else math.inf
     if width <= FALLBACK["hidden_size"]:  # too few steps, unless it reads the text often anyway
-        reads_often = facts.train_chars > 0 and chars >= USEFUL_PASSES * facts.train_chars
-        return reads_often or chars >= MIN_CHARS_PER_PARAMETER * parameters
-    if facts.train_chars:
-        chars = min(chars, USEFUL_PASSES * facts.train_chars)
-    return chars >= CHARS_PER_PARAMETER * parameters
+        return chars >= min(useful, MIN_CHARS_PER_PARAMETER * parameters)
+    return min(chars, useful) >= CHARS_PER_PARAMETER * parameters
 
 
 def eval_interval(config: TrainConfig, facts: Facts) -> int | None:
