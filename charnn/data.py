@@ -15,7 +15,11 @@ The train split is cut into B contiguous streams, one per row, and read T charac
 Targets are the inputs shifted by one character. Row b of window k+1 continues exactly where
 row b of window k stopped, so the hidden state is carried from one window to the next (and
 detached in between, which is what makes the backpropagation "truncated"). A pass over the data
-ends after L // T windows; the next pass starts again from zeros.
+ends after L // T windows; the next pass starts again from zeros, and its windows begin a few
+characters (0 to T - 1, drawn from the seed and the pass) further on: each pass cuts the text in
+new places, so no character always ends a window with its gradient cut short, and a text read
+many times is never read in the same windows again. The last row then runs past the end of the
+split into its beginning, as if the text were a loop.
 """
 
 from __future__ import annotations
@@ -73,8 +77,9 @@ class TrainStreams:
     B x (T + 1) characters, so the corpus is never copied whole.
     """
 
-    def __init__(self, ids: np.ndarray, shape: StreamShape) -> None:
+    def __init__(self, ids: np.ndarray, shape: StreamShape, seed: int = 0) -> None:
         self.shape = shape
+        self.seed = seed
         B, T = shape.batch_size, shape.seq_len
         self.stream_len = (len(ids) - 1) // B  # L
         if self.stream_len < T:
@@ -88,13 +93,22 @@ class TrainStreams:
     def chars_per_window(self) -> int:
         return self.shape.batch_size * self.shape.seq_len
 
-    def window(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The `index`-th window of a pass: inputs and targets, each (B, T) int64."""
-        starts = self.row_starts + index * self.shape.seq_len
-        block = torch.from_numpy(self.ids[starts[:, None] + self.offsets].astype(np.int64))
+    def shift(self, pass_index: int) -> int:
+        """How many characters after the first pass's the windows of pass `pass_index` begin."""
+        if pass_index == 0:
+            return 0
+        return int(
+            np.random.default_rng([self.seed % 2**32, pass_index]).integers(self.shape.seq_len)
+        )
+
+    def window(self, index: int, pass_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `index`-th window of pass `pass_index`: inputs and targets, each (B, T) int64."""
+        starts = self.row_starts + index * self.shape.seq_len + self.shift(pass_index)
+        positions = (starts[:, None] + self.offsets) % len(self.ids)  # the last row may loop
+        block = torch.from_numpy(self.ids[positions].astype(np.int64))
         return block[:, :-1], block[:, 1:]  # targets: the inputs shifted by one character
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One pass over the data, window by window."""
+        """The first pass over the data, window by window."""
         for index in range(self.windows_per_pass):
             yield self.window(index)

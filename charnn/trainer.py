@@ -146,7 +146,7 @@ class Trainer:
                     f"{shape.batch_size} --seq-len {shape.seq_len}, one window per row"
                 )
             )
-        self.streams = TrainStreams(train_ids, shape)
+        self.streams = TrainStreams(train_ids, shape, config.seed)
         self.val_pieces = stream_bounds(len(val_ids) - 1, config.eval_chars)  # what validate scores
         self.val_scored = sum(stop - start for start, stop in self.val_pieces)
         if self.val_scored < len(val_ids) - 1:
@@ -162,6 +162,7 @@ class Trainer:
         # where the run stands: all of it is saved, so a resumed run continues exactly
         self.step = 0
         self.window = 0  # next window of the current pass
+        self.pass_index = 0  # passes over the training split begun, less one
         self.hidden: State | None = None  # carried from window to window, for self.rows
         self.elapsed_before = 0.0  # training seconds spent before this process started
         self.lr_scale = 1.0  # halved by each skipped non-finite batch (--on-nan skip)
@@ -271,7 +272,8 @@ class Trainer:
         config, streams = self.config, self.streams
         if self.window == streams.windows_per_pass:  # a new pass starts from a zero state
             self.window, self.hidden = 0, None
-        inputs, targets = self._to_device(*streams.window(self.window))
+            self.pass_index += 1
+        inputs, targets = self._to_device(*streams.window(self.window, self.pass_index))
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.lr(fraction) * self.lr_scale
 
@@ -382,6 +384,7 @@ class Trainer:
         """Where the run stands, beyond weights and optimizer: enough to continue exactly."""
         return {
             "window": self.window,
+            "pass": self.pass_index,
             "hidden": None if hidden is None else to_cpu(hidden),
             "elapsed": elapsed,
             "lr_scale": self.lr_scale,
@@ -400,6 +403,7 @@ class Trainer:
         self.step = payload["step"]
         resume = payload["resume"]
         self.window = resume["window"]
+        self.pass_index = resume.get("pass", 0)  # older checkpoints: windows as in the first pass
         hidden = resume["hidden"]
         if hidden is not None:  # all B streams were saved; this rank carries its own rows
             tensors = tuple(t[:, self.rows].to(self.device) for t in hidden)

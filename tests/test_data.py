@@ -29,6 +29,21 @@ def test_streams_are_contiguous_and_targets_shift_by_one():
     assert rows.tolist() == [list(range(0, 8)), list(range(8, 16)), list(range(16, 24))]
 
 
+def test_each_pass_cuts_the_text_in_new_places_and_the_last_row_loops():
+    ids = np.arange(26)
+    streams = TrainStreams(ids, fit_shape(len(ids), 3, 4), seed=1337)
+    shifts = [streams.shift(p) for p in range(8)]
+    assert shifts[0] == 0 and len(set(shifts)) > 2 and all(0 <= s < 4 for s in shifts)
+    assert shifts == [TrainStreams(ids, streams.shape, seed=1337).shift(p) for p in range(8)]
+    assert shifts != [TrainStreams(ids, streams.shape, seed=7).shift(p) for p in range(8)]
+    p = next(p for p, s in enumerate(shifts) if s == 3)
+    windows = [streams.window(w, p) for w in range(streams.windows_per_pass)]
+    for inputs, targets in windows:
+        assert torch.equal(targets, (inputs + 1) % 26)  # past "z" the text starts again
+    rows = torch.cat([inputs for inputs, _ in windows], dim=1)
+    assert rows.tolist() == [list(range(3, 11)), list(range(11, 19)), [*range(19, 26), 0]]
+
+
 def test_fit_shape_gives_a_short_text_fewer_rows_each_one_whole_window():
     assert fit_shape(10_000, 64, 64) == StreamShape(64, 64)  # 156 windows fit: unchanged
     assert fit_shape(200, 64, 64) == StreamShape(3, 66)  # 199 targets: 3 rows of 66, 1 left
