@@ -5,9 +5,10 @@ never changed. What it rests on (`Facts`) is measured before the run: the size o
 split and, for a time budget, how fast each candidate width trains here (charnn.calibrate).
 
 - **Width**: with a time budget, the widest model that still trains on at least
-  CHARS_PER_PARAMETER characters per parameter. A wider model learns more per character but
-  sees fewer of them; on the development machine it picks 2x256 up to 2 minutes and 2x384 at 5
-  and 10 minutes, what measured best (bench/RESULTS.md). At most USEFUL_PASSES passes over the
+  CHARS_PER_PARAMETER characters per parameter (WIDE_CHARS_PER_PARAMETER from WIDE_FROM on). A
+  wider model learns more per character but sees fewer of them; on the development machine it
+  picks 2x256 up to 2 minutes and 2x384 at 5 and 10 minutes, what measured best
+  (bench/RESULTS.md). At most USEFUL_PASSES passes over the
   text count: a text read again teaches less each time. 2x128 only where 2x256 would train
   under MIN_CHARS_PER_PARAMETER (a short budget on a slow CPU) and read its text fewer than
   USEFUL_PASSES times. Without a budget: 256.
@@ -44,6 +45,14 @@ WIDTHS = (128, 256, 384, 512, 768, 1024)
 # minutes (1.9 characters per parameter), 5.8% worse than 2x384 on the Russian corpus (and on
 # pydoc); 2x384 at 5 minutes on tinyshakespeare (2.7) beat 2x256 by 2%
 CHARS_PER_PARAMETER = 2.0
+# Wider than WIDE_FROM only on WIDE_CHARS_PER_PARAMETER: 2x512, planned at 1.9-3.1 characters
+# per parameter, was never better than 2x384 in the same budget, and half as many steps leave
+# it short when the machine slows after the calibration: 5.8% worse on the Russian text and on
+# pydoc, 5.3% on the code corpus, even on tinyshakespeare at 5 and 10 minutes on the development
+# machine, and 1.979-2.121 in seven 10-minute runs on a faster one where 2x384 reached
+# 1.972-1.995 (bench/RESULTS.md, "Any corpus", "Twenty-first pass", "Twenty-second pass").
+WIDE_FROM = 512
+WIDE_CHARS_PER_PARAMETER = 4.0
 # Narrower than FALLBACK's 256 only where it would train under MIN_CHARS_PER_PARAMETER (every
 # character counted, read once or again): a budget too short for enough steps. On a CPU 4x
 # slower than the development machine (an AVX2-only EPYC, fp32), 2x128 beat 2x256 where 2x256
@@ -206,7 +215,8 @@ def chars_within_limits(
 def affordable(config: TrainConfig, facts: Facts, width: int) -> bool:
     """Whether a model this wide gets enough characters per parameter (when measured): up to
     FALLBACK's width MIN_CHARS_PER_PARAMETER of all it trains or USEFUL_PASSES passes over the
-    training split, and wider CHARS_PER_PARAMETER counting at most USEFUL_PASSES passes."""
+    training split, and wider CHARS_PER_PARAMETER (from WIDE_FROM, WIDE_CHARS_PER_PARAMETER)
+    counting at most USEFUL_PASSES passes."""
     chars = expected_chars(config, facts, width)
     if chars is None:
         return False
@@ -214,7 +224,8 @@ def affordable(config: TrainConfig, facts: Facts, width: int) -> bool:
     useful = USEFUL_PASSES * facts.train_chars if facts.train_chars else math.inf
     if width <= FALLBACK["hidden_size"]:  # too few steps, unless it reads the text often anyway
         return chars >= min(useful, MIN_CHARS_PER_PARAMETER * parameters)
-    return min(chars, useful) >= CHARS_PER_PARAMETER * parameters
+    needed = WIDE_CHARS_PER_PARAMETER if width >= WIDE_FROM else CHARS_PER_PARAMETER
+    return min(chars, useful) >= needed * parameters
 
 
 def eval_interval(config: TrainConfig, facts: Facts) -> int | None:

@@ -24,6 +24,8 @@ from charnn.plan import (
     REGULARISED,
     TRAINING_SHARE,
     USEFUL_PASSES,
+    WIDE_CHARS_PER_PARAMETER,
+    WIDE_FROM,
     Facts,
     Width,
     patience_for,
@@ -207,11 +209,17 @@ def test_a_time_budget_plans_the_widest_model_that_gets_enough_characters():
     assert planned(TrainConfig(time_budget=70)).model.hidden_size == 256
     assert planned(TrainConfig(time_budget=300)).model.hidden_size == 384
     assert planned(TrainConfig(time_budget=600)).model.hidden_size == 384
-    assert planned(TrainConfig(time_budget=1200)).model.hidden_size == 512
+    assert planned(TrainConfig(time_budget=1200)).model.hidden_size == 384  # 3 per parameter
+    assert planned(TrainConfig(time_budget=1500), train_chars=2 * 10**6).model.hidden_size == 512
     # the boundary: CHARS_PER_PARAMETER characters per parameter is enough, a little less not
     exactly = WIDTHS[384].parameters * CHARS_PER_PARAMETER / (TRAINING_SHARE * 15_000)
     assert planned(TrainConfig(time_budget=exactly * 1.0001)).model.hidden_size == 384
     assert planned(TrainConfig(time_budget=exactly * 0.99)).model.hidden_size == 256
+    # from WIDE_FROM on, WIDE_CHARS_PER_PARAMETER
+    wide = WIDTHS[WIDE_FROM].parameters * WIDE_CHARS_PER_PARAMETER / (TRAINING_SHARE * 11_000)
+    big = 10**8  # a text that many passes never cap
+    assert planned(TrainConfig(time_budget=wide * 1.0001), train_chars=big).model.hidden_size == 512
+    assert planned(TrainConfig(time_budget=wide * 0.99), train_chars=big).model.hidden_size == 384
     # 256 down to MIN_CHARS_PER_PARAMETER of all it trains; under that, 128
     floor = WIDTHS[256].parameters * MIN_CHARS_PER_PARAMETER / (TRAINING_SHARE * 30_000)
     assert planned(TrainConfig(time_budget=floor * 1.0001)).model.hidden_size == 256
@@ -235,10 +243,10 @@ def test_under_the_floor_256_still_trains_a_text_it_reads_useful_passes_times():
 
 
 def test_the_width_rule_counts_at_most_useful_passes_over_a_small_text():
-    # 1200 s of 2x512 trains 11.2M characters, enough for its 3.3M parameters; but of a small
-    # text only USEFUL_PASSES passes count, and 10 passes of 659,000 characters are too few
-    needed = CHARS_PER_PARAMETER * WIDTHS[512].parameters / USEFUL_PASSES  # 660,000
-    long = TrainConfig(time_budget=1200)
+    # 2400 s of 2x512 trains 22.4M characters, enough for its 3.3M parameters; but of a small
+    # text only USEFUL_PASSES passes count, and 10 passes of 1,319,000 characters are too few
+    needed = WIDE_CHARS_PER_PARAMETER * WIDTHS[512].parameters / USEFUL_PASSES  # 1,320,000
+    long = TrainConfig(time_budget=2400)
     assert planned(long, train_chars=int(needed) + 1000).model.hidden_size == 512
     assert planned(long, train_chars=int(needed) - 1000).model.hidden_size == 384
     assert planned(long, train_chars=10_000).model.hidden_size == 256  # FALLBACK's floor holds

@@ -29,6 +29,8 @@ from charnn.plan import (
     MIN_CHARS_PER_PARAMETER,
     PATIENCE,
     USEFUL_PASSES,
+    WIDE_CHARS_PER_PARAMETER,
+    WIDE_FROM,
     WIDTHS,
     by_passes,
 )
@@ -79,8 +81,9 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     type=click.IntRange(min=1),
     default=None,
     help="Units per layer [default: planned; with a --time-budget the widest model that trains "
-    f"on {CHARS_PER_PARAMETER:g} characters per parameter, counting at most {USEFUL_PASSES:g} "
-    f"passes over the text ({WIDTHS[0]} where {FALLBACK['hidden_size']} would train under "
+    f"on {CHARS_PER_PARAMETER:g} characters per parameter ({WIDE_CHARS_PER_PARAMETER:g} from "
+    f"{WIDE_FROM} units), counting at most {USEFUL_PASSES:g} passes over the text "
+    f"({WIDTHS[0]} where {FALLBACK['hidden_size']} would train under "
     f"{MIN_CHARS_PER_PARAMETER:g} per parameter and read the text under {USEFUL_PASSES:g} "
     f"times), else {FALLBACK['hidden_size']}].",
 )
