@@ -45,12 +45,12 @@ WIDTHS = (128, 256, 384, 512, 768, 1024)
 # minutes (1.9 characters per parameter), 5.8% worse than 2x384 on the Russian corpus (and on
 # pydoc); 2x384 at 5 minutes on tinyshakespeare (2.7) beat 2x256 by 2%
 CHARS_PER_PARAMETER = 2.0
-# Wider than WIDE_FROM only on WIDE_CHARS_PER_PARAMETER: 2x512, planned at 1.9-3.1 characters
-# per parameter, was never better than 2x384 in the same budget, and half as many steps leave
-# it short when the machine slows after the calibration: 5.8% worse on the Russian text and on
-# pydoc, 5.3% on the code corpus, even on tinyshakespeare at 5 and 10 minutes on the development
-# machine, and 1.979-2.121 in seven 10-minute runs on a faster one where 2x384 reached
-# 1.972-1.995 (bench/RESULTS.md, "Any corpus", "Twenty-first pass", "Twenty-second pass").
+# Wider than WIDE_FROM only on WIDE_CHARS_PER_PARAMETER: 2x512, planned at 1.9-3.0 characters
+# per parameter, was never better than 2x384 in the same budget, and with half its steps it
+# falls short when the machine slows after the calibration: 5-6% worse on pydoc, the Russian
+# text and the code corpus, even on tinyshakespeare at 5 and 10 minutes on the development
+# machine; on a faster one 1.979-2.006 in five 10-minute runs of the defaults, where 2x384
+# reached 1.972-1.995 in six (bench/RESULTS.md, "Any corpus" and "Twenty-second pass").
 WIDE_FROM = 512
 WIDE_CHARS_PER_PARAMETER = 4.0
 # Narrower than FALLBACK's 256 only where it would train under MIN_CHARS_PER_PARAMETER (every
