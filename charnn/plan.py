@@ -8,10 +8,10 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
   CHARS_PER_PARAMETER characters per parameter (WIDE_CHARS_PER_PARAMETER from WIDE_FROM on). A
   wider model learns more per character but sees fewer of them; on the development machine it
   picks 2x256 up to 2 minutes and 2x384 at 5 and 10 minutes, what measured best
-  (bench/RESULTS.md). At most USEFUL_PASSES passes over the
-  text count: a text read again teaches less each time. 2x128 only where 2x256 would train
-  under MIN_CHARS_PER_PARAMETER (a short budget on a slow CPU) and read its text fewer than
-  USEFUL_PASSES times. Without a budget: 256.
+  (bench/RESULTS.md). At most USEFUL_PASSES passes over the text count: a text read again
+  teaches less each time. 2x128 only where 2x256 would train under MIN_CHARS_PER_PARAMETER (a
+  short budget on a slow CPU) and read its text fewer than USEFUL_PASSES times. Without a
+  budget: 256.
 - **Dropout and DropConnect**: from the passes over the training split the run will make: a
   model that sees its text many times memorises it unless regularised. Beyond 20 passes dropout
   alone no longer holds it (a 0.1 MB text at 2 minutes, 21-38 passes: 2.29 bits/char with
