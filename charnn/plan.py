@@ -50,7 +50,7 @@ CHARS_PER_PARAMETER = 2.0
 # falls short when the machine slows after the calibration: 5-6% worse on pydoc, the Russian
 # text and the code corpus, even on tinyshakespeare at 5 and 10 minutes on the development
 # machine; on a faster one 1.979-2.006 in five 10-minute runs of the defaults, where 2x384
-# reached 1.972-1.995 in six (bench/RESULTS.md, "Any corpus" and "Twenty-second pass").
+# reached 1.972-1.995 in eight (bench/RESULTS.md, "Any corpus" and "Twenty-second pass").
 WIDE_FROM = 512
 WIDE_CHARS_PER_PARAMETER = 4.0
 # Narrower than FALLBACK's 256 only where it would train under MIN_CHARS_PER_PARAMETER (every
