@@ -55,6 +55,14 @@ FALLBACK: dict[str, Any] = {
 }
 
 
+# The dropout before the decoder, as a share of the dropout between layers. In the same steps,
+# tinyshakespeare (2x384, 14 passes, dropout 0.3): 0.15 there beat 0.3 by 0.9% and 0.5% (two
+# seeds); none was 0.3% behind 0.15, and 0.45 0.7% behind 0.3. pydoc (2x256, 14.7 passes): 0.5%
+# better on average over four seeds (-0.9% to 1.8%). Vim's manual: 0.8-0.9% worse at 34 passes
+# (DropConnect 0.2, two seeds), 1.0% better at 51 (0.5 and 0.5) (bench/RESULTS.md, "Twenty-third
+# pass").
+DECODER_DROPOUT_SHARE = 0.5
+
 T = TypeVar("T")
 
 
@@ -74,7 +82,9 @@ class ModelConfig:
     layers: int = 2
     hidden_size: int | None = None  # units per layer; None: planned (FALLBACK: 256)
     embed_size: int = 64  # characters are few; a small embedding saves input-projection time
-    dropout: float | None = None  # between layers and before the decoder; None: planned
+    dropout: float | None = None  # between layers; None: planned
+    # before the decoder; None: DECODER_DROPOUT_SHARE of `dropout` (all of it with one layer)
+    decoder_dropout: float | None = None
     # regularisation of the AWD-LSTM family (Merity et al. 2017); the others off unless asked for:
     weight_drop: float | None = None  # DropConnect on the hidden-to-hidden weights, one mask per
     # batch; None: planned (on only for runs that read their text many times over)
@@ -93,6 +103,10 @@ class ModelConfig:
         _check(self.embed_size >= 1, "--embed-size must be at least 1")
         _check(self.dropout is None or 0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
         _check(
+            self.decoder_dropout is None or 0.0 <= self.decoder_dropout < 1.0,
+            "--decoder-dropout must be in [0, 1)",
+        )
+        _check(
             self.weight_drop is None or 0.0 <= self.weight_drop < 1.0,
             "--weight-drop must be in [0, 1)",
         )
@@ -102,9 +116,20 @@ class ModelConfig:
         """This shape with every unplanned setting at its FALLBACK value."""
         return _complete(self)
 
+    def dropout_before_decoder(self) -> float:
+        """`decoder_dropout` if given; else DECODER_DROPOUT_SHARE of the dropout between
+        layers, or all of it in a one-layer model (where it is the only dropout)."""
+        if self.decoder_dropout is not None:
+            return self.decoder_dropout
+        dropout = decided(self.dropout)
+        return dropout * DECODER_DROPOUT_SHARE if self.layers > 1 else dropout
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        return cls(**_known_fields(cls, data))
+        """A shape as a checkpoint saved it, from this version or an older one."""
+        known = _known_fields(cls, data)
+        known.setdefault("decoder_dropout", known.get("dropout"))  # older runs: one rate for both
+        return cls(**known)
 
 
 @dataclass(frozen=True)

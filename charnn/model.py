@@ -50,7 +50,8 @@ class CharRNN(nn.Module):
             self.rnn = RecurrentStack(
                 config.cell, config.embed_size, hidden, config.layers, dropout
             )
-        self.drop = LockedDropout(dropout) if config.locked_dropout else Dropout(dropout)
+        before_decoder = config.dropout_before_decoder()
+        self.drop = (LockedDropout if config.locked_dropout else Dropout)(before_decoder)
         self.decoder = nn.Linear(hidden, config.vocab_size)
         if "forget" in SPECS[config.cell].gates and config.forget_bias is not None:
             self._set_forget_bias(config.forget_bias)
@@ -94,7 +95,7 @@ class CharRNN(nn.Module):
     def regularise(self, dropout: float, weight_drop: float) -> None:
         """Change the dropout and DropConnect of a built model (a re-planned run)."""
         self.config = replace(self.config, dropout=dropout, weight_drop=weight_drop)
-        self.drop.p = dropout
+        self.drop.p = self.config.dropout_before_decoder()
         self.rnn.dropout = dropout if self.config.layers > 1 else 0.0  # read at each call
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:

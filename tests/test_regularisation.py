@@ -1,9 +1,11 @@
 """AWD-LSTM-style regularisation: on in training, off (and deterministic) in evaluation."""
 
+from dataclasses import asdict
+
 import pytest
 import torch
 
-from charnn.config import ModelConfig
+from charnn.config import DECODER_DROPOUT_SHARE, ModelConfig
 from charnn.model import CharRNN, Dropout, drop_mask
 
 from conftest import TINY, run_charnn
@@ -11,6 +13,7 @@ from conftest import TINY, run_charnn
 SHAPE = dict(vocab_size=12, hidden_size=16, embed_size=6, layers=2, dropout=0.0)
 SETTINGS = {
     "dropout": dict(dropout=0.5),
+    "decoder_dropout": dict(decoder_dropout=0.5),  # before the decoder alone
     "weight_drop": dict(weight_drop=0.5),
     "embed_dropout": dict(embed_dropout=0.5),
     "locked_dropout": dict(dropout=0.5, locked_dropout=True),
@@ -78,7 +81,8 @@ def test_a_drop_mask_drops_p_of_the_units_and_scales_the_rest_as_dropout_does(p)
 
 
 def test_the_flags_reach_the_checkpoint(tmp_path, corpus):
-    flags = ["--weight-drop", "0.3", "--embed-dropout", "0.1", "--locked-dropout"]
+    flags = ["--weight-drop", "0.3", "--embed-dropout", "0.1", "--locked-dropout",
+             "--decoder-dropout", "0.05"]  # fmt: skip
     proc = run_charnn("train", str(corpus), "--max-steps", "3", "--checkpoint-dir",
                       str(tmp_path), "--name", "awd", *flags, *TINY)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -86,6 +90,33 @@ def test_the_flags_reach_the_checkpoint(tmp_path, corpus):
 
     config = load_checkpoint(tmp_path / "awd").model.config
     assert (config.weight_drop, config.embed_dropout, config.locked_dropout) == (0.3, 0.1, True)
+    assert config.decoder_dropout == 0.05
+
+
+def test_the_dropout_before_the_decoder_is_a_share_of_the_dropout_between_layers():
+    def before_decoder(**settings) -> float:
+        return CharRNN(ModelConfig(**{**SHAPE, **settings})).drop.p
+
+    assert before_decoder(dropout=0.4) == pytest.approx(0.4 * DECODER_DROPOUT_SHARE)
+    assert before_decoder(dropout=0.4, layers=1) == 0.4  # the only dropout a 1-layer model has
+    assert before_decoder(dropout=0.4, decoder_dropout=0.1) == 0.1  # given: it wins
+    assert before_decoder(dropout=0.0, decoder_dropout=0.3) == 0.3
+    model = CharRNN(ModelConfig(**SHAPE))
+    model.regularise(dropout=0.2, weight_drop=0.0)  # a re-planned run follows its new dropout
+    assert model.drop.p == pytest.approx(0.2 * DECODER_DROPOUT_SHARE) and model.rnn.dropout == 0.2
+    given = CharRNN(ModelConfig(**{**SHAPE, "decoder_dropout": 0.1}))
+    given.regularise(dropout=0.2, weight_drop=0.0)
+    assert given.drop.p == 0.1
+
+
+def test_a_checkpoint_from_before_the_decoder_dropout_keeps_one_rate_for_both():
+    saved = {**SHAPE, "dropout": 0.3}  # what such a checkpoint's model config holds
+    assert ModelConfig.from_dict(saved).dropout_before_decoder() == 0.3
+    assert CharRNN(ModelConfig.from_dict(saved)).drop.p == 0.3
+    new = ModelConfig(**saved)  # saved by this version: the key is there, None
+    assert ModelConfig.from_dict(asdict(new)).dropout_before_decoder() == pytest.approx(
+        0.3 * DECODER_DROPOUT_SHARE
+    )
 
 
 @pytest.mark.parametrize("cell", ["lstm", "peephole"])

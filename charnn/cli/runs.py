@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from charnn.cli.common import CONTEXT
-from charnn.config import TrainConfig
+from charnn.config import ModelConfig, TrainConfig
 
 
 @click.command("list", context_settings=CONTEXT)
@@ -67,11 +67,13 @@ def info(checkpoint: Path, as_json: bool) -> None:
         sys.stdout.write(json.dumps(described, ensure_ascii=False) + "\n")
         return
     model, metrics = described["model_config"], described["metrics"]
+    before_decoder = ModelConfig.from_dict(model).complete().dropout_before_decoder()
     lines = [
         f"checkpoint   {described['path']}",
         f"charnn       {described['charnn_version']} (format {described['format_version']})",
         f"model        {model['cell']}, {model['layers']}x{model['hidden_size']}, embed "
-        f"{model['embed_size']}, dropout {model['dropout']}",
+        f"{model['embed_size']}, dropout {model['dropout']} ({before_decoder:g} before the "
+        "decoder)",
         f"parameters   {described['parameters']:,}",
         f"vocabulary   {described['vocab_size']} characters: {described['vocab']!r}",
         f"step         {described['step']:,}",

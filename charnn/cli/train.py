@@ -11,6 +11,7 @@ import click
 from charnn.cli.common import CONTEXT
 from charnn.config import (
     CELLS,
+    DECODER_DROPOUT_SHARE,
     DEVICES,
     FALLBACK,
     LR_DECAYS,
@@ -92,8 +93,14 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     "--dropout",
     type=click.FloatRange(0, 1, max_open=True),
     default=None,
-    help="Dropout between layers and before the decoder [default: planned: "
-    f"{by_passes('dropout')}].",
+    help=f"Dropout between layers [default: planned: {by_passes('dropout')}].",
+)
+@click.option(
+    "--decoder-dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help=f"Dropout before the decoder [default: --dropout × {DECODER_DROPOUT_SHARE:g}; "
+    "all of it with --layers 1].",
 )
 @click.option(
     "--weight-drop",
