@@ -10,7 +10,7 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
   picks 2x256 up to 2 minutes and 2x384 at 5 and 10 minutes, what measured best
   (bench/RESULTS.md). At most USEFUL_PASSES passes over the text count: a text read again
   teaches less each time. 2x128 only where 2x256 would train under MIN_CHARS_PER_PARAMETER (a
-  short budget on a slow CPU) and read its text fewer than USEFUL_PASSES times. Without a
+  short budget on a slow CPU) and read its text fewer than REREAD_PASSES times. Without a
   budget: 256.
 - **Dropout and DropConnect**: from the passes over the training split the run will make: a
   model that sees its text many times memorises it unless regularised. Beyond 20 passes dropout
@@ -60,12 +60,16 @@ WIDE_CHARS_PER_PARAMETER = 4.0
 # 1 minute: 1.7639 against 1.7864) and lost at 1.3-1.4 (pydoc 2 minutes: 1.6857 against
 # 1.6547; tinyshakespeare 2 minutes); on the development machine 2x256 got 1.9 or more at every
 # budget, and at 1.7-2.3 beat 2x128 on four corpora (bench/RESULTS.md, "Any corpus" and
-# "Twelfth pass"). Not where 2x256 reads its text USEFUL_PASSES times or more: the steps it
+# "Twelfth pass"). Not where 2x256 reads its text REREAD_PASSES times or more: the steps it
 # lacks would read the same text again. 50,000 characters for 2 minutes 30 seconds (28-29
 # passes for 2x256, 74-78 for 2x128): 2x256 won by 4.3% (Russian) and 1.7% (tinyshakespeare)
 # and lost by 1.2% (code); Vim's manual for 2 minutes (11 and 27 passes): 2x256 won by 2.1%
-# ("Nineteenth pass").
+# ("Nineteenth pass"). 100,000 characters for 1 minute (2x256 at 0.9 characters per parameter
+# and 9-11 passes, 2x128 at 20-26): 2x256 won by 9-11% on pydoc and 6% on Russian text, and
+# lost by 0.6-1.8% on Vim's manual (two seeds each); at 4 passes 2x256 had lost by 4.4% (Vim's
+# manual, the slowest CPU) ("Twenty-eighth pass").
 MIN_CHARS_PER_PARAMETER = 1.0
+REREAD_PASSES = 5.0
 TRAINING_SHARE = 0.85  # of a budget spent on training steps at the calibrated speed (evaluations)
 # A text read again teaches less each time (Muennighoff et al. 2023): the width rule counts at
 # most USEFUL_PASSES passes over it. Counting all chose 2x512 for 10 minutes on 0.47 MB (15
@@ -217,16 +221,17 @@ def chars_within_limits(
 
 def affordable(config: TrainConfig, facts: Facts, width: int) -> bool:
     """Whether a model this wide gets enough characters per parameter (when measured): up to
-    FALLBACK's width MIN_CHARS_PER_PARAMETER of all it trains or USEFUL_PASSES passes over the
+    FALLBACK's width MIN_CHARS_PER_PARAMETER of all it trains or REREAD_PASSES passes over the
     training split, and wider CHARS_PER_PARAMETER (from WIDE_FROM, WIDE_CHARS_PER_PARAMETER)
     counting at most USEFUL_PASSES passes."""
     chars = expected_chars(config, facts, width)
     if chars is None:
         return False
     parameters = facts.widths[width].parameters
-    useful = USEFUL_PASSES * facts.train_chars if facts.train_chars else math.inf
     if width <= FALLBACK["hidden_size"]:  # too few steps, unless it reads the text often anyway
-        return chars >= min(useful, MIN_CHARS_PER_PARAMETER * parameters)
+        reread = REREAD_PASSES * facts.train_chars if facts.train_chars else math.inf
+        return chars >= min(reread, MIN_CHARS_PER_PARAMETER * parameters)
+    useful = USEFUL_PASSES * facts.train_chars if facts.train_chars else math.inf
     needed = WIDE_CHARS_PER_PARAMETER if width >= WIDE_FROM else CHARS_PER_PARAMETER
     return min(chars, useful) >= needed * parameters
 

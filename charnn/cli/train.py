@@ -29,6 +29,7 @@ from charnn.plan import (
     MANY_PASSES,
     MIN_CHARS_PER_PARAMETER,
     PATIENCE,
+    REREAD_PASSES,
     USEFUL_PASSES,
     WIDE_CHARS_PER_PARAMETER,
     WIDE_FROM,
@@ -85,7 +86,7 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     f"on {CHARS_PER_PARAMETER:g} characters per parameter ({WIDE_CHARS_PER_PARAMETER:g} from "
     f"{WIDE_FROM} units), counting at most {USEFUL_PASSES:g} passes over the text "
     f"({WIDTHS[0]} where {FALLBACK['hidden_size']} would train under "
-    f"{MIN_CHARS_PER_PARAMETER:g} per parameter and read the text under {USEFUL_PASSES:g} "
+    f"{MIN_CHARS_PER_PARAMETER:g} per parameter and read the text under {REREAD_PASSES:g} "
     f"times), else {FALLBACK['hidden_size']}].",
 )
 @click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
