@@ -64,10 +64,11 @@ WIDE_CHARS_PER_PARAMETER = 4.0
 # lacks would read the same text again. 50,000 characters for 2 minutes 30 seconds (28-29
 # passes for 2x256, 74-78 for 2x128): 2x256 won by 4.3% (Russian) and 1.7% (tinyshakespeare)
 # and lost by 1.2% (code); Vim's manual for 2 minutes (11 and 27 passes): 2x256 won by 2.1%
-# ("Nineteenth pass"). 100,000 characters for 1 minute (2x256 at 0.9 characters per parameter
-# and 9-11 passes, 2x128 at 20-26): 2x256 won by 9-11% on pydoc and 6% on Russian text, and
-# lost by 0.6-1.8% on Vim's manual (two seeds each); at 4 passes 2x256 had lost by 4.4% (Vim's
-# manual, the slowest CPU) ("Twenty-eighth pass").
+# ("Nineteenth pass"). 100,000 characters for 1 minute (2x256 at 0.8-1.1 characters per
+# parameter and 8-11 passes, 2x128 at 17-26), two seeds each: 2x256 won by 9-11% on pydoc, 6% on
+# Russian text and 2% on tinyshakespeare, and lost by 0.6-1.8% on Vim's manual and 1.4-4.4% on
+# code; at 4 passes 2x256 had lost by 4.4% (Vim's manual, the slowest CPU) ("Twenty-eighth
+# pass").
 MIN_CHARS_PER_PARAMETER = 1.0
 REREAD_PASSES = 5.0
 TRAINING_SHARE = 0.85  # of a budget spent on training steps at the calibrated speed (evaluations)

@@ -239,8 +239,8 @@ def test_under_the_floor_256_still_trains_a_text_it_reads_reread_passes_times():
     read_five_times = int(0.5 * WIDTHS[256].parameters / REREAD_PASSES)  # 87,000
     assert planned(half, train_chars=read_five_times - 50).model.hidden_size == 256
     assert planned(half, train_chars=read_five_times + 50).model.hidden_size == 128
-    # measured on 100,000-character texts: 2x256 read 9-11 times beat 2x128 on two of three; 2x256
-    # read 4 times lost
+    # measured on 100,000-character texts: 2x256 read 8-11 times beat 2x128 on three of five; read
+    # 4 times it lost
     chars_256 = 0.5 * WIDTHS[256].parameters
     assert planned(half, train_chars=int(chars_256 / 7)).model.hidden_size == 256
     assert planned(half, train_chars=int(chars_256 / 4)).model.hidden_size == 128
