@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist each worker, and every `charnn` it starts, computes on one thread: two
+# workers each spinning OpenMP's default two threads on a 2-core machine ran the suite slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 WORDS = (
     "the cell state runs like a conveyor belt through the whole chain with only minor linear "
     "interactions gates let information through optionally forget input output hello world "
