@@ -25,19 +25,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from charnn.cache import load_corpus
 from charnn.checkpoint import load_checkpoint, read_payload
 from charnn.config import FALLBACK
-from charnn.evaluator import total_nats
+from charnn.evaluator import evaluate
 from charnn.plan import BETA1_MANY_PASSES, WIDTHS
 
 DROPOUTS = (0.0, 0.1, 0.2, 0.3, 0.5)
@@ -58,9 +55,7 @@ def run(corpus: str, budget: str, flags: str) -> tuple[str, dict]:
         ids, train_chars = encoded.ids, encoded.train_end(config["val_frac"])
         best = last["best_val_bpc"]
         if 0 < config.get("eval_chars", 0) < len(ids) - train_chars - 1:  # scored a sample
-            val = np.asarray(ids[train_chars:])
-            model = load_checkpoint(Path(root) / "run" / "best.pt").model
-            best = total_nats(model, val) / (len(val) - 1) / math.log(2)
+            best = evaluate(load_checkpoint(Path(root) / "run" / "best.pt")).bits_per_char
     model = config["model"]
     passes = last["step"] * config["batch_size"] * config["seq_len"] / train_chars
     dropconnect = f"weight drop {model['weight_drop']}, " if model.get("weight_drop") else ""

@@ -119,6 +119,7 @@ class LoadedModel:
     train_config: TrainConfig
     step: int
     metrics: dict[str, Any] = field(default_factory=dict)
+    corpus_sha256: str | None = None  # of the text it trained on, to recognise its corpus
 
 
 def load_path(path: str | Path) -> Path:
@@ -140,7 +141,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     except (KeyError, TypeError, ValueError, RuntimeError, CharnnError) as err:
         raise CharnnError(f"{path} is not a usable charnn checkpoint ({err})") from None
     model.to(device).eval()
-    return LoadedModel(model, vocab, path, train_config, payload["step"], payload["metrics"])
+    return LoadedModel(model, vocab, path, train_config, payload["step"], payload["metrics"],
+                       payload.get("corpus_sha256"))  # fmt: skip
 
 
 def _run_checkpoint(run_dir: Path) -> Path:

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from charnn.cache import load_corpus
 from charnn.checkpoint import LoadedModel
 from charnn.errors import CharnnError
+from charnn.evaluator import model_corpus, validation_ids
 from charnn.model import CharRNN, detach_state
 from charnn.vocab import read_corpus
 
@@ -119,18 +119,21 @@ def dynamic_bits_per_char(
 
 def evaluate_dynamic(
     loaded: LoadedModel,
-    file: str | Path,
+    file: str | Path | None = None,
     *,
     tune_on: str | Path | None = None,
     encoding: str = "utf-8",
     device: torch.device | str = "cpu",
 ) -> DynamicResult:
-    """Dynamic evaluation of a loaded model on a text file. The settings are chosen on the end
-    of the training split of `tune_on` (default: the corpus the model was trained on)."""
-    text = read_corpus(file, encoding)
-    ids, _ = loaded.vocab.encode_known(text)
-    if len(ids) < 2:
-        raise CharnnError(f"{file} has fewer than two characters the model knows")
+    """Dynamic evaluation of a loaded model on a text file, or with no file on its own validation
+    split. The settings are chosen on the end of the training split of `tune_on` (default: the
+    corpus the model was trained on)."""
+    if file is None:
+        ids = validation_ids(loaded)
+    else:
+        ids, _ = loaded.vocab.encode_known(read_corpus(file, encoding))
+        if len(ids) < 2:
+            raise CharnnError(f"{file} has fewer than two characters the model knows")
     if tune_on is not None:
         tune_ids, _ = loaded.vocab.encode_known(read_corpus(tune_on, encoding))
     else:
@@ -140,14 +143,9 @@ def evaluate_dynamic(
 
 def _training_tail(loaded: LoadedModel) -> np.ndarray:
     """The last TUNE_CHARS of the model's training split (never its validation text)."""
-    config = loaded.train_config
-    try:
-        corpus = load_corpus(config.corpus_spec(), config.encoding, val_frac=config.val_frac)
-    except CharnnError as err:
-        raise CharnnError(
-            f"dynamic evaluation chooses its step size on training text, and the model's corpus "
-            f"cannot be read ({err}): pass --tune-on FILE"
-        ) from None
-    train_end = corpus.train_end(config.val_frac)
+    corpus = model_corpus(
+        loaded, "dynamic evaluation chooses its step size on training text", "pass --tune-on FILE"
+    )
+    train_end = corpus.train_end(loaded.train_config.val_frac)
     tail = corpus.vocab.decode(corpus.ids[max(0, train_end - TUNE_CHARS) : train_end])
     return loaded.vocab.encode_known(tail)[0]

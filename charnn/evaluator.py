@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from charnn.cache import EncodedCorpus, load_corpus
 from charnn.checkpoint import LoadedModel
+from charnn.data import split_train_val
 from charnn.errors import CharnnError
 from charnn.model import CharRNN
 from charnn.vocab import describe_chars, read_corpus
@@ -132,6 +134,7 @@ class EvalResult:
     nats_per_char: float
     bits_per_char: float
     perplexity: float
+    split: str | None = None  # "validation": the model's own held-out text, not a whole file
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,30 +142,73 @@ class EvalResult:
 
 def evaluate(
     loaded: LoadedModel,
-    file: str | Path,
+    file: str | Path | None = None,
     *,
     encoding: str = "utf-8",
     device: torch.device | str = "cpu",
 ) -> EvalResult:
-    """Evaluate a loaded model on a text file: each character given the text before it (see
-    stream_nats). The model runs on `device` (on a copy if it is elsewhere), in eval mode, and is
-    left as it was."""
-    text = read_corpus(file, encoding)
-    ids, unknown = loaded.vocab.encode_known(text)
-    if len(ids) < 2:
-        missing = describe_chars(loaded.vocab.unknown(text))
-        raise CharnnError(
-            f"{file} has fewer than two characters the model knows (unknown: {missing})"
-        )
+    """Evaluate a loaded model on a text file, or with no file on its own validation split (the
+    text its training held out), each character given the text before it (see stream_nats). The
+    model runs on `device` (on a copy if it is elsewhere), in eval mode, and is left as it was."""
+    if file is None:
+        ids, unknown, missing = validation_ids(loaded), 0, ""
+        name, split = corpus_name(loaded), "validation"
+    else:
+        text = read_corpus(file, encoding)
+        ids, unknown = loaded.vocab.encode_known(text)
+        if len(ids) < 2:
+            raise CharnnError(
+                f"{file} has fewer than two characters the model knows "
+                f"(unknown: {describe_chars(loaded.vocab.unknown(text))})"
+            )
+        missing = "".join(loaded.vocab.unknown(text)) if unknown else ""
+        name, split = str(file), None
     model = model_on(loaded.model, device)
     nats = total_nats(model, ids, next(model.parameters()).device) / (len(ids) - 1)
     return EvalResult(
-        file=str(file),
+        file=name,
         chars=len(ids),
         predicted=len(ids) - 1,
         unknown=unknown,
-        unknown_chars="".join(loaded.vocab.unknown(text)) if unknown else "",
+        unknown_chars=missing,
         nats_per_char=nats,
         bits_per_char=nats / math.log(2),
         perplexity=math.exp(nats),
+        split=split,
     )
+
+
+def corpus_name(loaded: LoadedModel) -> str:
+    """The corpus a model trained on, as its run named it."""
+    return ", ".join(loaded.train_config.corpus_paths)
+
+
+def model_corpus(loaded: LoadedModel, purpose: str, remedy: str) -> EncodedCorpus:
+    """The corpus a model trained on, encoded as its training encoded it (from the cache when
+    the text has not changed). `purpose` and `remedy` word the error when it cannot be read."""
+    config = loaded.train_config
+    try:
+        return load_corpus(config.corpus_spec(), config.encoding, val_frac=config.val_frac)
+    except CharnnError as err:
+        raise CharnnError(
+            f"{purpose}, and the model's corpus cannot be read ({err}): {remedy}"
+        ) from None
+
+
+def validation_ids(loaded: LoadedModel) -> np.ndarray:
+    """The model's validation split: the part of its corpus that training held out and measured
+    it on, whole (a run's own evaluations may score a sample of it: --eval-chars)."""
+    remedy = "pass the FILE to evaluate on"
+    purpose = "with no FILE the model is scored on its validation split"
+    corpus = model_corpus(loaded, purpose, remedy)
+    changed = CharnnError(
+        f"{corpus_name(loaded)} has changed since the model trained on it, so its validation "
+        f"split is no longer the text held out: {remedy}"
+    )
+    if loaded.corpus_sha256 not in (None, corpus.sha256):
+        raise changed
+    try:
+        ids = corpus.ids_in(loaded.vocab)
+    except ValueError:  # a character the model never saw: not its text
+        raise changed from None
+    return split_train_val(ids, loaded.train_config.val_frac, corpus.val_start)[1]

@@ -28,6 +28,11 @@ class Vocab:
 
     chars: str
 
+    def __post_init__(self) -> None:
+        points = code_points(self.chars)
+        if (points[1:] <= points[:-1]).any():  # ids are found by binary search over the order
+            raise CharnnError("a vocabulary's characters must be distinct and in code-point order")
+
     @classmethod
     def from_text(cls, text: str) -> Vocab:
         if not text:

@@ -59,6 +59,20 @@ def test_eval_on_the_validation_text_agrees_with_training(trained):
     assert json.loads(proc.stdout)["bits_per_char"] == pytest.approx(last["val_bpc"], abs=1e-6)
 
 
+def test_eval_with_no_file_scores_the_models_own_validation_split(trained):
+    root, _, run = trained
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    proc = run_charnn("eval", "--json", str(run / "last.pt"))  # a checkpoint and no FILE
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["split"] == "validation" and result["chars"] == 2_000  # 10% of 20,000
+    assert result["bits_per_char"] == pytest.approx(last["val_bpc"], abs=1e-6)
+    newest = run_charnn("eval", "--checkpoint-dir", str(root / "ck"))  # no argument at all
+    assert newest.returncode == 0, newest.stderr
+    assert "(validation" in newest.stdout  # the file column names the split
+    assert f"{last['best_val_bpc']:.4f}" in newest.stdout  # best.pt, the newest run's best
+
+
 def test_eval_reports_unknown_characters(trained, tmp_path):
     root, _, run = trained
     other = tmp_path / "other.txt"

@@ -55,6 +55,16 @@ def test_eval_dynamic_from_the_command_line(trained, tmp_path):
     dynamic = result["dynamic"]
     assert dynamic["bits_per_char"] > 0 and dynamic["lr"] > 0
     assert result["bits_per_char"] > 0  # the static figure stays
+    text = corpus.read_text(encoding="utf-8")
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text(text[-len(text) // 10 :], encoding="utf-8")
+    split, alone = (
+        json.loads(run_charnn("eval", str(run), *files, "--dynamic", "--json").stdout)
+        for files in ([], [str(held_out)])
+    )
+    assert split["split"] == "validation" and split["chars"] == alone["chars"]
+    for key in ("bits_per_char", "lr", "decay"):  # with no FILE, the same text read the same way
+        assert split["dynamic"][key] == pytest.approx(alone["dynamic"][key], rel=1e-9)
     corpus.rename(corpus.with_suffix(".moved"))  # the training text is gone
     try:
         missing = run_charnn("eval", str(run), str(other), "--dynamic")

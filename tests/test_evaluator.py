@@ -1,5 +1,6 @@
 """Bits per character: side-by-side streams read as one, and the caller's model left alone."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +9,10 @@ import torch
 from torch.nn import functional as F
 
 import charnn.evaluator as evaluator
+from charnn.cache import load_corpus
 from charnn.checkpoint import LoadedModel
 from charnn.config import ModelConfig, TrainConfig
+from charnn.errors import CharnnError
 from charnn.evaluator import (
     MIN_STREAM,
     STREAMS,
@@ -83,7 +86,7 @@ def test_a_sample_scores_pieces_spread_over_the_text_as_one_reading_would():
 
 
 def loaded_in_training_mode(tmp_path: Path) -> tuple[LoadedModel, Path]:
-    vocab = Vocab("abcdefghij \n")
+    vocab = Vocab("\n abcdefghij")
     torch.manual_seed(1)
     config = ModelConfig(vocab_size=len(vocab), layers=2, hidden_size=16, dropout=0.5)
     loaded = LoadedModel(CharRNN(config).train(), vocab, Path("memory"), TrainConfig(), 0)
@@ -101,6 +104,42 @@ def test_evaluate_leaves_the_callers_model_as_it_was(tmp_path):
     assert evaluate(loaded, text).bits_per_char == first  # no dropout drawn: the same figure
     after = loaded.model.state_dict()
     assert all(torch.equal(before[k], after[k]) and after[k].device.type == "cpu" for k in after)
+
+
+def model_of_its_corpus(tmp_path: Path) -> tuple[LoadedModel, Path]:
+    """A model whose checkpoint names a corpus on disk and that text's fingerprint, as a
+    trained run's does."""
+    loaded, text = loaded_in_training_mode(tmp_path)
+    sha = load_corpus(text).sha256
+    return replace(loaded, train_config=TrainConfig(corpus=str(text)), corpus_sha256=sha), text
+
+
+def test_with_no_file_the_model_is_scored_on_its_validation_split(tmp_path):
+    loaded, text = model_of_its_corpus(tmp_path)
+    held_out = text.read_text(encoding="utf-8")[-500:]  # the last 10% of 5,000 characters
+    (tmp_path / "held_out.txt").write_text(held_out, encoding="utf-8")
+    result = evaluate(loaded)
+    assert result.split == "validation" and result.file == str(text) and result.chars == 500
+    alone = evaluate(loaded, tmp_path / "held_out.txt")
+    assert alone.split is None
+    assert result.bits_per_char == alone.bits_per_char  # the same characters, the same reading
+
+
+def test_a_changed_or_missing_corpus_is_refused_rather_than_scored(tmp_path):
+    loaded, text = model_of_its_corpus(tmp_path)
+    with text.open("a", encoding="utf-8") as out:
+        out.write("abc")  # the split now ends in other text, some of it trained on
+    with pytest.raises(CharnnError, match="has changed since the model trained on it"):
+        evaluate(loaded)
+    older = replace(loaded, corpus_sha256=None)  # a checkpoint that kept no fingerprint
+    assert evaluate(older).chars == 500  # its own characters only: taken as its text
+    with text.open("a", encoding="utf-8") as out:
+        out.write("xyz")  # characters the model never saw
+    with pytest.raises(CharnnError, match="has changed since the model trained on it"):
+        evaluate(older)
+    text.unlink()
+    with pytest.raises(CharnnError, match="corpus cannot be read.*pass the FILE"):
+        evaluate(loaded)
 
 
 def test_a_model_elsewhere_is_copied_to_the_device_never_moved():

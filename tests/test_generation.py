@@ -19,7 +19,7 @@ from charnn.vocab import Vocab
 
 from conftest import TINY, run_charnn
 
-VOCAB = Vocab("\n abcdefghijklmnopqrstuvwxyz.")
+VOCAB = Vocab("\n .abcdefghijklmnopqrstuvwxyz")
 
 
 def random_model(seed: int = 0, vocab: Vocab = VOCAB) -> LoadedModel:

@@ -20,7 +20,7 @@ from charnn.vocab import Vocab
 
 from conftest import CHARNN, run_charnn
 
-VOCAB = Vocab("\n abcdefghijklmnopqrstuvwxyz.")
+VOCAB = Vocab("\n .abcdefghijklmnopqrstuvwxyz")
 
 
 def random_model(cell: str = "lstm", seed: int = 0) -> LoadedModel:

@@ -20,6 +20,12 @@ def test_encode_matches_a_per_character_lookup_and_round_trips():
     assert vocab.decode(ids) == text
 
 
+@pytest.mark.parametrize("chars", ["ba", "abca", "\n .a.b"])
+def test_a_vocabulary_out_of_order_is_refused_not_misread(chars):
+    with pytest.raises(CharnnError, match="code-point order"):
+        Vocab(chars)  # its ids are found by binary search: out of order, some would be wrong
+
+
 def test_unknown_characters_are_named_not_mapped():
     vocab = Vocab.from_text("abc")
     with pytest.raises(CharnnError, match="'x'"):

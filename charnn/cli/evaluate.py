@@ -18,7 +18,7 @@ from charnn.config import DEVICES
     "paths",
     nargs=-1,
     type=click.Path(path_type=Path),
-    metavar="[CHECKPOINT] FILE...",
+    metavar="[CHECKPOINT] [FILE...]",
 )
 @checkpoint_options
 @click.option("--device", type=click.Choice(DEVICES), default="auto")
@@ -63,7 +63,8 @@ def evaluate(
     corpus: Path | None,
     ns: str,
 ) -> None:
-    """Bits per character of a model on each FILE, the state carried through the whole file.
+    """Bits per character of a model on each FILE, the state carried through the whole file;
+    with no FILE, on the model's whole validation split (the text its training held out).
 
     The first argument is taken as the CHECKPOINT when it is a .pt file or a run folder;
     otherwise the best checkpoint of the newest run under --checkpoint-dir is used.
@@ -80,23 +81,22 @@ def evaluate(
         return
     if corpus is not None:
         raise click.UsageError("--corpus goes with --novelty")
-    if not paths:
-        raise click.UsageError("Missing argument '[CHECKPOINT] FILE...'")
     from charnn.evaluator import evaluate as run_eval
 
     checkpoint = None
-    if len(paths) > 1 and (paths[0].suffix == ".pt" or paths[0].is_dir()):
+    if paths and (paths[0].suffix == ".pt" or paths[0].is_dir()):
         checkpoint, paths = paths[0], paths[1:]
+    files: list[Path | None] = list(paths) or [None]  # None: the model's validation split
     loaded = load_model(checkpoint, checkpoint_dir, cell, device)
     model_device = next(loaded.model.parameters()).device
-    results = [run_eval(loaded, p, encoding=encoding, device=model_device) for p in paths]
-    adapted: list[Any] = [None] * len(paths)
+    results = [run_eval(loaded, f, encoding=encoding, device=model_device) for f in files]
+    adapted: list[Any] = [None] * len(files)
     if dynamic:
         from charnn.dynamic import evaluate_dynamic
 
         adapted = [
-            evaluate_dynamic(loaded, p, tune_on=tune_on, encoding=encoding, device=model_device)
-            for p in paths
+            evaluate_dynamic(loaded, f, tune_on=tune_on, encoding=encoding, device=model_device)
+            for f in files
         ]
     if as_json:
         for result, dyn in zip(results, adapted, strict=True):
@@ -113,7 +113,8 @@ def evaluate(
     for column in columns:
         table.add_column(column, justify="left" if column == "file" else "right")
     for r, dyn in zip(results, adapted, strict=True):
-        row = [r.file, f"{r.chars:,}", f"{r.unknown:,}", f"{r.nats_per_char:.4f}",
+        name = r.file if r.split is None else f"{r.file} ({r.split} split)"
+        row = [name, f"{r.chars:,}", f"{r.unknown:,}", f"{r.nats_per_char:.4f}",
                f"{r.bits_per_char:.4f}", f"{r.perplexity:.3f}"]  # fmt: skip
         if dyn is not None:
             row += [f"{dyn.bits_per_char:.4f}", f"{dyn.settings.lr:g}", f"{dyn.settings.decay:g}",
