@@ -173,7 +173,7 @@ class Facts:
 @dataclass(frozen=True)
 class Plan:
     config: TrainConfig  # every setting decided
-    chosen: dict[str, Any]  # what the plan set to other than its FALLBACK value, by name
+    chosen: dict[str, Any]  # by name: what the plan moved from FALLBACK, and a measured width
     why: str  # what the choice rests on
     expected_chars: float | None = None  # characters the run is expected to train
     passes: float | None = None  # ...as passes over the training split
@@ -287,10 +287,12 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
         reasons.append(f"{passes:.1f} passes over {facts.train_chars:,} training characters")
         every = config.eval_every or wanted["eval_every"] or FALLBACK["eval_every"]
         wanted.update(regularisation(passes, every))
-    chosen = {
+    chosen = {  # a width is only wanted when measured, and then named even if the fallback's
         name: value
         for name, value in wanted.items()
-        if name in unset and value is not None and value != FALLBACK[name]
+        if name in unset
+        and value is not None
+        and (value != FALLBACK[name] or name == "hidden_size")
     }
     planned = _with(config, chosen).complete()
     why = ", ".join(reasons) or "no time budget"

@@ -370,6 +370,9 @@ def test_the_plan_says_once_what_it_chose():
     for part in ("5m", "bf16 autocast", "hidden size 384", "passes"):
         assert part in plan.notice
     assert "weight decay" not in plan.notice  # a plain default, not planned
+    fallback_wide = plan_run(TrainConfig(time_budget=120), Facts(10**6, False, WIDTHS))
+    assert fallback_wide.config.model.hidden_size == FALLBACK["hidden_size"]
+    assert "hidden size 256" in (fallback_wide.notice or "")  # measured, so named
     assert plan_run(TrainConfig(max_steps=5)).notice is None  # nothing beyond the fallbacks
     decided = TrainConfig(time_budget=300, precision="fp32",
                           model=ModelConfig(hidden_size=64, dropout=0.0))  # fmt: skip
