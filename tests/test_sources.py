@@ -66,6 +66,23 @@ def test_many_line_documents_keep_whole_lines_for_validation(tmp_path):
     assert set(train_lines) == set(names) - set(val_lines)
 
 
+def test_eval_with_no_file_reads_the_documents_a_run_held_out(tmp_path):
+    held = "!" * 20  # on the lines the split holds out (every 10th), so its length tells
+    names = "".join(f"name number {i:03d}{held if i % 10 == 9 else ''}\n" for i in range(200))
+    path = tmp_path / "names.txt"
+    path.write_text(names, encoding="utf-8")
+    ck = tmp_path / "ck"
+    proc = run_charnn("train", str(path), "--doc-per-line", "--max-steps", "4", "--eval-every",
+                      "4", "--checkpoint-dir", str(ck), "--name", "names", *TINY)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    last = json.loads((ck / "names" / "metrics.jsonl").read_text().splitlines()[-1])
+    scored = run_charnn("eval", str(ck / "names" / "last.pt"), "--json")
+    assert scored.returncode == 0, scored.stderr
+    result = json.loads(scored.stdout)
+    assert result["chars"] == 20 * len(f"name number 000{held}") + 19  # 20 lines, not the tail
+    assert result["bits_per_char"] == pytest.approx(last["val_bpc"], abs=1e-6)
+
+
 def test_few_documents_keep_the_tail_split(folder):
     corpus = load_corpus(CorpusSpec((str(folder),)))
     assert corpus.documents == 4 < MANY_DOCUMENTS and corpus.val_start is None
