@@ -250,7 +250,7 @@ def _read_cached(folder: Path, key: str) -> EncodedCorpus | None:
         files = tuple(tuple(pair) for pair in meta.get("files", ()))
         return EncodedCorpus(ids, Vocab(meta["vocab"]), meta["sha256"], ids_path,
                              meta.get("val_start"), files, meta.get("documents", 1))  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, CharnnError):  # damaged: encode again
         return None
 
 

@@ -89,6 +89,11 @@ def read_payload(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CharnnError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes one: text, or half a file, is not
+        raise CharnnError(
+            f"{path} is corrupt or truncated, or not a checkpoint at all (not the zip archive "
+            "torch.save writes)"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
@@ -96,7 +101,7 @@ def read_payload(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
             f"{path} is not a plain charnn checkpoint (it holds objects that could run code); "
             "refusing to load it"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CharnnError(f"{path} is corrupt or truncated ({reason})") from None
     if not isinstance(payload, dict) or "format_version" not in payload:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +57,15 @@ class DynamicResult:
 
 
 def window_nats(
-    model: CharRNN, ids: np.ndarray, settings: DynamicSettings, device: torch.device | str = "cpu"
+    model: CharRNN,
+    ids: np.ndarray,
+    settings: DynamicSettings,
+    device: torch.device | str = "cpu",
+    on_progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
     """Summed nats of each window's targets (target j is ids[j + 1]), scored before the update
-    on that window. `model` is left as it was: a copy adapts."""
+    on that window. `model` is left as it was: a copy adapts. `on_progress` hears the fraction
+    read after each window."""
     device = torch.device(device)
     adapting = copy.deepcopy(model).to(device)
     adapting.eval()  # dropout off; the gradient still flows
@@ -85,6 +91,8 @@ def window_nats(
                 if settings.decay:
                     torch._foreach_lerp_(params, trained, settings.decay)  # toward θ_trained
             state = detach_state(new_state)
+            if on_progress is not None:
+                on_progress(min(start + WINDOW, len(ids) - 1) / (len(ids) - 1))
     return np.asarray(nats, dtype=np.float64)
 
 
@@ -107,12 +115,14 @@ def dynamic_bits_per_char(
     ids: np.ndarray,
     tune_ids: np.ndarray,
     device: torch.device | str = "cpu",
+    on_progress: Callable[[float], None] | None = None,
 ) -> DynamicResult:
-    """Choose the settings on `tune_ids` (training text), then read `ids` adapting."""
+    """Choose the settings on `tune_ids` (training text), then read `ids` adapting (the part
+    `on_progress` hears of)."""
     started = time.perf_counter()
     settings = choose_settings(model, tune_ids[-TUNE_CHARS:], device)
     tuned = time.perf_counter()
-    nats = window_nats(model, ids, settings, device).sum()
+    nats = window_nats(model, ids, settings, device, on_progress).sum()
     bits = float(nats) / (len(ids) - 1) / math.log(2)
     return DynamicResult(bits, settings, time.perf_counter() - tuned, tuned - started)
 
@@ -124,6 +134,7 @@ def evaluate_dynamic(
     tune_on: str | Path | None = None,
     encoding: str = "utf-8",
     device: torch.device | str = "cpu",
+    on_progress: Callable[[float], None] | None = None,
 ) -> DynamicResult:
     """Dynamic evaluation of a loaded model on a text file, or with no file on its own validation
     split. The settings are chosen on the end of the training split of `tune_on` (default: the
@@ -138,7 +149,7 @@ def evaluate_dynamic(
         tune_ids, _ = loaded.vocab.encode_known(read_corpus(tune_on, encoding))
     else:
         tune_ids = _training_tail(loaded)
-    return dynamic_bits_per_char(loaded.model, ids, tune_ids, device)
+    return dynamic_bits_per_char(loaded.model, ids, tune_ids, device, on_progress)
 
 
 def _training_tail(loaded: LoadedModel) -> np.ndarray:

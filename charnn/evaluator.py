@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ def stream_nats(
     device: torch.device | str = "cpu",
     streams: Sequence[int] | None = None,
     sample: int = 0,
+    on_progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
     """Summed negative log-likelihood (nats) of each stream's targets, in float64.
 
@@ -71,6 +72,7 @@ def stream_nats(
     the whole text as a single stream, and runs several times faster. `streams` picks which
     streams to compute (the others stay 0), for sharing the work between processes; with
     `sample`, the streams are that many targets' pieces of the text (see stream_bounds).
+    `on_progress` hears the fraction read after each chunk.
     """
     bounds = stream_bounds(len(ids) - 1, sample)
     picked = list(range(len(bounds)) if streams is None else streams)
@@ -102,15 +104,22 @@ def stream_nats(
             reduction="none",
         )  # (S, T), 0 where ignored
         sums += losses.double().sum(dim=1)
+        if on_progress is not None:
+            on_progress(min(col + CHUNK, width) / width)
     model.train(was_training)
     nats[picked] = sums.cpu().numpy()
     return nats
 
 
-def total_nats(model: CharRNN, ids: np.ndarray, device: torch.device | str = "cpu") -> float:
+def total_nats(
+    model: CharRNN,
+    ids: np.ndarray,
+    device: torch.device | str = "cpu",
+    on_progress: Callable[[float], None] | None = None,
+) -> float:
     """Summed negative log-likelihood (nats) of ids[1:], each character given the text before it
     (up to WARMUP_CHARS of it at the start of each stream: see stream_nats)."""
-    return float(stream_nats(model, ids, device).sum())
+    return float(stream_nats(model, ids, device, on_progress=on_progress).sum())
 
 
 def model_on(model: CharRNN, device: torch.device | str) -> CharRNN:
@@ -146,10 +155,12 @@ def evaluate(
     *,
     encoding: str = "utf-8",
     device: torch.device | str = "cpu",
+    on_progress: Callable[[float], None] | None = None,
 ) -> EvalResult:
     """Evaluate a loaded model on a text file, or with no file on its own validation split (the
     text its training held out), each character given the text before it (see stream_nats). The
-    model runs on `device` (on a copy if it is elsewhere), in eval mode, and is left as it was."""
+    model runs on `device` (on a copy if it is elsewhere), in eval mode, and is left as it was.
+    `on_progress` hears the fraction of the text read, now and then."""
     if file is None:
         ids, unknown, missing = validation_ids(loaded), 0, ""
         name, split = corpus_name(loaded), "validation"
@@ -164,7 +175,7 @@ def evaluate(
         missing = "".join(loaded.vocab.unknown(text)) if unknown else ""
         name, split = str(file), None
     model = model_on(loaded.model, device)
-    nats = total_nats(model, ids, next(model.parameters()).device) / (len(ids) - 1)
+    nats = total_nats(model, ids, next(model.parameters()).device, on_progress) / (len(ids) - 1)
     return EvalResult(
         file=name,
         chars=len(ids),
@@ -187,28 +198,29 @@ def model_corpus(loaded: LoadedModel, purpose: str, remedy: str) -> EncodedCorpu
     """The corpus a model trained on, encoded as its training encoded it (from the cache when
     the text has not changed). `purpose` and `remedy` word the error when it cannot be read."""
     config = loaded.train_config
+    if not any(config.corpus_paths):  # a model made in Python, never trained from a file
+        raise CharnnError(f"{purpose}, and the model names no corpus: {remedy}")
     try:
         return load_corpus(config.corpus_spec(), config.encoding, val_frac=config.val_frac)
     except CharnnError as err:
         raise CharnnError(
-            f"{purpose}, and the model's corpus cannot be read ({err}): {remedy}"
+            f"{purpose}, and the model's corpus cannot be read ({err}; a relative path is "
+            f"read from the current folder): {remedy}"
         ) from None
 
 
 def validation_ids(loaded: LoadedModel) -> np.ndarray:
     """The model's validation split: the part of its corpus that training held out and measured
-    it on, whole (a run's own evaluations may score a sample of it: --eval-chars)."""
-    remedy = "pass the FILE to evaluate on"
+    it on, whole (a run's own evaluations may score a sample of it: --eval-chars). Refused
+    unless the corpus is, to its SHA-256, the text the model trained on."""
+    remedy = "pass a FILE of held-out text to evaluate on (not the training corpus)"
     purpose = "with no FILE the model is scored on its validation split"
     corpus = model_corpus(loaded, purpose, remedy)
-    changed = CharnnError(
-        f"{corpus_name(loaded)} has changed since the model trained on it, so its validation "
-        f"split is no longer the text held out: {remedy}"
-    )
-    if loaded.corpus_sha256 not in (None, corpus.sha256):
-        raise changed
-    try:
-        ids = corpus.ids_in(loaded.vocab)
-    except ValueError:  # a character the model never saw: not its text
-        raise changed from None
+    if loaded.corpus_sha256 != corpus.sha256:
+        state = "has changed since" if loaded.corpus_sha256 else "cannot be checked against"
+        raise CharnnError(
+            f"{corpus_name(loaded)} {state} the text the model trained on, so its validation "
+            f"split may not be the text held out: {remedy}"
+        )
+    ids = corpus.ids_in(loaded.vocab)  # the same text: the model knows every character
     return split_train_val(ids, loaded.train_config.val_frac, corpus.val_start)[1]

@@ -81,16 +81,10 @@ def novelty(
 def training_ids(loaded: LoadedModel) -> tuple[np.ndarray, Vocab]:
     """The ids and vocabulary of the text a model trained on: its corpus without the
     validation split, which the model never learned from."""
-    from charnn.cache import load_corpus
+    from charnn.evaluator import model_corpus
 
-    config = loaded.train_config
-    try:
-        corpus = load_corpus(config.corpus_spec(), config.encoding, val_frac=config.val_frac)
-    except CharnnError as err:
-        raise CharnnError(
-            f"the model's training text cannot be read ({err}): pass --corpus FILE"
-        ) from None
-    train_end = corpus.train_end(config.val_frac)
+    corpus = model_corpus(loaded, "novelty compares with the training text", "pass --corpus FILE")
+    train_end = corpus.train_end(loaded.train_config.val_frac)
     return corpus.ids[:train_end], corpus.vocab
 
 

@@ -181,7 +181,8 @@ class Plan:
 
     @property
     def notice(self) -> str | None:
-        """One line for the user, when the plan changed anything from the fallbacks."""
+        """One line for the user, when the plan measured the width or changed anything else
+        from the fallbacks."""
         if not self.chosen:
             return None
         what = ", ".join(

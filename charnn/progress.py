@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 
 from charnn.events import Evaluated, Event, Notice, Saved, TrainResult
 from charnn.events import Progress as StepProgress
@@ -139,3 +148,36 @@ class DownloadDisplay:
     def update(self, received: int, total: int | None) -> None:
         if self.progress is not None:
             self.progress.update(self.task, completed=received, total=total)
+
+
+class ReadDisplay:
+    """A bar for each text `charnn eval` reads, on a terminal only; it clears when done."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.progress: Progress | None = None
+        if not quiet and sys.stderr.isatty():
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+
+    def __enter__(self) -> ReadDisplay:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def reading(self, what: str) -> Callable[[float], None] | None:
+        """A new bar for `what`, and the callback that moves it (None off a terminal)."""
+        progress = self.progress
+        if progress is None:
+            return None
+        task = progress.add_task(f"reading {what}", total=1.0)
+        return lambda fraction: progress.update(task, completed=fraction)

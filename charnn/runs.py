@@ -236,7 +236,7 @@ def prepare_run(
     vocab, weights = corpus.vocab, None
     if init_from is not None:
         payload = weights = read_payload(load_path(init_from))
-        vocab = Vocab.from_text(payload["vocab"] + vocab.chars)  # old characters, then new
+        vocab = Vocab.from_text(payload["vocab"] + vocab.chars)  # both runs' characters
         saved = TrainConfig.from_dict(payload["train_config"])
         config = replace(config, model=merged_config(saved, config, given).model)
     train_chars = corpus.train_end(config.val_frac)

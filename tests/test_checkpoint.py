@@ -90,6 +90,10 @@ def test_truncated_and_foreign_files_are_refused(run_dir, tmp_path):
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(CharnnError, match="corrupt or truncated"):
         read_payload(truncated)
+    text = tmp_path / "notes.pt"  # a text file, named as checkpoints are
+    text.write_text("hello text\n", encoding="utf-8")
+    with pytest.raises(CharnnError, match="not a checkpoint at all"):
+        read_payload(text)
 
 
 class _CreatesFile:

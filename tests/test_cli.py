@@ -133,6 +133,40 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, corpus):
     bad.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
     proc = run_charnn("eval", str(bad), str(corpus))
     assert "corrupt" in assert_one_line_error(proc)
+    notes = tmp_path / "notes.pt"  # text, named as checkpoints are: taken as the CHECKPOINT
+    notes.write_text("hello text\n", encoding="utf-8")
+    assert "not a checkpoint at all" in assert_one_line_error(run_charnn("eval", str(notes)))
+
+
+def test_eval_shows_its_reading_on_a_terminal_only(trained):
+    """stderr a pseudo-terminal, stdout a pipe: a bar on the terminal, clean JSON on stdout;
+    --quiet leaves the terminal empty."""
+    import pty
+    import select
+    import subprocess
+
+    _, _, run = trained
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARNN_")}
+    for quiet in ([], ["--quiet"]):
+        main, child = pty.openpty()
+        command = [*CHARNN, "eval", str(run), "--json", *quiet]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=child, env=env)
+        os.close(child)
+        shown = b""
+        while True:  # read the terminal until the command closes it
+            ready, _, _ = select.select([main], [], [], 60)
+            try:
+                chunk = os.read(main, 4096) if ready else b""
+            except OSError:  # EIO: the other end closed
+                chunk = b""
+            if not chunk:
+                break
+            shown += chunk
+        out, _ = proc.communicate(timeout=60)
+        os.close(main)
+        assert proc.returncode == 0
+        assert json.loads(out)["split"] == "validation"
+        assert (b"reading the validation split" in shown) == (not quiet), shown
 
 
 def test_a_failing_run_never_overwrites_a_saved_one(trained, tmp_path):

@@ -45,6 +45,13 @@ def test_it_learns_the_text_it_reads(repeated):
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
+def test_progress_is_heard_window_by_window(repeated):
+    model, ids = repeated
+    heard: list[float] = []
+    window_nats(model, ids[:1_000], STATIC, on_progress=heard.append)
+    assert len(heard) == -(-999 // WINDOW) and heard == sorted(heard) and heard[-1] == 1.0
+
+
 def test_eval_dynamic_from_the_command_line(trained, tmp_path):
     root, corpus, run = trained
     other = tmp_path / "other.txt"
@@ -57,7 +64,7 @@ def test_eval_dynamic_from_the_command_line(trained, tmp_path):
     assert result["bits_per_char"] > 0  # the static figure stays
     text = corpus.read_text(encoding="utf-8")
     held_out = tmp_path / "held_out.txt"
-    held_out.write_text(text[-len(text) // 10 :], encoding="utf-8")
+    held_out.write_text(text[len(text) - int(len(text) * 0.1) :], encoding="utf-8")
     split, alone = (
         json.loads(run_charnn("eval", str(run), *files, "--dynamic", "--json").stdout)
         for files in ([], [str(held_out)])

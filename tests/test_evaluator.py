@@ -125,21 +125,26 @@ def test_with_no_file_the_model_is_scored_on_its_validation_split(tmp_path):
     assert result.bits_per_char == alone.bits_per_char  # the same characters, the same reading
 
 
-def test_a_changed_or_missing_corpus_is_refused_rather_than_scored(tmp_path):
+def test_a_changed_missing_or_unknown_corpus_is_refused_rather_than_scored(tmp_path):
     loaded, text = model_of_its_corpus(tmp_path)
+    with pytest.raises(CharnnError, match="model names no corpus"):
+        evaluate(replace(loaded, train_config=TrainConfig()))  # made in Python, never trained
+    with pytest.raises(CharnnError, match="cannot be checked against"):
+        evaluate(replace(loaded, corpus_sha256=None))  # a checkpoint that kept no fingerprint
     with text.open("a", encoding="utf-8") as out:
         out.write("abc")  # the split now ends in other text, some of it trained on
-    with pytest.raises(CharnnError, match="has changed since the model trained on it"):
+    with pytest.raises(CharnnError, match="has changed since"):
         evaluate(loaded)
-    older = replace(loaded, corpus_sha256=None)  # a checkpoint that kept no fingerprint
-    assert evaluate(older).chars == 500  # its own characters only: taken as its text
-    with text.open("a", encoding="utf-8") as out:
-        out.write("xyz")  # characters the model never saw
-    with pytest.raises(CharnnError, match="has changed since the model trained on it"):
-        evaluate(older)
     text.unlink()
-    with pytest.raises(CharnnError, match="corpus cannot be read.*pass the FILE"):
+    with pytest.raises(CharnnError, match="corpus cannot be read.*held-out text"):
         evaluate(loaded)
+
+
+def test_progress_is_heard_chunk_by_chunk_up_to_the_whole_text(tmp_path):
+    loaded, text = loaded_in_training_mode(tmp_path)  # 5,000 characters: one stream, 3 chunks
+    heard: list[float] = []
+    evaluate(loaded, text, on_progress=heard.append)
+    assert heard == sorted(heard) and len(heard) == 3 and heard[-1] == 1.0
 
 
 def test_a_model_elsewhere_is_copied_to_the_device_never_moved():

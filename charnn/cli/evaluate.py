@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -27,8 +26,8 @@ from charnn.config import DEVICES
 @click.option(
     "--dynamic",
     is_flag=True,
-    help="Also read each file with dynamic evaluation (the model keeps learning what it has "
-    "scored), its step size chosen on the end of the training split.",
+    help="Also read each FILE (or the split) with dynamic evaluation (the model keeps learning "
+    "what it has scored), its step size chosen on the end of the training split.",
 )
 @click.option(
     "--tune-on",
@@ -50,6 +49,7 @@ from charnn.config import DEVICES
     help="--novelty compares with this text instead (no checkpoint needed).",
 )
 @click.option("--n", "ns", default="5,10,20,30,40,50", help="--novelty's n-gram lengths.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def evaluate(
     paths: tuple[Path, ...],
     checkpoint_dir: Path,
@@ -62,6 +62,7 @@ def evaluate(
     novelty: str | None,
     corpus: Path | None,
     ns: str,
+    quiet: bool,
 ) -> None:
     """Bits per character of a model on each FILE, the state carried through the whole file;
     with no FILE, on the model's whole validation split (the text its training held out).
@@ -81,7 +82,10 @@ def evaluate(
         return
     if corpus is not None:
         raise click.UsageError("--corpus goes with --novelty")
+    from charnn.dynamic import DynamicResult, evaluate_dynamic
+    from charnn.evaluator import EvalResult
     from charnn.evaluator import evaluate as run_eval
+    from charnn.progress import ReadDisplay
 
     checkpoint = None
     if paths and (paths[0].suffix == ".pt" or paths[0].is_dir()):
@@ -89,15 +93,20 @@ def evaluate(
     files: list[Path | None] = list(paths) or [None]  # None: the model's validation split
     loaded = load_model(checkpoint, checkpoint_dir, cell, device)
     model_device = next(loaded.model.parameters()).device
-    results = [run_eval(loaded, f, encoding=encoding, device=model_device) for f in files]
-    adapted: list[Any] = [None] * len(files)
-    if dynamic:
-        from charnn.dynamic import evaluate_dynamic
-
-        adapted = [
-            evaluate_dynamic(loaded, f, tune_on=tune_on, encoding=encoding, device=model_device)
-            for f in files
-        ]
+    results: list[EvalResult] = []
+    adapted: list[DynamicResult | None] = []
+    with ReadDisplay(quiet) as display:
+        for file in files:
+            name = "the validation split" if file is None else str(file)
+            shown = display.reading(name)
+            results.append(run_eval(loaded, file, encoding=encoding, device=model_device,
+                                    on_progress=shown))  # fmt: skip
+            if not dynamic:
+                adapted.append(None)
+                continue
+            shown = display.reading(f"{name}, dynamically")
+            adapted.append(evaluate_dynamic(loaded, file, tune_on=tune_on, encoding=encoding,
+                                            device=model_device, on_progress=shown))  # fmt: skip
     if as_json:
         for result, dyn in zip(results, adapted, strict=True):
             extra = {} if dyn is None else {"dynamic": dyn.to_dict()}
