@@ -154,6 +154,11 @@ def _run_checkpoint(run_dir: Path) -> Path:
     for name in (BEST, LAST):
         if (run_dir / name).is_file():
             return run_dir / name
+    if any((sub / BEST).is_file() or (sub / LAST).is_file() for sub in run_dir.iterdir()):
+        raise CharnnError(
+            f"{run_dir} holds runs, not a run's checkpoints: pass one of its run folders, or "
+            f"--checkpoint-dir {run_dir} for the newest"
+        )
     raise CharnnError(f"run folder {run_dir} holds no {BEST} or {LAST}")
 
 

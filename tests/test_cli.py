@@ -128,6 +128,12 @@ def test_no_checkpoint_found(tmp_path):
     assert "not found" in assert_one_line_error(proc)
 
 
+def test_a_folder_of_runs_given_as_the_run_says_what_to_pass(trained):
+    root, _, _ = trained
+    proc = run_charnn("eval", str(root / "ck"))  # the checkpoints folder, not a run in it
+    assert f"--checkpoint-dir {root / 'ck'}" in assert_one_line_error(proc)
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, corpus):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
