@@ -89,7 +89,12 @@ def read_payload(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CharnnError(f"checkpoint not found: {path}")
-    if not zipfile.is_zipfile(path):  # torch.save writes one: text, or half a file, is not
+    try:
+        with path.open("rb") as handle:
+            is_zip = zipfile.is_zipfile(handle)  # torch.save writes one: text, or half a file,
+    except OSError as err:  # is not
+        raise CharnnError(f"{path} cannot be read ({err.strerror or err})") from None
+    if not is_zip:
         raise CharnnError(
             f"{path} is corrupt or truncated, or not a checkpoint at all (not the zip archive "
             "torch.save writes)"
@@ -154,10 +159,15 @@ def _run_checkpoint(run_dir: Path) -> Path:
     for name in (BEST, LAST):
         if (run_dir / name).is_file():
             return run_dir / name
-    if any((sub / BEST).is_file() or (sub / LAST).is_file() for sub in run_dir.iterdir()):
+    try:
+        runs = sorted(sub for sub in run_dir.iterdir() if (sub / BEST).is_file()
+                      or (sub / LAST).is_file())  # fmt: skip
+    except OSError:  # a folder that cannot be listed: say only what is missing
+        runs = []
+    if runs:
         raise CharnnError(
-            f"{run_dir} holds runs, not a run's checkpoints: pass one of its run folders, or "
-            f"--checkpoint-dir {run_dir} for the newest"
+            f"{run_dir} holds runs, not a run's checkpoints: pass one of its run folders, such "
+            f"as {runs[0]}"
         )
     raise CharnnError(f"run folder {run_dir} holds no {BEST} or {LAST}")
 

@@ -13,6 +13,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -163,7 +164,10 @@ class ReadDisplay:
                 TimeElapsedColumn(),
                 console=Console(stderr=True),
                 transient=True,
+                redirect_stdout=False,  # stdout carries the results alone
+                redirect_stderr=False,
             )
+        self.task: TaskID | None = None
 
     def __enter__(self) -> ReadDisplay:
         if self.progress is not None:
@@ -175,9 +179,12 @@ class ReadDisplay:
             self.progress.stop()
 
     def reading(self, what: str) -> Callable[[float], None] | None:
-        """A new bar for `what`, and the callback that moves it (None off a terminal)."""
+        """A new bar for `what` in place of the last one, and the callback that moves it (None
+        off a terminal)."""
         progress = self.progress
         if progress is None:
             return None
-        task = progress.add_task(f"reading {what}", total=1.0)
+        if self.task is not None:
+            progress.remove_task(self.task)
+        task = self.task = progress.add_task(f"reading {what}", total=1.0)
         return lambda fraction: progress.update(task, completed=fraction)

@@ -131,7 +131,7 @@ def test_no_checkpoint_found(tmp_path):
 def test_a_folder_of_runs_given_as_the_run_says_what_to_pass(trained):
     root, _, _ = trained
     proc = run_charnn("eval", str(root / "ck"))  # the checkpoints folder, not a run in it
-    assert f"--checkpoint-dir {root / 'ck'}" in assert_one_line_error(proc)
+    assert f"such as {root / 'ck' / 'corpus-lstm'}" in assert_one_line_error(proc)
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, corpus):
@@ -150,26 +150,35 @@ def test_eval_shows_its_reading_on_a_terminal_only(trained):
     import pty
     import select
     import subprocess
+    import time
 
     _, _, run = trained
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARNN_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CHARNN_", "TTY_", "NO_COLOR", "FORCE_COLOR"))}  # fmt: skip
+    env.update(TERM="xterm", COLUMNS="120")  # a terminal Rich draws on, whatever runs the tests
     for quiet in ([], ["--quiet"]):
         main, child = pty.openpty()
         command = [*CHARNN, "eval", str(run), "--json", *quiet]
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=child, env=env)
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=child, env=env)  # fmt: skip
         os.close(child)
-        shown = b""
-        while True:  # read the terminal until the command closes it
-            ready, _, _ = select.select([main], [], [], 60)
-            try:
-                chunk = os.read(main, 4096) if ready else b""
-            except OSError:  # EIO: the other end closed
-                chunk = b""
-            if not chunk:
-                break
-            shown += chunk
-        out, _ = proc.communicate(timeout=60)
-        os.close(main)
+        shown, deadline = b"", time.monotonic() + 120
+        try:
+            while time.monotonic() < deadline:  # read the terminal until the command closes it
+                ready, _, _ = select.select([main], [], [], 1)
+                if not ready:
+                    continue
+                try:
+                    chunk = os.read(main, 4096)
+                except OSError:  # EIO: the other end closed
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+            os.close(main)
         assert proc.returncode == 0
         assert json.loads(out)["split"] == "validation"
         assert (b"reading the validation split" in shown) == (not quiet), shown
