@@ -2,6 +2,7 @@
 a memory map that skips encoding, and the errors of reading text keep their byte offsets."""
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -47,6 +48,18 @@ def test_a_second_load_maps_the_cache_without_encoding(tmp_path, small_chunks, m
     path.write_text(make_text(5_000, seed=1), encoding="utf-8")  # new content: a new key
     with pytest.raises(AssertionError, match="encoded again"):
         load_corpus(path)
+
+
+def test_a_cached_vocabulary_out_of_order_is_encoded_again(tmp_path, small_chunks):
+    path = tmp_path / "corpus.txt"
+    path.write_text(make_text(5_000), encoding="utf-8")
+    first = load_corpus(path)
+    meta = first.cache_path.with_suffix(".json")
+    damaged = json.loads(meta.read_text(encoding="utf-8"))
+    damaged["vocab"] = damaged["vocab"][::-1]  # a Vocab would refuse it
+    meta.write_text(json.dumps(damaged), encoding="utf-8")
+    again = load_corpus(path)
+    assert again.vocab == first.vocab and np.array_equal(again.ids, first.ids)
 
 
 def test_id_width_follows_the_vocabulary_size(tmp_path, small_chunks):
