@@ -96,6 +96,17 @@ def test_truncated_and_foreign_files_are_refused(run_dir, tmp_path):
         read_payload(text)
 
 
+def test_an_unreadable_checkpoint_says_so(run_dir, monkeypatch):
+    _, folder = run_dir
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", denied)  # as for a file of another user's, even as root
+    with pytest.raises(CharnnError, match=r"cannot be read \(Permission denied\)"):
+        read_payload(folder / "last.pt")
+
+
 class _CreatesFile:
     def __init__(self, path):
         self.path = str(path)
