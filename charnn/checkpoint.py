@@ -89,10 +89,10 @@ def read_payload(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CharnnError(f"checkpoint not found: {path}")
-    try:
+    try:  # torch.save writes a zip archive: a text file, or half a checkpoint, is not one
         with path.open("rb") as handle:
-            is_zip = zipfile.is_zipfile(handle)  # torch.save writes one: text, or half a file,
-    except OSError as err:  # is not
+            is_zip = zipfile.is_zipfile(handle)
+    except OSError as err:
         raise CharnnError(f"{path} cannot be read ({err.strerror or err})") from None
     if not is_zip:
         raise CharnnError(
@@ -160,8 +160,7 @@ def _run_checkpoint(run_dir: Path) -> Path:
         if (run_dir / name).is_file():
             return run_dir / name
     try:
-        runs = sorted(sub for sub in run_dir.iterdir() if (sub / BEST).is_file()
-                      or (sub / LAST).is_file())  # fmt: skip
+        runs = sorted(sub for sub in run_dir.iterdir() if _holds_checkpoint(sub))
     except OSError:  # a folder that cannot be listed: say only what is missing
         runs = []
     if runs:
@@ -170,6 +169,10 @@ def _run_checkpoint(run_dir: Path) -> Path:
             f"as {runs[0]}"
         )
     raise CharnnError(f"run folder {run_dir} holds no {BEST} or {LAST}")
+
+
+def _holds_checkpoint(folder: Path) -> bool:
+    return (folder / BEST).is_file() or (folder / LAST).is_file()
 
 
 def find_checkpoint(checkpoint_dir: str | Path = "checkpoints", cell: str | None = None) -> Path:
