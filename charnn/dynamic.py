@@ -25,8 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from charnn.checkpoint import LoadedModel
-from charnn.errors import CharnnError
-from charnn.evaluator import model_corpus, validation_ids
+from charnn.evaluator import ids_to_score, model_corpus
 from charnn.model import CharRNN, detach_state
 from charnn.vocab import read_corpus
 
@@ -139,12 +138,7 @@ def evaluate_dynamic(
     """Dynamic evaluation of a loaded model on a text file, or with no file on its own validation
     split. The settings are chosen on the end of the training split of `tune_on` (default: the
     corpus the model was trained on)."""
-    if file is None:
-        ids = validation_ids(loaded)
-    else:
-        ids, _ = loaded.vocab.encode_known(read_corpus(file, encoding))
-        if len(ids) < 2:
-            raise CharnnError(f"{file} has fewer than two characters the model knows")
+    ids, _, _ = ids_to_score(loaded, file, encoding)
     if tune_on is not None:
         tune_ids, _ = loaded.vocab.encode_known(read_corpus(tune_on, encoding))
     else:

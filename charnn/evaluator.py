@@ -161,19 +161,8 @@ def evaluate(
     text its training held out), each character given the text before it (see stream_nats). The
     model runs on `device` (on a copy if it is elsewhere), in eval mode, and is left as it was.
     `on_progress` hears the fraction of the text read, now and then."""
-    if file is None:
-        ids, unknown, missing = validation_ids(loaded), 0, ""
-        name, split = corpus_name(loaded), "validation"
-    else:
-        text = read_corpus(file, encoding)
-        ids, unknown = loaded.vocab.encode_known(text)
-        if len(ids) < 2:
-            raise CharnnError(
-                f"{file} has fewer than two characters the model knows "
-                f"(unknown: {describe_chars(loaded.vocab.unknown(text))})"
-            )
-        missing = "".join(loaded.vocab.unknown(text)) if unknown else ""
-        name, split = str(file), None
+    ids, unknown, missing = ids_to_score(loaded, file, encoding)
+    name, split = (corpus_name(loaded), "validation") if file is None else (str(file), None)
     model = model_on(loaded.model, device)
     nats = total_nats(model, ids, next(model.parameters()).device, on_progress) / (len(ids) - 1)
     return EvalResult(
@@ -187,6 +176,24 @@ def evaluate(
         perplexity=math.exp(nats),
         split=split,
     )
+
+
+def ids_to_score(
+    loaded: LoadedModel, file: str | Path | None, encoding: str = "utf-8"
+) -> tuple[np.ndarray, int, str]:
+    """What a model is scored on: the ids of the characters of `file` it knows, how many it does
+    not (left out) and which; with no file, its validation split."""
+    if file is None:
+        return validation_ids(loaded), 0, ""
+    text = read_corpus(file, encoding)
+    ids, unknown = loaded.vocab.encode_known(text)
+    missing = loaded.vocab.unknown(text) if unknown else []
+    if len(ids) < 2:
+        raise CharnnError(
+            f"{file} has fewer than two characters the model knows "
+            f"(unknown: {describe_chars(missing)})"
+        )
+    return ids, unknown, "".join(missing)
 
 
 def corpus_name(loaded: LoadedModel) -> str:
