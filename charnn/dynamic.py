@@ -33,6 +33,7 @@ WINDOW = 64  # characters scored between two updates
 TUNE_CHARS = 10_000  # the end of the training split, where the step size and decay are chosen
 LEARNING_RATES = (0.01, 0.03, 0.1, 0.3)
 DECAYS = (0.0, 0.001, 0.01)
+TUNING_READS = len(LEARNING_RATES) + len(DECAYS) - 1  # of the tuning slice, one memoised
 MAX_GRAD_NORM = 1.0  # one unusual window must not throw the weights far
 
 
@@ -96,13 +97,21 @@ def window_nats(
 
 
 def choose_settings(
-    model: CharRNN, tune_ids: np.ndarray, device: torch.device | str = "cpu"
+    model: CharRNN,
+    tune_ids: np.ndarray,
+    device: torch.device | str = "cpu",
+    on_progress: Callable[[float], None] | None = None,
 ) -> DynamicSettings:
     """The step size (with a small decay), then the decay at that step size, that read
-    `tune_ids` in the fewest bits."""
+    `tune_ids` in the fewest bits. `on_progress` hears the fraction of the TUNING_READS done."""
+    costs: dict[DynamicSettings, float] = {}
 
     def cost(settings: DynamicSettings) -> float:
-        return float(window_nats(model, tune_ids, settings, device).sum())
+        if settings not in costs:  # the step size's winner is not read again for its decay
+            done = len(costs) / TUNING_READS
+            heard = _part(on_progress, done, done + 1 / TUNING_READS)
+            costs[settings] = float(window_nats(model, tune_ids, settings, device, heard).sum())
+        return costs[settings]
 
     lr = min(LEARNING_RATES, key=lambda lr: cost(DynamicSettings(lr, DECAYS[1])))
     decay = min(DECAYS, key=lambda decay: cost(DynamicSettings(lr, decay)))
@@ -116,14 +125,25 @@ def dynamic_bits_per_char(
     device: torch.device | str = "cpu",
     on_progress: Callable[[float], None] | None = None,
 ) -> DynamicResult:
-    """Choose the settings on `tune_ids` (training text), then read `ids` adapting (the part
-    `on_progress` hears of)."""
+    """Choose the settings on `tune_ids` (training text), then read `ids` adapting.
+    `on_progress` hears the fraction of both done, counted in characters read."""
+    tune_ids = tune_ids[-TUNE_CHARS:]
+    tuning = TUNING_READS * len(tune_ids) / (TUNING_READS * len(tune_ids) + len(ids))
     started = time.perf_counter()
-    settings = choose_settings(model, tune_ids[-TUNE_CHARS:], device)
+    settings = choose_settings(model, tune_ids, device, _part(on_progress, 0.0, tuning))
     tuned = time.perf_counter()
-    nats = window_nats(model, ids, settings, device, on_progress).sum()
+    nats = window_nats(model, ids, settings, device, _part(on_progress, tuning, 1.0)).sum()
     bits = float(nats) / (len(ids) - 1) / math.log(2)
     return DynamicResult(bits, settings, time.perf_counter() - tuned, tuned - started)
+
+
+def _part(
+    on_progress: Callable[[float], None] | None, start: float, end: float
+) -> Callable[[float], None] | None:
+    """A callback for one part of the work, from `start` to `end` of the whole."""
+    if on_progress is None:
+        return None
+    return lambda fraction: on_progress(start + (end - start) * fraction)
 
 
 def evaluate_dynamic(

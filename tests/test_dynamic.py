@@ -7,7 +7,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from charnn.dynamic import WINDOW, DynamicSettings, window_nats
+import charnn.dynamic
+from charnn.dynamic import (
+    TUNING_READS,
+    WINDOW,
+    DynamicSettings,
+    dynamic_bits_per_char,
+    window_nats,
+)
 
 from conftest import make_text, run_charnn
 from test_train import make_trainer
@@ -50,6 +57,27 @@ def test_progress_is_heard_window_by_window(repeated):
     heard: list[float] = []
     window_nats(model, ids[:1_000], STATIC, on_progress=heard.append)
     assert len(heard) == -(-999 // WINDOW) and heard == sorted(heard) and heard[-1] == 1.0
+
+
+def test_tuning_reads_each_setting_once_and_the_bar_covers_it(repeated, monkeypatch):
+    model, ids = repeated
+    read: list[tuple[DynamicSettings, int]] = []
+
+    def counting(model, ids, settings, device="cpu", on_progress=None):
+        read.append((settings, len(ids)))
+        return window_nats(model, ids, settings, device, on_progress)
+
+    monkeypatch.setattr(charnn.dynamic, "window_nats", counting)
+    tune, text = ids[:1_000], ids[1_000:1_500]
+    heard: list[float] = []
+    result = dynamic_bits_per_char(model, text, tune, on_progress=heard.append)
+    tuning = [settings for settings, n in read if n == len(tune)]
+    assert len(tuning) == len(set(tuning)) == TUNING_READS  # no setting read twice
+    assert read[-1] == (result.settings, len(text)) and len(read) == TUNING_READS + 1
+    assert heard == sorted(heard) and heard[-1] == pytest.approx(1.0)
+    share = TUNING_READS * len(tune) / (TUNING_READS * len(tune) + len(text))
+    tuned = [f for f in heard if f <= share + 1e-12]  # the bar moves while the settings are chosen
+    assert len(tuned) == TUNING_READS * -(-999 // WINDOW) and tuned[-1] == pytest.approx(share)
 
 
 def test_eval_dynamic_from_the_command_line(trained, tmp_path):
