@@ -446,6 +446,27 @@ def test_calibration_takes_the_median_step_so_one_slow_step_does_not_move_the_pl
     assert facts.widths[16].chars_per_sec == pytest.approx(4 * 8 / 0.01)
 
 
+def test_a_width_timed_in_a_slow_stretch_is_timed_again_before_it_is_given_up(monkeypatch):
+    from charnn import calibrate as calibration
+
+    timed: list[int] = []
+    slow_first = {256}  # caught the machine busy once, then ran at its speed
+
+    def step_seconds(model, *args, warmup=calibration.WARMUP_STEPS):
+        width = model.hidden_size
+        timed.append(width)
+        if width >= 384 or (width in slow_first and timed.count(width) == 1):
+            return 10.0
+        return 1e-4
+
+    monkeypatch.setattr(calibration, "_step_seconds", step_seconds)
+    config = TrainConfig(time_budget=60, batch_size=4, seq_len=8)
+    facts = calibration.calibrate(config, Facts(train_chars=10**7), 20, torch.device("cpu"))
+    assert facts.widths[256].chars_per_sec == pytest.approx(4 * 8 / 1e-4)  # the faster timing
+    assert timed == [128, 256, 256, 384, 384]  # 384 slow twice: given up, none wider tried
+    assert plan_run(config, facts).config.model.hidden_size == 256
+
+
 def test_a_width_given_explicitly_is_timed_alone_so_its_dropout_is_still_planned():
     from charnn.calibrate import calibrate
 
