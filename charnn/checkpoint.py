@@ -26,6 +26,12 @@ from charnn.model import CharRNN
 from charnn.vocab import Vocab
 
 FORMAT_VERSION = 1
+# What every checkpoint holds, by type: all a model needs to be loaded (a hand-made file too)
+MODEL_FIELDS: dict[str, type] = {
+    "model_config": dict, "model_state": dict, "vocab": str, "step": int, "metrics": dict
+}  # fmt: skip
+# ...and what a run needs to continue exactly where another stopped (charnn writes them all)
+TRAINING_FIELDS: dict[str, type] = {"train_config": dict, "optimizer_state": dict, "resume": dict}
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
@@ -80,8 +86,11 @@ def make_payload(
     }
 
 
-def read_payload(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
-    """Load a checkpoint dict safely, turning every way it can be unusable into one clear line.
+def read_payload(
+    path: str | Path, *, mmap: bool = False, needs: dict[str, type] = MODEL_FIELDS
+) -> dict[str, Any]:
+    """Load a checkpoint dict safely, turning every way it can be unusable into one clear line,
+    a field of `needs` that is missing or of another type among them.
 
     `mmap`: map the tensors' bytes from the file instead of reading them, for a caller that only
     reads the plain fields and tensor shapes (weights and optimizer state are most of the file).
@@ -116,7 +125,30 @@ def read_payload(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
             f"{path} has checkpoint format {payload['format_version']}, newer than this charnn "
             f"({__version__}, format {FORMAT_VERSION}) reads: upgrade charnn"
         )
+    check_fields(payload, path, needs)
     return payload
+
+
+def check_fields(
+    payload: dict[str, Any],
+    path: Path,
+    needs: dict[str, type],
+    problem: str = "is not a usable charnn checkpoint",
+    remedy: str = "",
+) -> None:
+    """One line naming every field of `needs` that `payload` lacks or holds in another type."""
+    unusable = [name for name, kind in needs.items() if not isinstance(payload.get(name), kind)]
+    reason = ""
+    if unusable:
+        verb = "is" if len(unusable) == 1 else "are"
+        reason = f"its {', '.join(unusable)} {verb} missing or malformed"
+    elif "vocab" in needs:
+        try:
+            Vocab(payload["vocab"])
+        except CharnnError as err:
+            reason = str(err)
+    if reason:
+        raise CharnnError(f"{path} {problem} ({reason}){remedy}")
 
 
 @dataclass

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from charnn.cache import EncodedCorpus
-from charnn.checkpoint import load_path, read_payload, summarize_checkpoint
+from charnn.checkpoint import (
+    TRAINING_FIELDS,
+    check_fields,
+    load_path,
+    read_payload,
+    summarize_checkpoint,
+)
 from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.evaluator import chars_read
@@ -224,6 +230,8 @@ def prepare_run(
         path = on_main(lambda: resume_checkpoint(str(resume), config, corpus_path))
     if path is not None:
         payload = read_payload(path)
+        check_fields(payload, path, TRAINING_FIELDS, "cannot be resumed",
+                     f": --init-from {path} starts a new run from its weights")  # fmt: skip
         saved = TrainConfig.from_dict(payload["train_config"])
         config = merged_config(saved, config, given)
         check_resumable(config, saved, path)
@@ -237,7 +245,10 @@ def prepare_run(
     if init_from is not None:
         payload = weights = read_payload(load_path(init_from))
         vocab = Vocab.from_text(payload["vocab"] + vocab.chars)  # both runs' characters
-        saved = TrainConfig.from_dict(payload["train_config"])
+        settings = payload.get("train_config")
+        if not isinstance(settings, dict):  # a hand-made checkpoint may hold its shape alone
+            settings = {"model": payload["model_config"]}
+        saved = TrainConfig.from_dict(settings)
         config = replace(config, model=merged_config(saved, config, given).model)
     train_chars = corpus.train_end(config.val_frac)
     eval_read = chars_read(len(corpus.ids) - train_chars - 1, config.eval_chars)

@@ -96,6 +96,30 @@ def test_truncated_and_foreign_files_are_refused(run_dir, tmp_path):
         read_payload(text)
 
 
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda p: p.pop("vocab"), "its vocab is missing or malformed"),
+        (lambda p: p.update(vocab=5), "its vocab is missing or malformed"),
+        (lambda p: p.update(vocab=p["vocab"][::-1]), "code-point order"),
+        (lambda p: p.update(model_state=None, step="7"), "model_state, step are missing"),
+    ],
+)
+def test_a_checkpoint_lacking_what_a_model_needs_is_refused_by_name(
+    run_dir, tmp_path, change, named
+):
+    _, folder = run_dir
+    payload = torch.load(folder / "last.pt", weights_only=True)
+    change(payload)
+    broken = tmp_path / "broken.pt"
+    torch.save(payload, broken)
+    for read in (read_payload, load_checkpoint, summarize_checkpoint):
+        with pytest.raises(
+            CharnnError, match=f"broken.pt is not a usable charnn checkpoint.*{named}"
+        ):
+            read(broken)
+
+
 def test_an_unreadable_checkpoint_says_so(run_dir, monkeypatch):
     _, folder = run_dir
 

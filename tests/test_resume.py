@@ -211,6 +211,30 @@ def test_cli_fine_tunes_and_refuses_a_mismatched_resume(tmp_path, trained):
     assert "Traceback" not in refused.stderr
 
 
+def test_a_checkpoint_of_weights_alone_fine_tunes_but_is_not_resumed(tmp_path, trained):
+    """A hand-made checkpoint (a model's shape, weights and vocabulary, no training state)."""
+    _, _, run = trained
+    payload = read_payload(run / "last.pt")
+    weights_only = tmp_path / "weights.pt"
+    torch.save({k: payload[k] for k in ("format_version", "model_config", "model_state",
+                                        "vocab", "step", "metrics")}, weights_only)  # fmt: skip
+    other = tmp_path / "other.txt"
+    other.write_text(make_text(5_000, seed=2), encoding="utf-8")
+    ck = tmp_path / "ck"
+    refused = run_charnn("train", str(other), "--resume", str(weights_only),
+                         "--checkpoint-dir", str(ck))  # fmt: skip
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"Error: {weights_only} cannot be resumed (its train_config, optimizer_state, resume are "
+        f"missing or malformed): --init-from {weights_only} starts a new run from its weights"
+    ]
+    tuned = run_charnn("train", str(other), "--init-from", str(weights_only), "--max-steps", "2",
+                       "--checkpoint-dir", str(ck), "--quiet")  # fmt: skip
+    assert tuned.returncode == 0, tuned.stderr
+    shape = read_payload(ck / "other-lstm" / "last.pt")["model_config"]
+    assert shape["hidden_size"] == payload["model_config"]["hidden_size"]  # its shape kept
+
+
 def test_one_writer_per_run_folder(tmp_path, small_corpus):
     train(config_for(small_corpus, tmp_path, "run", max_steps=3))
     run = tmp_path / "ck" / "run"
