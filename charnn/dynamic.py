@@ -1,14 +1,19 @@
 """Dynamic evaluation (Krause et al. 2018): a model that keeps learning the text it reads.
 
 The text is read once, as one stream, in windows. Each window is first scored with the weights
-as they are, and only then does one gradient step on it move them:
+as they are, and only then does one gradient step on it move them, each weight by its own scale
+(Krause et al.'s RMS normalisation with a global prior):
 
-    θ ← θ − lr·∇L(window) + decay·(θ_trained − θ)
+    θ ← θ − lr·∇L(window) / (rms + mean(rms)) + decay·(rms / mean(rms))·(θ_trained − θ)
 
-so that the model adapts to the text's recent style (a play's names, a program's identifiers)
-while the decay pulls it back toward what it learned in training. No character is ever scored by
-weights that have seen it. The step size and decay are chosen on a slice of the training split,
-never on the text reported.
+where rms is each weight's root mean square gradient over a slice of training text, at the
+trained weights. A weight whose gradient is usually small (a rare character's embedding, say)
+takes larger steps than plain SGD would give it, and one that moves much is pulled back harder;
+mean(rms) beside it caps the steps of weights the slice barely moved. So the model adapts to the
+text's recent style (a play's names, a program's identifiers) while the decay pulls it back
+toward what it learned in training. No character is ever scored by weights that have seen it.
+The scales, step size and decay come from a slice of the training split, never from the text
+reported.
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ from charnn.vocab import read_corpus
 
 WINDOW = 64  # characters scored between two updates
 TUNE_CHARS = 10_000  # the end of the training split, where the step size and decay are chosen
-# 1.0 read a code model's validation split in 6.3% fewer bits than 0.3 (its tuning slice chose
-# it), and prose models' tuning slices chose 0.3 over it, as their splits did (bench/RESULTS.md)
-LEARNING_RATES = (0.01, 0.03, 0.1, 0.3, 1.0)
-# 0.01 read all three of those validation splits in 1.6-2.6% more bits than 0, yet a 10,000-
-# character tuning slice, too short to see what a steady pull back forgets, once chose it
+# Steps in units of each weight's own gradient scale: plain SGD steps (θ − lr·∇, 0.01 to 1) read
+# the validation splits of six 800-step models in 0.7-4.4% more bits than these; its grid's
+# 0.01 decay lost on every split where tried, though a 10,000-character slice, too short to see
+# what a steady pull back forgets, once chose it (bench/RESULTS.md, "Thirty-second pass")
+LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 DECAYS = (0.0, 0.001)
-TUNING_READS = len(LEARNING_RATES) + len(DECAYS) - 1  # of the tuning slice, one memoised
+# of the tuning slice: one for the gradient scales, then each setting once
+TUNING_READS = 1 + len(LEARNING_RATES) + len(DECAYS) - 1
 MAX_GRAD_NORM = 1.0  # one unusual window must not throw the weights far
 
 
@@ -45,6 +51,14 @@ MAX_GRAD_NORM = 1.0  # one unusual window must not throw the weights far
 class DynamicSettings:
     lr: float
     decay: float
+
+
+@dataclass(frozen=True)
+class StepScale:
+    """How far each weight moves per unit of step size, and how hard it is pulled back."""
+
+    divisors: list[torch.Tensor]  # rms + mean(rms), one per parameter
+    pulls: list[torch.Tensor]  # rms / mean(rms)
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,7 @@ def window_nats(
     model: CharRNN,
     ids: np.ndarray,
     settings: DynamicSettings,
+    scale: StepScale,
     device: torch.device | str = "cpu",
     on_progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
@@ -71,50 +86,94 @@ def window_nats(
     on that window. `model` is left as it was: a copy adapts. `on_progress` hears the fraction
     read after each window."""
     device = torch.device(device)
-    adapting = copy.deepcopy(model).to(device)
-    adapting.eval()  # dropout off; the gradient still flows
-    params: list[torch.Tensor] = list(adapting.parameters())
-    trained = [p.detach().clone() for p in params]
+    trained = [p.detach().to(device, copy=True) for p in model.parameters()]
+    divisors = [d.to(device) for d in scale.divisors]
+    pulls = [(settings.decay * w).clamp(max=1.0).to(device) for w in scale.pulls]
+
+    def step(params: list[torch.Tensor]) -> None:
+        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+        torch._foreach_addcdiv_(params, _grads(params), divisors, value=-settings.lr)
+        if settings.decay:  # toward θ_trained, each weight by its own pull
+            gaps = torch._foreach_sub(trained, params)
+            torch._foreach_addcmul_(params, gaps, pulls)
+
+    return _read(model, ids, device, step, on_progress)
+
+
+def step_scale(
+    model: CharRNN,
+    ids: np.ndarray,
+    device: torch.device | str = "cpu",
+    on_progress: Callable[[float], None] | None = None,
+) -> StepScale:
+    """The step scales from each weight's root mean square gradient over the windows of `ids`
+    (training text), read at the trained weights: nothing is updated."""
+    squares = [torch.zeros_like(p, device=device) for p in model.parameters()]
+
+    def add_squares(params: list[torch.Tensor]) -> None:
+        grads = _grads(params)
+        torch._foreach_addcmul_(squares, grads, grads)
+
+    windows = len(_read(model, ids, torch.device(device), add_squares, on_progress))
+    rms = torch._foreach_sqrt(torch._foreach_div(squares, windows))
+    mean = torch.cat([r.flatten() for r in rms]).mean()
+    return StepScale(list(torch._foreach_add(rms, mean)), list(torch._foreach_div(rms, mean)))
+
+
+def _read(
+    model: CharRNN,
+    ids: np.ndarray,
+    device: torch.device,
+    after_window: Callable[[list[torch.Tensor]], None],
+    on_progress: Callable[[float], None] | None,
+) -> np.ndarray:
+    """Read `ids` as one stream of WINDOW-character windows with a copy of `model`: score each
+    window, backpropagate its mean loss, then hand the copy's parameters (their gradients set) to
+    `after_window`. Returns each window's summed nats."""
+    reading = copy.deepcopy(model).to(device)
+    reading.eval()  # dropout off; the gradient still flows
+    params: list[torch.Tensor] = list(reading.parameters())
     tokens = torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(device)
     nats, state = [], None
-    no_cudnn = torch.backends.cudnn.flags(enabled=False)  # cuDNN's backward needs train mode
-    with no_cudnn:
+    with torch.backends.cudnn.flags(enabled=False):  # cuDNN's backward needs train mode
         for start in range(0, len(ids) - 1, WINDOW):
-            inputs = tokens[start : start + WINDOW][None]  # (1, T)
             targets = tokens[start + 1 : start + WINDOW + 1]
-            inputs = inputs[:, : len(targets)]
-            logits, new_state = adapting(inputs, state)
+            inputs = tokens[start : start + len(targets)][None]  # (1, T)
+            logits, new_state = reading(inputs, state)
             loss = F.cross_entropy(logits[0].float(), targets, reduction="sum")
             nats.append(loss.item())  # scored: only now may this window teach the model
-            adapting.zero_grad(set_to_none=True)
+            reading.zero_grad(set_to_none=True)
             (loss / len(targets)).backward()
-            torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
             with torch.no_grad():
-                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-                torch._foreach_add_(params, grads, alpha=-settings.lr)
-                if settings.decay:
-                    torch._foreach_lerp_(params, trained, settings.decay)  # toward θ_trained
+                after_window(params)
             state = detach_state(new_state)
             if on_progress is not None:
                 on_progress(min(start + WINDOW, len(ids) - 1) / (len(ids) - 1))
     return np.asarray(nats, dtype=np.float64)
 
 
+def _grads(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+
+
 def choose_settings(
     model: CharRNN,
     tune_ids: np.ndarray,
+    scale: StepScale,
     device: torch.device | str = "cpu",
     on_progress: Callable[[float], None] | None = None,
 ) -> DynamicSettings:
     """The step size (with a small decay), then the decay at that step size, that read
-    `tune_ids` in the fewest bits. `on_progress` hears the fraction of the TUNING_READS done."""
+    `tune_ids` in the fewest bits. `on_progress` hears the fraction of the settings read."""
     costs: dict[DynamicSettings, float] = {}
+    reads = TUNING_READS - 1  # the scales took the first
 
     def cost(settings: DynamicSettings) -> float:
         if settings not in costs:  # the step size's winner is not read again for its decay
-            done = len(costs) / TUNING_READS
-            heard = _part(on_progress, done, done + 1 / TUNING_READS)
-            costs[settings] = float(window_nats(model, tune_ids, settings, device, heard).sum())
+            done = len(costs) / reads
+            heard = _part(on_progress, done, done + 1 / reads)
+            nats = window_nats(model, tune_ids, settings, scale, device, heard)
+            costs[settings] = float(nats.sum())
         return costs[settings]
 
     lr = min(LEARNING_RATES, key=lambda lr: cost(DynamicSettings(lr, DECAYS[1])))
@@ -129,15 +188,19 @@ def dynamic_bits_per_char(
     device: torch.device | str = "cpu",
     on_progress: Callable[[float], None] | None = None,
 ) -> DynamicResult:
-    """Choose the settings on `tune_ids` (training text), then read `ids` adapting.
-    `on_progress` hears the fraction of both done, counted in characters read."""
+    """Measure the step scales and choose the settings on `tune_ids` (training text), then read
+    `ids` adapting. `on_progress` hears the fraction of all three done, counted in characters."""
     tune_ids = tune_ids[-TUNE_CHARS:]
-    tuning = TUNING_READS * len(tune_ids) / (TUNING_READS * len(tune_ids) + len(ids))
+    total = TUNING_READS * len(tune_ids) + len(ids)
+    scaled, tuned_share = len(tune_ids) / total, TUNING_READS * len(tune_ids) / total
     started = time.perf_counter()
-    settings = choose_settings(model, tune_ids, device, _part(on_progress, 0.0, tuning))
+    scale = step_scale(model, tune_ids, device, _part(on_progress, 0.0, scaled))
+    settings = choose_settings(
+        model, tune_ids, scale, device, _part(on_progress, scaled, tuned_share)
+    )
     tuned = time.perf_counter()
-    nats = window_nats(model, ids, settings, device, _part(on_progress, tuning, 1.0)).sum()
-    bits = float(nats) / (len(ids) - 1) / math.log(2)
+    nats = window_nats(model, ids, settings, scale, device, _part(on_progress, tuned_share, 1.0))
+    bits = float(nats.sum()) / (len(ids) - 1) / math.log(2)
     return DynamicResult(bits, settings, time.perf_counter() - tuned, tuned - started)
 
 

@@ -13,70 +13,99 @@ from charnn.dynamic import (
     WINDOW,
     DynamicSettings,
     dynamic_bits_per_char,
+    step_scale,
     window_nats,
 )
+from charnn.model import detach_state
 
 from conftest import make_text, run_charnn
 from test_train import make_trainer
 
 STATIC = DynamicSettings(lr=0.0, decay=0.0)
+ADAPTING = DynamicSettings(lr=3e-3, decay=0.0)
 
 
 @pytest.fixture(scope="module")
 def repeated():
-    """A model trained a little on other text, and a text whose second half repeats its first."""
+    """A model trained a little on other text, a text whose second half repeats its first, and
+    step scales measured on other text again."""
     trainer = make_trainer(make_text(5_000, seed=1), max_steps=60)
     half = trainer.vocab.encode(make_text(2_048, seed=7))
-    return trainer.model, np.concatenate([half, half])
+    scale = step_scale(trainer.model, trainer.vocab.encode(make_text(1_000, seed=3)))
+    return trainer.model, np.concatenate([half, half]), scale
 
 
 def test_no_window_is_scored_by_weights_that_have_seen_it(repeated):
-    model, ids = repeated
+    model, ids, scale = repeated
     first_window = torch.from_numpy(ids[: WINDOW + 1].astype(np.int64))
     logits, _ = model.eval()(first_window[None, :-1])
     by_hand = F.cross_entropy(logits[0], first_window[1:], reduction="sum").item()
-    adapting = window_nats(model, ids, DynamicSettings(lr=0.1, decay=0.0))
-    static = window_nats(model, ids, STATIC)
+    adapting = window_nats(model, ids, ADAPTING, scale)
+    static = window_nats(model, ids, STATIC, scale)
     assert adapting[0] == pytest.approx(by_hand, rel=1e-6)
     assert static[0] == pytest.approx(by_hand, rel=1e-6)
     assert adapting[1] != static[1]  # the second window already reads adapted weights
 
 
 def test_it_learns_the_text_it_reads(repeated):
-    model, ids = repeated
+    model, ids, scale = repeated
     before = [p.detach().clone() for p in model.parameters()]
     halfway = len(ids) // 2 // WINDOW
-    static = window_nats(model, ids, STATIC)[halfway:].sum()
-    adapted = window_nats(model, ids, DynamicSettings(lr=0.1, decay=0.0))[halfway:].sum()
+    static = window_nats(model, ids, STATIC, scale)[halfway:].sum()
+    adapted = window_nats(model, ids, ADAPTING, scale)[halfway:].sum()
     assert adapted < 0.97 * static  # the repeat is read with what the first half taught
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
+def test_step_scales_are_each_weights_rms_gradient_at_the_trained_weights(repeated):
+    model, ids, _ = repeated
+    text = ids[: 2 * WINDOW + 1]  # two windows, the second reading the first's state
+    before = [p.detach().clone() for p in model.parameters()]
+    squares = [torch.zeros_like(p) for p in model.parameters()]
+    state = None
+    for start in (0, WINDOW):
+        window = torch.from_numpy(text[start : start + WINDOW + 1].astype(np.int64))
+        logits, state = model.eval()(window[None, :-1], state)
+        model.zero_grad()
+        F.cross_entropy(logits[0], window[1:]).backward()
+        state = detach_state(state)
+        for square, p in zip(squares, model.parameters(), strict=True):
+            square += p.grad**2
+    model.zero_grad(set_to_none=True)
+    rms = [(square / 2).sqrt() for square in squares]
+    mean = torch.cat([r.flatten() for r in rms]).mean()
+    scale = step_scale(model, text)
+    for r, divisor, pull in zip(rms, scale.divisors, scale.pulls, strict=True):
+        torch.testing.assert_close(divisor, r + mean)
+        torch.testing.assert_close(pull, r / mean)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
 def test_progress_is_heard_window_by_window(repeated):
-    model, ids = repeated
+    model, ids, scale = repeated
     heard: list[float] = []
-    window_nats(model, ids[:1_000], STATIC, on_progress=heard.append)
+    window_nats(model, ids[:1_000], STATIC, scale, on_progress=heard.append)
     assert len(heard) == -(-999 // WINDOW) and heard == sorted(heard) and heard[-1] == 1.0
 
 
 def test_tuning_reads_each_setting_once_and_the_bar_covers_it(repeated, monkeypatch):
-    model, ids = repeated
+    model, ids, _ = repeated
     read: list[tuple[DynamicSettings, int]] = []
 
-    def counting(model, ids, settings, device="cpu", on_progress=None):
+    def counting(model, ids, settings, scale, device="cpu", on_progress=None):
         read.append((settings, len(ids)))
-        return window_nats(model, ids, settings, device, on_progress)
+        return window_nats(model, ids, settings, scale, device, on_progress)
 
     monkeypatch.setattr(charnn.dynamic, "window_nats", counting)
     tune, text = ids[:1_000], ids[1_000:1_500]
     heard: list[float] = []
     result = dynamic_bits_per_char(model, text, tune, on_progress=heard.append)
     tuning = [settings for settings, n in read if n == len(tune)]
-    assert len(tuning) == len(set(tuning)) == TUNING_READS  # no setting read twice
-    assert read[-1] == (result.settings, len(text)) and len(read) == TUNING_READS + 1
+    assert len(tuning) == len(set(tuning)) == TUNING_READS - 1  # no setting read twice
+    assert read[-1] == (result.settings, len(text)) and len(read) == TUNING_READS
     assert heard == sorted(heard) and heard[-1] == pytest.approx(1.0)
     share = TUNING_READS * len(tune) / (TUNING_READS * len(tune) + len(text))
-    tuned = [f for f in heard if f <= share + 1e-12]  # the bar moves while the settings are chosen
+    tuned = [f for f in heard if f <= share + 1e-12]  # the bar moves while scales and settings
     assert len(tuned) == TUNING_READS * -(-999 // WINDOW) and tuned[-1] == pytest.approx(share)
 
 
