@@ -94,8 +94,7 @@ def window_nats(
         torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
         torch._foreach_addcdiv_(params, _grads(params), divisors, value=-settings.lr)
         if settings.decay:  # toward θ_trained, each weight by its own pull
-            gaps = torch._foreach_sub(trained, params)
-            torch._foreach_addcmul_(params, gaps, pulls)
+            torch._foreach_lerp_(params, trained, pulls)
 
     return _read(model, ids, device, step, on_progress)
 

@@ -27,13 +27,14 @@ from charnn.config import DEVICES
     "--dynamic",
     is_flag=True,
     help="Also read each FILE (or the split) with dynamic evaluation (the model keeps learning "
-    "what it has scored), its step size chosen on the end of the training split.",
+    "what it has scored), its step scales, size and decay set on the end of the training split.",
 )
 @click.option(
     "--tune-on",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Choose --dynamic's step size on this text [default: the model's training split].",
+    help="Set --dynamic's step scales, size and decay on this text [default: the model's "
+    "training split].",
 )
 @click.option(
     "--novelty",
