@@ -118,7 +118,7 @@ def read_payload(
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CharnnError(f"{path} is corrupt or truncated ({reason})") from None
-    if not isinstance(payload, dict) or "format_version" not in payload:
+    if not isinstance(payload, dict) or not isinstance(payload.get("format_version"), int):
         raise CharnnError(f"{path} is not a charnn checkpoint")
     if payload["format_version"] > FORMAT_VERSION:
         raise CharnnError(
@@ -179,8 +179,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         model = CharRNN(config)
         model.load_state_dict(payload["model_state"])
         vocab = Vocab(payload["vocab"])
-        train_config = TrainConfig.from_dict(payload.get("train_config", {}))
-    except (KeyError, TypeError, ValueError, RuntimeError, CharnnError) as err:
+        train_config = TrainConfig.from_dict(payload.get("train_config") or {})
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, CharnnError) as err:
         raise CharnnError(f"{path} is not a usable charnn checkpoint ({err})") from None
     model.to(device).eval()
     return LoadedModel(model, vocab, path, train_config, payload["step"], payload["metrics"],
@@ -266,8 +266,8 @@ def summarize_checkpoint(path: str | Path) -> dict[str, Any]:
             "format_version": payload["format_version"],
             "charnn_version": payload.get("charnn_version"),
             "step": payload["step"],
-            "model_config": dict(payload["model_config"]),
-            "train_config": payload.get("train_config", {}),
+            "model_config": _usable_shape(payload["model_config"]),
+            "train_config": payload.get("train_config") or {},
             "vocab_size": len(payload["vocab"]),
             "vocab": payload["vocab"],
             "parameters": sum(t.numel() for t in payload["model_state"].values()),
@@ -275,8 +275,14 @@ def summarize_checkpoint(path: str | Path) -> dict[str, Any]:
             "corpus_files": payload.get("corpus_files") or [],  # [path, SHA-256], several files
             "plan": payload.get("plan"),  # what charnn.plan chose, and why
         }
-    except (KeyError, TypeError, AttributeError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, CharnnError) as err:
         raise CharnnError(f"{path} is not a usable charnn checkpoint ({err})") from None
+
+
+def _usable_shape(model_config: dict[str, Any]) -> dict[str, Any]:
+    """The shape as saved, once it is known to build a ModelConfig (as loading the model does)."""
+    ModelConfig.from_dict(model_config).complete()
+    return dict(model_config)
 
 
 def describe_checkpoint(path: str | Path) -> dict[str, Any]:

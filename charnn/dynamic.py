@@ -4,10 +4,11 @@ The text is read once, as one stream, in windows. Each window is first scored wi
 as they are, and only then does one gradient step on it move them, each weight by its own scale
 (Krause et al.'s RMS normalisation with a global prior):
 
-    θ ← θ − lr·∇L(window) / (rms + mean(rms)) + decay·(rms / mean(rms))·(θ_trained − θ)
+    θ ← θ − lr·∇L(window) / (rms + mean(rms)) + min(1, decay·rms / mean(rms))·(θ_trained − θ)
 
 where rms is each weight's root mean square gradient over a slice of training text, at the
-trained weights. A weight whose gradient is usually small (a rare character's embedding, say)
+trained weights (unclipped: the gradients' own scale; each step's gradient is clipped to a norm
+of MAX_GRAD_NORM). A weight whose gradient is usually small (a rare character's embedding, say)
 takes larger steps than plain SGD would give it, and one that moves much is pulled back harder;
 mean(rms) beside it caps the steps of weights the slice barely moved. So the model adapts to the
 text's recent style (a play's names, a program's identifiers) while the decay pulls it back
@@ -30,12 +31,14 @@ import torch
 from torch.nn import functional as F
 
 from charnn.checkpoint import LoadedModel
+from charnn.errors import CharnnError
 from charnn.evaluator import ids_to_score, model_corpus
 from charnn.model import CharRNN, detach_state
 from charnn.vocab import read_corpus
 
 WINDOW = 64  # characters scored between two updates
-TUNE_CHARS = 10_000  # the end of the training split, where the step size and decay are chosen
+TUNE_CHARS = 10_000  # the end of the training split, where the scales and settings are set
+MIN_TUNE_CHARS = 1_000  # fewer leave the scales and the choice to a handful of windows
 # Steps in units of each weight's own gradient scale: plain SGD steps (θ − lr·∇, 0.01 to 1) read
 # the validation splits of six 800-step models in 0.8-4.6% more bits than these; its grid's
 # 0.01 decay lost on every split where tried, though a 10,000-character slice, too short to see
@@ -55,7 +58,8 @@ class DynamicSettings:
 
 @dataclass(frozen=True)
 class StepScale:
-    """How far each weight moves per unit of step size, and how hard it is pulled back."""
+    """Per weight: what its gradient is divided by before a step, and how hard it is pulled back
+    (times the decay)."""
 
     divisors: list[torch.Tensor]  # rms + mean(rms), one per parameter
     pulls: list[torch.Tensor]  # rms / mean(rms)
@@ -66,7 +70,7 @@ class DynamicResult:
     bits_per_char: float
     settings: DynamicSettings
     seconds: float  # reading the text
-    tune_seconds: float  # choosing the settings
+    tune_seconds: float  # measuring the scales and choosing the settings
 
     def to_dict(self) -> dict[str, float]:
         return {"bits_per_char": self.bits_per_char, "lr": self.settings.lr,
@@ -87,8 +91,10 @@ def window_nats(
     read after each window."""
     device = torch.device(device)
     trained = [p.detach().to(device, copy=True) for p in model.parameters()]
-    divisors = [d.to(device) for d in scale.divisors]
-    pulls = [(settings.decay * w).clamp(max=1.0).to(device) for w in scale.pulls]
+    dtypes = [p.dtype for p in model.parameters()]
+    divisors = [d.to(device, dtype) for d, dtype in zip(scale.divisors, dtypes, strict=True)]
+    pulls = [(settings.decay * w).clamp(max=1.0).to(device, dtype)
+             for w, dtype in zip(scale.pulls, dtypes, strict=True)]  # fmt: skip
 
     def step(params: list[torch.Tensor]) -> None:
         torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
@@ -107,15 +113,15 @@ def step_scale(
 ) -> StepScale:
     """The step scales from each weight's root mean square gradient over the windows of `ids`
     (training text), read at the trained weights: nothing is updated."""
-    squares = [torch.zeros_like(p, device=device) for p in model.parameters()]
+    squares = [torch.zeros_like(p, device=device, dtype=torch.float32) for p in model.parameters()]
 
     def add_squares(params: list[torch.Tensor]) -> None:
-        grads = _grads(params)
+        grads = [g.float() for g in _grads(params)]
         torch._foreach_addcmul_(squares, grads, grads)
 
     windows = len(_read(model, ids, torch.device(device), add_squares, on_progress))
     rms = torch._foreach_sqrt(torch._foreach_div(squares, windows))
-    mean = torch.cat([r.flatten() for r in rms]).mean()
+    mean = torch.cat([r.flatten() for r in rms]).mean().clamp_min(torch.finfo(torch.float32).tiny)
     return StepScale(list(torch._foreach_add(rms, mean)), list(torch._foreach_div(rms, mean)))
 
 
@@ -177,6 +183,7 @@ def choose_settings(
 
     lr = min(LEARNING_RATES, key=lambda lr: cost(DynamicSettings(lr, DECAYS[1])))
     decay = min(DECAYS, key=lambda decay: cost(DynamicSettings(lr, decay)))
+    assert len(costs) == reads, "TUNING_READS counts one setting the two sweeps share"
     return DynamicSettings(lr, decay)
 
 
@@ -190,6 +197,12 @@ def dynamic_bits_per_char(
     """Measure the step scales and choose the settings on `tune_ids` (training text), then read
     `ids` adapting. `on_progress` hears the fraction of all three done, counted in characters."""
     tune_ids = tune_ids[-TUNE_CHARS:]
+    if len(tune_ids) < MIN_TUNE_CHARS:
+        raise CharnnError(
+            f"dynamic evaluation sets its steps on at least {MIN_TUNE_CHARS:,} characters of "
+            f"training text, and has {len(tune_ids):,} that the model knows: pass a longer "
+            "--tune-on FILE"
+        )
     total = TUNING_READS * len(tune_ids) + len(ids)
     scaled, tuned_share = len(tune_ids) / total, TUNING_READS * len(tune_ids) / total
     started = time.perf_counter()
@@ -235,7 +248,7 @@ def evaluate_dynamic(
 def _training_tail(loaded: LoadedModel) -> np.ndarray:
     """The last TUNE_CHARS of the model's training split (never its validation text)."""
     corpus = model_corpus(
-        loaded, "dynamic evaluation chooses its step size on training text", "pass --tune-on FILE"
+        loaded, "dynamic evaluation sets its steps on training text", "pass --tune-on FILE"
     )
     train_end = corpus.train_end(loaded.train_config.val_frac)
     tail = corpus.vocab.decode(corpus.ids[max(0, train_end - TUNE_CHARS) : train_end])

@@ -232,7 +232,7 @@ def prepare_run(
         payload = read_payload(path)
         check_fields(payload, path, TRAINING_FIELDS, "cannot be resumed",
                      f": --init-from {path} starts a new run from its weights")  # fmt: skip
-        saved = TrainConfig.from_dict(payload["train_config"])
+        saved = saved_settings(payload["train_config"], path)
         config = merged_config(saved, config, given)
         check_resumable(config, saved, path)
         vocab = Vocab(payload["vocab"])
@@ -243,12 +243,10 @@ def prepare_run(
 
     vocab, weights = corpus.vocab, None
     if init_from is not None:
-        payload = weights = read_payload(load_path(init_from))
+        source = load_path(init_from)
+        payload = weights = read_payload(source)
         vocab = Vocab.from_text(payload["vocab"] + vocab.chars)  # both runs' characters
-        settings = payload.get("train_config")
-        if not isinstance(settings, dict):  # a hand-made checkpoint may hold its shape alone
-            settings = {"model": payload["model_config"]}
-        saved = TrainConfig.from_dict(settings)
+        saved = saved_settings({"model": payload["model_config"]}, source)  # the weights' shape
         config = replace(config, model=merged_config(saved, config, given).model)
     train_chars = corpus.train_end(config.val_frac)
     eval_read = chars_read(len(corpus.ids) - train_chars - 1, config.eval_chars)
@@ -302,6 +300,14 @@ def check_same_corpus(payload: dict, corpus: EncodedCorpus, vocab: Vocab, path: 
         f"cannot resume {path}: this corpus is not the text the run was trained on (its SHA-256 "
         "differs); start a new run from it with --init-from instead"
     )
+
+
+def saved_settings(settings: dict[str, Any], path: Path) -> TrainConfig:
+    """A checkpoint's settings as TrainConfig, or one line saying they cannot be read."""
+    try:
+        return TrainConfig.from_dict(settings)
+    except (TypeError, ValueError, AttributeError, CharnnError) as err:
+        raise CharnnError(f"{path} is not a usable charnn checkpoint ({err})") from None
 
 
 def merged_config(saved: TrainConfig, current: TrainConfig, given: set[str]) -> TrainConfig:

@@ -397,6 +397,16 @@ class Trainer:
 
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue from a checkpoint saved by `_save`, exactly where it stopped."""
+        try:
+            self._restore(payload)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise CharnnError(
+                f"the checkpoint's saved training state is incomplete or damaged ({reason}): "
+                "--init-from starts a new run from its weights"
+            ) from None
+
+    def _restore(self, payload: dict[str, Any]) -> None:
         payload = clone_tensors(payload)  # loaded tensors may sit at a different alignment
         self.model.load_state_dict(payload["model_state"])
         self.optimizer.load_state_dict(payload["optimizer_state"])

@@ -18,6 +18,7 @@ from charnn.model import CharRNN
 from charnn.runs import list_runs
 from charnn.vocab import Vocab
 
+from conftest import run_charnn
 from test_train import make_trainer
 
 
@@ -118,6 +119,29 @@ def test_a_checkpoint_lacking_what_a_model_needs_is_refused_by_name(
             CharnnError, match=f"broken.pt is not a usable charnn checkpoint.*{named}"
         ):
             read(broken)
+
+
+def test_a_format_version_that_is_not_a_number_is_not_a_checkpoint(run_dir, tmp_path):
+    _, folder = run_dir
+    payload = torch.load(folder / "last.pt", weights_only=True)
+    payload["format_version"] = "1"
+    torch.save(payload, tmp_path / "odd.pt")
+    with pytest.raises(CharnnError, match="odd.pt is not a charnn checkpoint"):
+        read_payload(tmp_path / "odd.pt")
+
+
+def test_a_hand_made_checkpoint_with_defaults_left_out_loads_and_is_described(run_dir, tmp_path):
+    _, folder = run_dir
+    payload = torch.load(folder / "last.pt", weights_only=True)
+    for name in ("embed_size", "dropout", "layers"):  # the fallbacks the run used
+        del payload["model_config"][name]
+    payload["train_config"] = None
+    hand_made = tmp_path / "hand.pt"
+    torch.save(payload, hand_made)
+    assert load_checkpoint(hand_made).model.config.cell == "gru"
+    proc = run_charnn("info", str(hand_made))
+    assert proc.returncode == 0, proc.stderr
+    assert "gru, 2x16, embed 64, dropout 0.0" in proc.stdout
 
 
 def test_an_unreadable_checkpoint_says_so(run_dir, monkeypatch):

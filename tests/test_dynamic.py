@@ -16,6 +16,7 @@ from charnn.dynamic import (
     step_scale,
     window_nats,
 )
+from charnn.errors import CharnnError
 from charnn.model import detach_state
 
 from conftest import make_text, run_charnn
@@ -55,6 +56,21 @@ def test_it_learns_the_text_it_reads(repeated):
     adapted = window_nats(model, ids, ADAPTING, scale)[halfway:].sum()
     assert adapted < 0.97 * static  # the repeat is read with what the first half taught
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_a_full_pull_back_leaves_every_window_to_the_trained_weights(repeated):
+    model, ids, _ = repeated
+    scale = step_scale(model, ids)  # every weight this text moves has a pull of its own
+    snapping = window_nats(model, ids, DynamicSettings(lr=1e-2, decay=1e9), scale)  # capped at 1
+    np.testing.assert_allclose(snapping, window_nats(model, ids, STATIC, scale), rtol=1e-6)
+
+
+def test_too_little_training_text_to_set_the_steps_is_refused(repeated):
+    model, ids, _ = repeated
+    with pytest.raises(
+        CharnnError, match="at least 1,000 characters of training text, and has 999"
+    ):
+        dynamic_bits_per_char(model, ids, ids[:999])
 
 
 def test_step_scales_are_each_weights_rms_gradient_at_the_trained_weights(repeated):

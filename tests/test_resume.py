@@ -235,6 +235,24 @@ def test_a_checkpoint_of_weights_alone_fine_tunes_but_is_not_resumed(tmp_path, t
     assert shape["hidden_size"] == payload["model_config"]["hidden_size"]  # its shape kept
 
 
+def test_a_damaged_training_state_is_refused_in_one_line_and_nothing_is_written(tmp_path, trained):
+    _, corpus, run = trained
+    payload = read_payload(run / "last.pt")
+    payload["optimizer_state"] = {}  # a dict, as it should be, but empty
+    damaged = tmp_path / "run" / "last.pt"
+    damaged.parent.mkdir()
+    torch.save(payload, damaged)
+    saved = damaged.read_bytes()
+    proc = run_charnn("train", str(corpus), "--resume", str(damaged), "--max-steps", "40")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "Error: the checkpoint's saved training state is incomplete or damaged ('param_groups'): "
+        "--init-from starts a new run from its weights"
+    ]
+    assert damaged.read_bytes() == saved  # the run's lock file aside, nothing else written
+    assert sorted(p.name for p in damaged.parent.iterdir() if p.name != ".lock") == ["last.pt"]
+
+
 def test_one_writer_per_run_folder(tmp_path, small_corpus):
     train(config_for(small_corpus, tmp_path, "run", max_steps=3))
     run = tmp_path / "ck" / "run"

@@ -66,14 +66,16 @@ def info(checkpoint: Path, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(described, ensure_ascii=False) + "\n")
         return
-    model, metrics = described["model_config"], described["metrics"]
-    before_decoder = ModelConfig.from_dict(model).complete().dropout_before_decoder()
+    shape, metrics = (
+        ModelConfig.from_dict(described["model_config"]).complete(),
+        described["metrics"],
+    )
+    before_decoder = shape.dropout_before_decoder()
     lines = [
         f"checkpoint   {described['path']}",
         f"charnn       {described['charnn_version']} (format {described['format_version']})",
-        f"model        {model['cell']}, {model['layers']}x{model['hidden_size']}, embed "
-        f"{model['embed_size']}, dropout {model['dropout']} ({before_decoder:g} before the "
-        "decoder)",
+        f"model        {shape.cell}, {shape.layers}x{shape.hidden_size}, embed "
+        f"{shape.embed_size}, dropout {shape.dropout} ({before_decoder:g} before the decoder)",
         f"parameters   {described['parameters']:,}",
         f"vocabulary   {described['vocab_size']} characters: {described['vocab']!r}",
         f"step         {described['step']:,}",
