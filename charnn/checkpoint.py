@@ -267,16 +267,27 @@ def summarize_checkpoint(path: str | Path) -> dict[str, Any]:
             "charnn_version": payload.get("charnn_version"),
             "step": payload["step"],
             "model_config": _usable_shape(payload["model_config"]),
-            "train_config": payload.get("train_config") or {},
+            "train_config": _optional(payload, "train_config", dict, {}),
             "vocab_size": len(payload["vocab"]),
             "vocab": payload["vocab"],
             "parameters": sum(t.numel() for t in payload["model_state"].values()),
             "metrics": payload.get("metrics", {}),
-            "corpus_files": payload.get("corpus_files") or [],  # [path, SHA-256], several files
-            "plan": payload.get("plan"),  # what charnn.plan chose, and why
+            "corpus_files": [  # [path, SHA-256] of each file, for several
+                pair
+                for pair in _optional(payload, "corpus_files", list, [])
+                if isinstance(pair, list | tuple) and len(pair) == 2
+            ],
+            "plan": _optional(payload, "plan", dict, None),  # what charnn.plan chose, and why
         }
     except (KeyError, TypeError, ValueError, AttributeError, CharnnError) as err:
         raise CharnnError(f"{path} is not a usable charnn checkpoint ({err})") from None
+
+
+def _optional(payload: dict[str, Any], name: str, kind: type, missing: Any) -> Any:
+    """A field only some checkpoints hold, or `missing` where this one lacks it (or holds
+    something else there: a hand-edited file)."""
+    value = payload.get(name)
+    return value if isinstance(value, kind) else missing
 
 
 def _usable_shape(model_config: dict[str, Any]) -> dict[str, Any]:

@@ -144,6 +144,30 @@ def test_a_hand_made_checkpoint_with_defaults_left_out_loads_and_is_described(ru
     assert "gru, 2x16, embed 64, dropout 0.0" in proc.stdout
 
 
+def test_any_field_of_any_type_is_loaded_described_or_refused_in_one_line(run_dir, tmp_path):
+    """Every top-level field of a real checkpoint replaced by values of other types: loading it
+    and `charnn info` (text and JSON) either work or end in a CharnnError, never a traceback."""
+    from click.testing import CliRunner
+
+    from charnn.cli import main
+
+    _, folder = run_dir
+    payload = torch.load(folder / "last.pt", weights_only=True)
+    edited, runner, refused = tmp_path / "edited.pt", CliRunner(), set()
+    for name in payload:
+        for value in (None, "x", 5, {}, []):
+            torch.save({**payload, name: value}, edited)
+            try:
+                load_checkpoint(edited)
+            except CharnnError:
+                refused.add(name)
+            for json_flag in ([], ["--json"]):
+                result = runner.invoke(main, ["info", str(edited), *json_flag])
+                assert result.exit_code in (0, 1), (name, value, result.exception)
+                assert isinstance(result.exception, SystemExit | None), (name, value)
+    assert {"format_version", "model_config", "model_state", "vocab", "step"} <= refused
+
+
 def test_an_unreadable_checkpoint_says_so(run_dir, monkeypatch):
     _, folder = run_dir
 
