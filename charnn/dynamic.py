@@ -43,7 +43,7 @@ WINDOW = 64  # characters scored between two updates
 TUNE_CHARS = 30_000
 MIN_TUNE_CHARS = 1_000  # fewer leave the scales and the choice to a handful of windows
 # Steps in units of each weight's own gradient scale: plain SGD steps (θ − lr·∇, 0.01 to 1) read
-# the validation splits of six 800-step models in 0.8-4.6% more bits than these; its grid's
+# the validation splits of six 800-step models in 1.0-5.1% more bits than these; its grid's
 # 0.01 decay lost on every split where tried, though a 10,000-character slice, too short to see
 # what a steady pull back forgets, once chose it (bench/RESULTS.md, "Thirty-second pass")
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
