@@ -86,11 +86,9 @@ def make_payload(
     }
 
 
-def read_payload(
-    path: str | Path, *, mmap: bool = False, needs: dict[str, type] = MODEL_FIELDS
-) -> dict[str, Any]:
+def read_payload(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint dict safely, turning every way it can be unusable into one clear line,
-    a field of `needs` that is missing or of another type among them.
+    a field of MODEL_FIELDS that is missing or of another type among them.
 
     `mmap`: map the tensors' bytes from the file instead of reading them, for a caller that only
     reads the plain fields and tensor shapes (weights and optimizer state are most of the file).
@@ -125,7 +123,7 @@ def read_payload(
             f"{path} has checkpoint format {payload['format_version']}, newer than this charnn "
             f"({__version__}, format {FORMAT_VERSION}) reads: upgrade charnn"
         )
-    check_fields(payload, path, needs)
+    check_fields(payload, path, MODEL_FIELDS)
     return payload
 
 

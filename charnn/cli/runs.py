@@ -66,10 +66,8 @@ def info(checkpoint: Path, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(described, ensure_ascii=False) + "\n")
         return
-    shape, metrics = (
-        ModelConfig.from_dict(described["model_config"]).complete(),
-        described["metrics"],
-    )
+    metrics = described["metrics"]
+    shape = ModelConfig.from_dict(described["model_config"]).complete()
     before_decoder = shape.dropout_before_decoder()
     lines = [
         f"checkpoint   {described['path']}",
