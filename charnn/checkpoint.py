@@ -23,6 +23,7 @@ from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.fileio import BEST, LAST, METRICS_LOG, atomic_write
 from charnn.model import CharRNN
+from charnn.plan import saved_plan
 from charnn.vocab import Vocab
 
 FORMAT_VERSION = 1
@@ -269,13 +270,17 @@ def summarize_checkpoint(path: str | Path) -> dict[str, Any]:
             "vocab_size": len(payload["vocab"]),
             "vocab": payload["vocab"],
             "parameters": sum(t.numel() for t in payload["model_state"].values()),
-            "metrics": payload.get("metrics", {}),
+            "metrics": {  # numbers and flags, as the trainer writes them (hand edits: dropped)
+                name: value
+                for name, value in payload["metrics"].items()
+                if isinstance(value, int | float)
+            },
             "corpus_files": [  # [path, SHA-256] of each file, for several
                 pair
                 for pair in _optional(payload, "corpus_files", list, [])
-                if isinstance(pair, list | tuple) and len(pair) == 2
+                if isinstance(pair, list | tuple) and [type(half) for half in pair] == [str, str]
             ],
-            "plan": _optional(payload, "plan", dict, None),  # what charnn.plan chose, and why
+            "plan": saved_plan(payload.get("plan")),  # what charnn.plan chose, and why
         }
     except (KeyError, TypeError, ValueError, AttributeError, CharnnError) as err:
         raise CharnnError(f"{path} is not a usable charnn checkpoint ({err})") from None

@@ -197,6 +197,42 @@ class Plan:
                 "passes": self.passes, "from_passes": self.from_passes}  # fmt: skip
 
 
+def saved_plan(record: Any) -> dict[str, Any] | None:
+    """A checkpoint's plan (Plan.record, and the "replanned" the trainer adds) where it is one,
+    else None: a hand-edited file can hold anything there, and neither `charnn info` nor a
+    resumed run may trip on it."""
+    if not isinstance(record, dict):
+        return None
+    from_passes = record.get("from_passes", [])  # older checkpoints: none
+    again = record.get("replanned")
+    well_formed = (
+        isinstance(record.get("chosen"), dict)
+        and isinstance(record.get("why"), str)
+        and all(_number_or_none(record.get(name)) for name in ("expected_chars", "passes"))
+        and isinstance(from_passes, list)
+        and all(isinstance(name, str) for name in from_passes)
+        and (again is None or _replanned(again))
+    )
+    return record if well_formed else None
+
+
+def _replanned(record: Any) -> bool:
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("step"), int)
+        and all(_number(record.get(name)) for name in ("passes", "chars_per_sec"))
+        and isinstance(record.get("changed"), dict)
+    )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number_or_none(value: Any) -> bool:
+    return value is None or _number(value)
+
+
 def expected_chars(config: TrainConfig, facts: Facts, width: int) -> float | None:
     """Characters a run will train: the first of its limits (None when it cannot be known),
     TRAINING_SHARE of its budget at the width's calibrated speed."""

@@ -23,7 +23,7 @@ from charnn.config import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.evaluator import chars_read
 from charnn.fileio import BEST, LAST, LOCK, METRICS_LOG
-from charnn.plan import Facts, Plan, needs_speeds, plan_run
+from charnn.plan import Facts, Plan, needs_speeds, plan_run, saved_plan
 from charnn.vocab import Vocab, describe_chars
 
 # What may change when a run is resumed: when to stop, how often to save, where to compute.
@@ -238,7 +238,7 @@ def prepare_run(
         vocab = Vocab(payload["vocab"])
         check_same_corpus(payload, corpus, vocab, path)
         return PreparedRun(
-            config, vocab, path.parent, False, payload, True, [], payload.get("plan")
+            config, vocab, path.parent, False, payload, True, [], saved_plan(payload.get("plan"))
         )
 
     vocab, weights = corpus.vocab, None

@@ -1,3 +1,4 @@
+import contextlib
 import json
 from pathlib import Path
 
@@ -166,6 +167,53 @@ def test_any_field_of_any_type_is_loaded_described_or_refused_in_one_line(run_di
                 assert result.exit_code in (0, 1), (name, value, result.exception)
                 assert isinstance(result.exception, SystemExit | None), (name, value)
     assert {"format_version", "model_config", "model_state", "vocab", "step"} <= refused
+
+
+def test_any_nested_field_of_any_type_is_described_or_refused_in_one_line(run_dir, tmp_path):
+    """The same one level down, in the fields `charnn info` prints: each value of the shape, the
+    settings, the metrics and the plan (its re-planning too) replaced or removed."""
+    from click.testing import CliRunner
+
+    from charnn.cli import main
+
+    _, folder = run_dir
+    payload = torch.load(folder / "last.pt", weights_only=True)
+    payload["plan"] = {  # as a time-budgeted run keeps it
+        "chosen": {"dropout": 0.1}, "why": "2.0 passes over 384 training characters",
+        "expected_chars": 768.0, "passes": 2.0, "from_passes": ["dropout"],
+        "replanned": {"step": 2, "passes": 3.0, "chars_per_sec": 99.0, "changed": {"dropout": 0.2}},
+    }  # fmt: skip
+    payload["corpus_files"] = [["a.txt", "0" * 64]]
+    edited, runner = tmp_path / "edited.pt", CliRunner()
+    torch.save(payload, edited)
+    described = runner.invoke(main, ["info", str(edited)]).output
+    assert "plan         dropout 0.1" in described and "re-planned   dropout 0.2" in described
+    assert "val_bpc" in described and "corpus files 1: a.txt" in described
+    places = [(name, key) for name in ("model_config", "train_config", "metrics", "plan")
+              for key in payload[name]]  # fmt: skip
+    places += [("plan", "replanned", key) for key in payload["plan"]["replanned"]]
+    places += [("corpus_files", 0, 0), ("corpus_files", 0, 1)]
+    removed = object()
+    for *outer, last in places:
+        for value in (None, "x", 5, {}, [], removed):
+            copy = torch.load(folder / "last.pt", weights_only=True) | {
+                "plan": json.loads(json.dumps(payload["plan"])),
+                "corpus_files": [["a.txt", "0" * 64]],
+            }
+            inner = copy
+            for key in outer:
+                inner = inner[key]
+            if value is removed:
+                del inner[last]
+            else:
+                inner[last] = value
+            torch.save(copy, edited)
+            with contextlib.suppress(CharnnError):
+                load_checkpoint(edited)
+            for json_flag in ([], ["--json"]):
+                result = runner.invoke(main, ["info", str(edited), *json_flag])
+                assert result.exit_code in (0, 1), (outer, last, value, result.exception)
+                assert isinstance(result.exception, SystemExit | None), (outer, last, value)
 
 
 def test_an_unreadable_checkpoint_says_so(run_dir, monkeypatch):

@@ -72,6 +72,24 @@ def test_a_resumed_run_keeps_its_plan(tmp_path, small_corpus):
     assert planned_settings(payload) == first
 
 
+def test_a_resumed_run_whose_plan_was_hand_edited_goes_on_without_it(tmp_path, small_corpus):
+    """A plan of another shape (here from_passes a number) is not the trainer's to re-plan from:
+    the run resumes on its saved settings, not re-planned, and ends as asked."""
+    common = dict(corpus=str(small_corpus), batch_size=4, seq_len=16, device="cpu",
+                  checkpoint_dir=str(tmp_path / "ck"), name="run", time_budget=300)  # fmt: skip
+    train(TrainConfig(max_steps=1, **common))
+    last = tmp_path / "ck" / "run" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    assert payload["plan"]["from_passes"] and "replanned" not in payload["plan"]
+    payload["plan"]["from_passes"] = 5
+    torch.save(payload, last)
+    # 20 steps: re-planning falls due at step 2 (a tenth of the run) on a well-formed plan
+    train(TrainConfig(max_steps=20, **common), resume="auto")
+    resumed = read_payload(last)
+    assert resumed["step"] == 20 and resumed["plan"] is None
+    assert planned_settings(resumed) == planned_settings(payload)
+
+
 def test_evaluations_are_planned_from_the_validation_split_and_kept_on_resume(tmp_path):
     corpus = tmp_path / "halves.txt"
     text = make_text(60_000)
