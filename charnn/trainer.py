@@ -324,7 +324,9 @@ class Trainer:
     def _non_finite(self, loss: float) -> None:
         """A NaN or infinite loss or gradient: stop, or skip the batch at half the rate."""
         if self.config.on_nan == "stop":
-            kept = f"; {self.run_dir / LAST} (the last good state) is kept" if self.run_dir else ""
+            last = self.run_dir / LAST if self.run_dir else None
+            saved = last is not None and last.is_file()  # none yet: the run's folder goes
+            kept = f"; {last} (the last good state) is kept" if saved else "; nothing was saved"
             raise CharnnError(
                 f"training diverged at step {self.step}: the loss or a gradient is not finite "
                 f"(loss {loss}){kept}; try a lower --lr, or --on-nan skip"

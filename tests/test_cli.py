@@ -121,6 +121,27 @@ def test_impossible_options_are_usage_errors(corpus, args):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--lr", "inf"], ["train", "--dropout", "nan"], ["sample", "-t", "nan"],
+        ["sample", "--top-p", "nan"], ["sample", "--seed", "-1"],
+    ],
+)  # fmt: skip
+def test_non_finite_numbers_and_negative_seeds_are_usage_errors(corpus, args):
+    """nan passes every range check by comparing false; numpy's generators take no -1."""
+    from click.testing import CliRunner
+
+    from charnn.cli import main
+
+    command, *flags = args
+    result = CliRunner().invoke(
+        main, [command, *([str(corpus)] if command == "train" else []), *flags]
+    )
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for" in result.output
+
+
 def test_no_checkpoint_found(tmp_path):
     proc = run_charnn("sample", "--checkpoint-dir", str(tmp_path))
     assert "no run found" in assert_one_line_error(proc)

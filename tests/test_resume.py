@@ -143,6 +143,23 @@ def test_a_run_resumed_on_a_cpu_without_its_arithmetic_goes_on_in_fp32(
     assert f"this machine cannot train this model in {precision}: training in fp32 instead" in said
 
 
+def test_a_run_diverging_before_its_first_save_says_nothing_was_saved(
+    tmp_path, small_corpus, monkeypatch
+):
+    import charnn.trainer as trainer_module
+
+    real = trainer_module.loss_on
+
+    def poisoned(model, inputs, targets, state):
+        loss, new_state = real(model, inputs, targets, state)
+        return loss * float("nan"), new_state
+
+    monkeypatch.setattr(trainer_module, "loss_on", poisoned)
+    with pytest.raises(CharnnError, match="diverged at step 1: .*; nothing was saved; try"):
+        train(config_for(small_corpus, tmp_path, "stop"))
+    assert not (tmp_path / "ck" / "stop").exists()  # a folder with no checkpoint is not left
+
+
 def test_non_finite_loss_stops_without_saving_it(tmp_path, small_corpus, monkeypatch):
     import charnn.trainer as trainer_module
 
@@ -155,7 +172,9 @@ def test_non_finite_loss_stops_without_saving_it(tmp_path, small_corpus, monkeyp
         return (loss * float("nan") if calls["n"] == 8 else loss), new_state
 
     monkeypatch.setattr(trainer_module, "loss_on", poisoned)
-    with pytest.raises(CharnnError, match="diverged at step 8"):
+    with pytest.raises(
+        CharnnError, match=r"diverged at step 8.*last\.pt \(the last good state\) is kept"
+    ):
         train(config_for(small_corpus, tmp_path, "stop"))
     kept = load_checkpoint(tmp_path / "ck" / "stop" / "last.pt")
     assert kept.step == 5  # the last good save

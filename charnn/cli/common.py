@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,17 @@ import click
 from charnn.config import CELLS, TrainConfig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
+
+
+class FiniteRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf, which compare false with every bound and
+    so pass it (--temperature nan sampled newlines and wrote NaN into JSON lines)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def checkpoint_options(func: Any) -> Any:

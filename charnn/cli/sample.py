@@ -9,7 +9,13 @@ from typing import Any
 
 import click
 
-from charnn.cli.common import CONTEXT, checkpoint_options, load_model, read_text_argument
+from charnn.cli.common import (
+    CONTEXT,
+    FiniteRange,
+    checkpoint_options,
+    load_model,
+    read_text_argument,
+)
 
 
 def _unescape(text: str) -> str:
@@ -30,7 +36,7 @@ def _unescape(text: str) -> str:
 @click.option(
     "-t",
     "--temperature",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     default=1.0,
     help="Randomness: 0 is greedy, below 1 is safer, above 1 is wilder.",
 )
@@ -42,14 +48,14 @@ def _unescape(text: str) -> str:
 )
 @click.option(
     "--top-p",
-    type=click.FloatRange(0, 1, min_open=True),
+    type=FiniteRange(0, 1, min_open=True),
     default=None,
     help="Sample only from the likeliest characters holding this much probability.",
 )
 @click.option("--greedy", is_flag=True, help="Always take the most likely character (-t 0).")
 @click.option(
     "--repetition-penalty",
-    type=click.FloatRange(min=1),
+    type=FiniteRange(min=1),
     default=1.0,
     help="Above 1: make repeating recent text dearer with each character repeated (1: off).",
 )
@@ -91,7 +97,12 @@ def _unescape(text: str) -> str:
 @click.option(
     "--separator", default="\\n\\n", help="Printed between samples (\\n and \\t understood)."
 )
-@click.option("--seed", type=int, default=None, help="Same seed, same text (on the same machine).")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),  # numpy's generators take no other
+    default=None,
+    help="Same seed, same text (on the same machine).",
+)
 @click.option(
     "-i",
     "--interactive",

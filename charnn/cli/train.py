@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from charnn.cli.common import CONTEXT
+from charnn.cli.common import CONTEXT, FiniteRange
 from charnn.config import (
     CELLS,
     DECODER_DROPOUT_SHARE,
@@ -92,27 +92,27 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 @click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
 @click.option(
     "--dropout",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=FiniteRange(0, 1, max_open=True),
     default=None,
     help=f"Dropout between layers [default: planned: {by_passes('dropout')}].",
 )
 @click.option(
     "--decoder-dropout",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=FiniteRange(0, 1, max_open=True),
     default=None,
     help=f"Dropout before the decoder [default: --dropout × {DECODER_DROPOUT_SHARE:g}; "
     "all of it with --layers 1].",
 )
 @click.option(
     "--weight-drop",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=FiniteRange(0, 1, max_open=True),
     default=None,
     help="DropConnect on the hidden-to-hidden weights, one mask per batch (AWD-LSTM) "
     f"[default: planned: {by_passes('weight_drop')}].",
 )
 @click.option(
     "--embed-dropout",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=FiniteRange(0, 1, max_open=True),
     default=ModelConfig.embed_dropout,
     help="Drop whole characters' embeddings, one mask per batch.",
 )
@@ -123,14 +123,14 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 )
 @click.option(
     "--forget-bias",
-    type=float,
+    type=FiniteRange(),
     default=None,
     help="Initial forget-gate bias of LSTM-family cells (char-rnn uses 1.0) "
     "[default: PyTorch's initialisation].",
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True),
     default=TrainConfig.lr,
     help="Peak learning rate (AdamW), warmed up then decayed to zero.",
 )
@@ -143,20 +143,20 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 )
 @click.option(
     "--weight-decay",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     default=None,
     help=f"AdamW's decoupled weight decay [default: {FALLBACK['weight_decay']}].",
 )
 @click.option(
     "--beta1",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=FiniteRange(0, 1, max_open=True),
     default=None,
     help="AdamW's β1, the decay of its running mean of gradients [default: planned: "
     f"{FALLBACK['beta1']} up to {MANY_PASSES:g} passes over the text, then {BETA1_MANY_PASSES}].",
 )
 @click.option(
     "--clip",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     default=TrainConfig.clip,
     help="Clip the global gradient norm to this; 0 disables.",
 )
@@ -177,7 +177,7 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 )
 @click.option(
     "--epochs",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True),
     default=None,
     help="Stop after this many passes over the data (10 if no limit is given).",
 )
@@ -190,7 +190,7 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 )
 @click.option(
     "--val-frac",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=FiniteRange(0, 1, min_open=True, max_open=True),
     default=TrainConfig.val_frac,
     help="Last fraction of the text kept for validation.",
 )
