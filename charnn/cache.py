@@ -266,7 +266,7 @@ def _scan(path: Path, encoding: str) -> tuple[Vocab, int, str]:
     points = np.flatnonzero(seen).astype("<u4")
     chars = points.tobytes().decode("utf-32-le", "surrogatepass")
     if not chars.strip():
-        raise CharnnError(f"{path} is empty: a corpus needs some text")
+        raise CharnnError(f"{path} holds only whitespace: a corpus needs some text")
     return Vocab(chars), length, digest.hexdigest()
 
 

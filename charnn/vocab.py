@@ -83,23 +83,24 @@ def describe_chars(chars: list[str], limit: int = 10) -> str:
     return f"{shown}{more}"
 
 
-def read_corpus(path: str | Path, encoding: str = "utf-8") -> str:
-    """Read a text file for training or evaluation, with a clear error for anything unusable."""
+def read_corpus(path: str | Path, encoding: str = "utf-8", what: str = "corpus") -> str:
+    """Read a text file for training or evaluation, with a clear error for anything unusable;
+    `what` the file is to the user names it in those errors (a corpus, a prime file)."""
     path = Path(path)
-    check_readable(path, encoding)
+    check_readable(path, encoding, what)
     data = path.read_bytes()
     if not data.strip():
-        raise CharnnError(f"{path} is empty: a corpus needs some text")
+        raise CharnnError(f"{path} holds only whitespace: a {what} needs some text")
     return decode_text(data, str(path), encoding)
 
 
-def check_readable(path: Path, encoding: str) -> None:
+def check_readable(path: Path, encoding: str, what: str = "corpus") -> None:
     """Fail with one clear line if `path` is missing, unreadable, empty or binary."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(65536)
     except FileNotFoundError:
-        raise CharnnError(f"corpus not found: {path}") from None
+        raise CharnnError(f"{what} not found: {path}") from None
     except IsADirectoryError:
         raise CharnnError(f"{path} is a folder: give the path of a text file") from None
     except PermissionError:
@@ -111,7 +112,7 @@ def check_readable(path: Path, encoding: str) -> None:
     except LookupError:
         raise CharnnError(f"unknown encoding {encoding!r}: try utf-8 or latin-1") from None
     if not head:
-        raise CharnnError(f"{path} is empty: a corpus needs some text")
+        raise CharnnError(f"{path} is empty: a {what} needs some text")
     if b"\x00" in head and not encoding.lower().replace("-", "").startswith("utf16"):
         raise CharnnError(f"{path} looks like a binary file (it contains NUL bytes), not text")
 

@@ -99,6 +99,7 @@ def test_version_and_help_on_every_command():
     [
         (None, "not found"),
         (b"", "empty"),
+        (b"\n\n \n\n", "holds only whitespace"),
         (b"\x00\x01binary\x00", "binary"),
         (b"ok text \xfe\xff", "byte offset 8"),
         (b"ab", "too short"),

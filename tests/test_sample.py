@@ -182,6 +182,18 @@ def test_prime_from_stdin(trained):
     assert piped.stdout == given.stdout and piped.stdout.startswith("Romeo said")
 
 
+def test_a_missing_or_blank_prime_file_is_named_as_one(trained, tmp_path):
+    _, _, run = trained
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n \n", encoding="utf-8")
+    for path, said in (
+        (tmp_path / "none.txt", "prime file not found"),
+        (blank, "only whitespace: a prime file"),
+    ):
+        proc = run_charnn("sample", str(run), "--prime-file", str(path), "-n", "5")
+        assert proc.returncode == 1 and said in proc.stderr, proc.stderr
+
+
 def test_stop_through_the_cli(trained):
     _, _, run = trained
     full = run_charnn("sample", str(run), "-n", "300", "--greedy", "--no-echo-prime").stdout

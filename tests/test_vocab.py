@@ -51,7 +51,7 @@ def test_invalid_utf8_names_the_byte_offset(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"", "empty"), (b"  \n", "empty"), (b"\x00\x01\x02binary", "binary")],
+    [(b"", "empty"), (b"  \n", "only whitespace"), (b"\x00\x01\x02binary", "binary")],
 )
 def test_unusable_corpora_get_clear_errors(tmp_path, content, message):
     path = tmp_path / "c.txt"

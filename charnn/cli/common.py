@@ -36,15 +36,16 @@ def checkpoint_options(func: Any) -> Any:
     )(func)
 
 
-def read_text_argument(path: str | Path) -> str:
-    """The text of a file named on the command line; - reads standard input."""
+def read_text_argument(path: str | Path, what: str = "file") -> str:
+    """The text of a file named on the command line (`what` it is, for its errors); - reads
+    standard input."""
     import sys
 
     from charnn.vocab import decode_text, read_corpus
 
     if str(path) == "-":
         return decode_text(sys.stdin.buffer.read(), "standard input")
-    return read_corpus(path)
+    return read_corpus(path, what=what)
 
 
 def load_model(

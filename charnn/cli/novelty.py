@@ -36,7 +36,7 @@ def report_novelty(
     from charnn.cache import load_corpus
     from charnn.novelty import novelty, training_ids
 
-    sample = read_text_argument(sample_path)
+    sample = read_text_argument(sample_path, "sample")
     if not sample:
         raise click.UsageError(f"{sample_path} is empty: there is nothing to compare")
     if corpus_path is not None:

@@ -142,7 +142,7 @@ def sample(
     if options["length"] == 0 and options["num_samples"] > 1 and not options["stop"]:
         raise click.UsageError("--length 0 with several samples needs a --stop string")
     loaded = load_model(checkpoint, checkpoint_dir, cell)
-    text = read_text_argument(prime_file) if prime_file is not None else (prime or "")
+    text = read_text_argument(prime_file, "prime file") if prime_file is not None else (prime or "")
     missing = loaded.vocab.unknown(text)
     text = prepare_prime(text, loaded, options["unknown"])  # fails early on unknown characters
     if missing:
