@@ -8,11 +8,14 @@ for another value, and what a model built outside training uses.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import types
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,6 +34,54 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise CharnnError(message)
+
+
+# Settings that are no flag of `charnn train`: named as they are in a checkpoint's config
+NOT_FLAGS = frozenset({"vocab_size", "corpus", "model"})
+KIND_WORDS = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
+
+
+def _check_types(config: ModelConfig | TrainConfig) -> None:
+    """Every setting holds a value of its annotated type, or one line naming the setting: a
+    checkpoint edited by hand, a TOML file or the Python API can hold "32" where 32 belongs,
+    which would otherwise fail later in Python's words (or not at all)."""
+    kind: Any = type(config)  # a frozen dataclass's class, hashable whatever mypy infers
+    for name, annotation in _field_types(kind).items():
+        value = getattr(config, name)
+        if not _is_instance(value, annotation):
+            setting = name if name in NOT_FLAGS else "--" + name.replace("_", "-")
+            raise CharnnError(f"{setting} must be {_describe(annotation)}, not {value!r}")
+
+
+@cache
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _is_instance(value: Any, annotation: Any) -> bool:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_is_instance(value, arm) for arm in get_args(annotation))
+    if get_origin(annotation) is tuple:  # tuple[str, ...]
+        item = get_args(annotation)[0]
+        return isinstance(value, tuple) and all(_is_instance(v, item) for v in value)
+    if annotation is type(None):
+        return value is None
+    if isinstance(value, bool):  # a bool is an int to Python, never a number of layers
+        return annotation is bool
+    if annotation is float:
+        return isinstance(value, int | float)
+    return isinstance(value, annotation)
+
+
+def _describe(annotation: Any) -> str:
+    arms = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else ()
+    named = [KIND_WORDS.get(arm) for arm in arms if arm is not type(None)]
+    if arms and all(named):
+        return " or ".join(str(word) for word in named) + (
+            " (or left unset)" if type(None) in arms else ""
+        )
+    return KIND_WORDS.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 # What a setting left as None becomes: the planned ones as they are without a plan (no time
@@ -95,6 +146,7 @@ class ModelConfig:
     forget_bias: float | None = None
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _check(self.cell in CELLS, f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
         _check(self.layers >= 1, "--layers must be at least 1")
         _check(
@@ -183,6 +235,9 @@ class TrainConfig:
         if isinstance(self.corpus, list | tuple):  # one path stays a plain string
             paths = tuple(str(p) for p in self.corpus)
             object.__setattr__(self, "corpus", paths[0] if len(paths) == 1 else paths)
+        elif isinstance(self.corpus, os.PathLike):
+            object.__setattr__(self, "corpus", os.fspath(self.corpus))
+        _check_types(self)
         _check(self.lr > 0, "--lr must be positive")
         _check(
             self.lr_decay is None or self.lr_decay in LR_DECAYS,

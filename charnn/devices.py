@@ -3,6 +3,7 @@ the optimizer kernel that suits it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from functools import cache
 
@@ -19,6 +20,34 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise CharnnError("--device mps asked for, but this machine has no MPS: use --device cpu")
     return torch.device(name)
+
+
+# Bytes a parameter takes in training, at least: fp32 weight, gradient and AdamW's two averages
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def memory_of(device: torch.device) -> int | None:
+    """The memory a model on `device` lives in, in bytes: the GPU's, or the machine's (also for
+    MPS, whose memory is the machine's); None where the system does not say."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return None
+
+
+def check_fits(parameters: int, shape: str, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a model that could not train in `device`'s memory
+    (a mistyped --hidden-size or --layers would otherwise build for minutes, then fail)."""
+    needed, memory = parameters * TRAINING_BYTES_PER_PARAMETER, memory_of(device)
+    if memory is not None and needed > memory:
+        raise CharnnError(
+            f"a {shape} model has {parameters:,} parameters: training it needs at least "
+            f"{needed / 2**30:,.1f} GiB (weights, gradients and AdamW's two averages), more than "
+            f"the {memory / 2**30:,.1f} GiB of memory here; choose a smaller --hidden-size or "
+            "fewer --layers"
+        )
 
 
 NATIVE_BF16_CHECKS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # in torch.cpu

@@ -115,6 +115,18 @@ def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_parameters(config: ModelConfig) -> int:
+    """The parameters CharRNN(config) holds, counted without building it: an oversized shape
+    is refused before it is allocated (charnn.devices.check_fits)."""
+    config = config.complete()
+    spec, hidden, vocab = SPECS[config.cell], decided(config.hidden_size), config.vocab_size
+    rows = spec.blocks * hidden  # W (rows x inputs), U (rows x H), two biases, per layer
+    first = rows * (config.embed_size + hidden + 2)
+    others = (config.layers - 1) * rows * (2 * hidden + 2)
+    peepholes = config.layers * len(spec.peepholes) * hidden
+    return vocab * config.embed_size + first + others + peepholes + (hidden + 1) * vocab
+
+
 def drop_mask(like: torch.Tensor, shape: tuple[int, ...] | torch.Size, p: float) -> torch.Tensor:
     """A dropout mask of `shape`, in `like`'s dtype and device, scaled by 1 / (1 - p) as the kept
     units are. Drawn as uniform numbers below 1 - p: on a 2-core CPU that took under half the

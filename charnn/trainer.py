@@ -28,6 +28,7 @@ from charnn.data import TrainStreams, fit_shape, split_train_val
 from charnn.devices import (
     adamw,
     autocast,
+    check_fits,
     check_precision,
     cpu_has_native_bf16,
     precision_problem,
@@ -39,7 +40,7 @@ from charnn.errors import CharnnError
 from charnn.evaluator import stream_bounds, stream_nats
 from charnn.events import Evaluated, Event, Notice, Progress, Saved, TrainResult
 from charnn.fileio import LAST, LOCK
-from charnn.model import CharRNN, State, detach_state
+from charnn.model import CharRNN, State, count_parameters, detach_state
 from charnn.plan import REPLAN_AT, Facts, replan
 from charnn.rng import capture_rng, restore_rng
 from charnn.runs import PreparedRun, prepare_run, run_lock
@@ -487,6 +488,8 @@ def train(
     notices: list[str] = []
     corpus = load_corpus(config.corpus_spec(), config.encoding, notices.append, config.val_frac)
     device = resolve_device(config.device)  # fail on a bad device before creating any folder
+    shape = replace(config.model.complete(), vocab_size=len(corpus.vocab))  # planned width: as 256
+    check_fits(count_parameters(shape), f"{shape.layers}x{shape.hidden_size} {shape.cell}", device)
     with process_group(device) as (ranks, device):
 
         def measure(config: TrainConfig, facts: Facts, vocab_size: int) -> Facts:
@@ -499,11 +502,11 @@ def train(
             init_from=init_from, given=explicit, on_main=ranks.on_main,
         )  # fmt: skip
         run = in_arithmetic_here(run, device, explicit)
-        ids = corpus.ids_in(run.vocab)  # often memory-mapped
-        train_ids, val_ids = split_train_val(ids, run.config.val_frac, corpus.val_start)
-        use_threads(run.config.threads)
         owner = ranks.is_main  # only rank 0 writes to the run folder
-        try:
+        try:  # from here a failure removes the run folder it claimed, if nothing was saved
+            ids = corpus.ids_in(run.vocab)  # often memory-mapped
+            train_ids, val_ids = split_train_val(ids, run.config.val_frac, corpus.val_start)
+            use_threads(run.config.threads)
             with run_lock(run.run_dir) if owner else nullcontext():
                 trainer = Trainer(
                     run.config, run.vocab, train_ids, val_ids, run.run_dir, on_event,

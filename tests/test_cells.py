@@ -279,3 +279,13 @@ def test_every_cell_trains_samples_and_evaluates(tmp_path, corpus, cell):
     )
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["bits_per_char"] > 0
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("hand_written", [False, True])
+def test_parameters_are_counted_without_building_the_model(cell, layers, hand_written):
+    from charnn.model import count_parameters, num_parameters
+
+    config = ModelConfig(vocab_size=11, cell=cell, layers=layers, hidden_size=7, embed_size=5)
+    assert count_parameters(config) == num_parameters(CharRNN(config, hand_written=hand_written))

@@ -216,6 +216,48 @@ def test_any_nested_field_of_any_type_is_described_or_refused_in_one_line(run_di
                 assert isinstance(result.exception, SystemExit | None), (outer, last, value)
 
 
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: ModelConfig(hidden_size="32"),
+         "--hidden-size must be a whole number (or left unset), not '32'"),
+        (lambda: ModelConfig(layers=True), "--layers must be a whole number, not True"),
+        (lambda: ModelConfig(locked_dropout="yes"),
+         "--locked-dropout must be true or false, not 'yes'"),
+        (lambda: ModelConfig(vocab_size=3.0), "vocab_size must be a whole number, not 3.0"),
+        (lambda: TrainConfig(lr="fast"), "--lr must be a number, not 'fast'"),
+        (lambda: TrainConfig(corpus=5), "corpus must be "),
+        (lambda: TrainConfig(model={"layers": 2}), "model must be ModelConfig"),
+    ],
+)  # fmt: skip
+def test_a_setting_of_another_type_is_refused_by_its_name(make, message):
+    with pytest.raises(CharnnError) as refused:
+        make()
+    assert str(refused.value).startswith(message)
+
+
+def test_settings_of_the_types_they_stand_for_are_taken_as_given():
+    assert TrainConfig(lr=1, time_budget=60).lr == 1  # a whole number is a number
+    assert TrainConfig(corpus=Path("a.txt")).corpus == "a.txt"
+    assert TrainConfig(corpus=["a.txt", Path("b")]).corpus == ("a.txt", "b")
+    assert ModelConfig(forget_bias=None, dropout=0).dropout == 0
+
+
+def test_a_checkpoint_setting_of_another_type_is_named_in_one_line(run_dir, tmp_path):
+    _, folder = run_dir
+    payload = torch.load(folder / "last.pt", weights_only=True)
+    payload["model_config"]["hidden_size"] = "16"
+    edited = tmp_path / "edited.pt"
+    torch.save(payload, edited)
+    for command in (["info", str(edited)], ["sample", str(edited), "--length", "5"]):
+        proc = run_charnn(*command)
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert proc.stderr.strip().splitlines() == [
+            f"Error: {edited} is not a usable charnn checkpoint (--hidden-size must be a whole "
+            "number (or left unset), not '16')"
+        ]
+
+
 def test_an_unreadable_checkpoint_says_so(run_dir, monkeypatch):
     _, folder = run_dir
 

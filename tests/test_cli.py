@@ -111,7 +111,15 @@ def test_bad_corpora_get_one_clear_line(tmp_path, content, needle):
         corpus.write_bytes(content)
     proc = run_charnn("train", str(corpus), "--checkpoint-dir", str(tmp_path / "ck"), *TINY)
     assert needle in assert_one_line_error(proc)
-    assert not any((tmp_path / "ck").glob("*/*"))  # a failed run leaves no checkpoint behind
+    assert not any((tmp_path / "ck").glob("*"))  # a failed run leaves no run folder behind
+
+
+@pytest.mark.parametrize("shape", [["--hidden-size", "100000"], ["--layers", "1000000"]])
+def test_a_model_too_big_for_memory_is_refused_before_it_is_built(tmp_path, corpus, shape):
+    proc = run_charnn("train", str(corpus), "--checkpoint-dir", str(tmp_path / "ck"), *shape)
+    error = assert_one_line_error(proc)
+    assert "parameters: training it needs at least" in error and "--hidden-size" in error
+    assert not any((tmp_path / "ck").glob("*"))
 
 
 @pytest.mark.parametrize(

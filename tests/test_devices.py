@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from charnn import devices
 from charnn.config import ModelConfig
 from charnn.devices import (
     BETA2,
@@ -12,6 +13,7 @@ from charnn.devices import (
     cpu_has_native_bf16,
     cpu_runs_lstm_in_bf16,
 )
+from charnn.errors import CharnnError
 from charnn.model import CharRNN
 
 
@@ -73,3 +75,10 @@ def test_the_bf16_lstm_probe_agrees_with_a_training_step_of_a_real_model():
         ran = False
     assert cpu_runs_lstm_in_bf16() is ran
     assert ran or not cpu_has_native_bf16()
+
+
+def test_a_model_is_refused_only_where_its_training_would_not_fit(monkeypatch):
+    monkeypatch.setattr(devices, "memory_of", lambda device: 16 * 1000)
+    devices.check_fits(1000, "2x8 lstm", torch.device("cpu"))  # exactly fits
+    with pytest.raises(CharnnError, match=r"a 2x8 lstm model has 1,001 parameters"):
+        devices.check_fits(1001, "2x8 lstm", torch.device("cpu"))
