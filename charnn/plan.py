@@ -16,8 +16,7 @@ split and, for a time budget, how fast each candidate width trains here (charnn.
   model that sees its text many times memorises it unless regularised. Beyond 20 passes dropout
   alone no longer holds it (a 0.1 MB text at 2 minutes, 21-38 passes: 2.29 bits/char with
   dropout 0.3, 2.09 with DropConnect 0.2 on the recurrent weights as well; bench/RESULTS.md),
-  and past 35 passes both go up to 0.5. Under a time budget those passes are counted at
-  DropConnect's own, slower speed (WEIGHT_DROP_SPEED).
+  and past 35 passes both go up to 0.5.
 - **Patience**: a run past MANY_PASSES stops once it stops improving (best.pt keeps its best).
 - **AdamW's β1**: 0.5, a short memory of past gradients, up to MANY_PASSES; 0.9 beyond.
 - **Re-planned once**: a time-budgeted run measures its own speed over REPLAN_AT of its budget
@@ -37,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from charnn.config import FALLBACK, TrainConfig, decided
+from charnn.config import FALLBACK, TrainConfig
 
 DEFAULT_EPOCHS = 10  # when no --max-steps, --epochs or --time-budget is given
 # the widths a time budget chooses from, narrowest first
@@ -131,17 +130,6 @@ EVAL_SHARE = 0.05
 # evaluations at every 1000 steps kept 2.4769 (bench/RESULTS.md, "Eighteenth pass"). So they
 # come at least every EVAL_PASSES passes over the training split (in hundreds of steps).
 EVAL_PASSES = 2.0
-# DropConnect makes each step dearer: its masked copy of the recurrent weights is built and
-# multiplied anew every batch. With 0.2 against none (dropout 0.3, bf16, the AMX CPU): 0.78 of
-# the characters per second for 2x256 and 0.83 for 2x384 (a throwaway script, five alternating
-# rounds), 0.86 of the steps in a 10-minute tinyshakespeare run; 0.89-0.92 in fp32 on the
-# family-26 CPU (bench/RESULTS.md, "Eighth pass"). The thresholds of REGULARISATION_BY_PASSES
-# were measured in the passes runs made, DropConnect's slower steps included; so a time budget
-# turns DropConnect on only where the run still makes more than MANY_PASSES passes at this
-# speed. (Counted at the speed without it, tinyshakespeare at 10 minutes was re-planned for 22.0
-# passes, switched DropConnect on, made 16.9 and reached 1.9723; a run that stayed without it
-# made 19.3 passes to 1.9612; "Thirty-fourth pass".)
-WEIGHT_DROP_SPEED = 0.85
 MODEL_FIELDS = ("hidden_size", "dropout", "weight_drop")
 REGULARISED = ("dropout", "weight_drop", "patience", "beta1")  # what follows from the passes alone
 FROM_PASSES = ("hidden_size", *REGULARISED)  # ...and the width
@@ -245,13 +233,11 @@ def _number_or_none(value: Any) -> bool:
     return value is None or _number(value)
 
 
-def expected_chars(
-    config: TrainConfig, facts: Facts, width: int, speed_factor: float = 1.0
-) -> float | None:
+def expected_chars(config: TrainConfig, facts: Facts, width: int) -> float | None:
     """Characters a run will train: the first of its limits (None when it cannot be known),
-    TRAINING_SHARE of its budget at the width's calibrated speed (times `speed_factor`)."""
+    TRAINING_SHARE of its budget at the width's calibrated speed."""
     known = width in facts.widths
-    speed = TRAINING_SHARE * facts.widths[width].chars_per_sec * speed_factor if known else None
+    speed = TRAINING_SHARE * facts.widths[width].chars_per_sec if known else None
     return chars_within_limits(config, facts.train_chars, speed)
 
 
@@ -337,12 +323,7 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
     if passes is not None:
         reasons.append(f"{passes:.1f} passes over {facts.train_chars:,} training characters")
         every = config.eval_every or wanted["eval_every"] or FALLBACK["eval_every"]
-        slowed = passes  # with DropConnect's dearer steps; a given DropConnect was calibrated
-        if config.model.weight_drop is None:
-            width = width or FALLBACK["hidden_size"]
-            with_drop = expected_chars(config, facts, width, WEIGHT_DROP_SPEED)
-            slowed = (with_drop or 0.0) / facts.train_chars
-        wanted.update(regularisation(passes, every, slowed))
+        wanted.update(regularisation(passes, every))
     chosen = {  # a width is only wanted when measured, and then named even if the fallback's
         name: value
         for name, value in wanted.items()
@@ -356,15 +337,9 @@ def plan_run(config: TrainConfig, facts: Facts | None = None) -> Plan:
     return Plan(planned, chosen, why, chars, passes, from_passes)
 
 
-def regularisation(
-    passes: float, eval_every: int = FALLBACK["eval_every"], slowed: float | None = None
-) -> dict[str, Any]:
+def regularisation(passes: float, eval_every: int = FALLBACK["eval_every"]) -> dict[str, Any]:
     """Dropout, weight drop, patience and β1 for a run that will make `passes` over its text,
-    evaluated every `eval_every` steps, or `slowed` passes with DropConnect's dearer steps (a
-    time budget: WEIGHT_DROP_SPEED): the settings of many passes only where it makes them with
-    DropConnect on."""
-    slowed = passes if slowed is None else slowed
-    passes = slowed if slowed > MANY_PASSES else min(passes, MANY_PASSES)
+    evaluated every `eval_every` steps."""
     _, dropout, weight_drop = next(t for t in REGULARISATION_BY_PASSES if passes <= t[0])
     many = passes > MANY_PASSES
     beta1 = BETA1_MANY_PASSES if many else FALLBACK["beta1"]
@@ -395,16 +370,7 @@ def replan(
         raise ValueError("only a time-budgeted run is re-planned")
     passes, planned = chars / train_chars, set(planned)
     every = config.eval_every or FALLBACK["eval_every"]
-    plain = slowed = passes  # at the speed measured, with the DropConnect it trained with
-    if "weight_drop" in planned:  # the speed with the other choice, by WEIGHT_DROP_SPEED
-        if decided(config.model.weight_drop) > 0:
-            speed = chars_per_sec / WEIGHT_DROP_SPEED
-            plain = (chars_within_limits(config, train_chars, speed) or chars) / train_chars
-        else:
-            speed = chars_per_sec * WEIGHT_DROP_SPEED
-            slowed = (chars_within_limits(config, train_chars, speed) or chars) / train_chars
-    wanted = regularisation(plain, every, slowed)
-    wanted = {k: v for k, v in wanted.items() if k in planned}
+    wanted = {k: v for k, v in regularisation(passes, every).items() if k in planned}
     changed = {k: v for k, v in wanted.items() if _value(config, k) != v}
     return _with(config, changed), changed, passes
 

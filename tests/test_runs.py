@@ -305,7 +305,7 @@ def test_a_given_model_still_plans_what_follows_from_the_passes(tmp_path, small_
 def test_a_budgeted_run_re_plans_its_regularisation_from_its_own_speed(tmp_path, monkeypatch):
     """A calibration caught in a slow second plans too few passes; the run's speed corrects it."""
     import charnn.trainer as trainer_module
-    from charnn.plan import REPLAN_AT, WEIGHT_DROP_SPEED, Width, regularisation
+    from charnn.plan import REPLAN_AT, Width, regularisation
 
     def slow_second(config, facts, vocab_size, device):  # 1 char/s: no passes, no dropout
         return replace(facts, widths={32: Width(1.0, 10**6)})
@@ -329,7 +329,7 @@ def test_a_budgeted_run_re_plans_its_regularisation_from_its_own_speed(tmp_path,
     assert payload["plan"]["passes"] < 0.01 and again["passes"] > 3.5  # the run is fast
     assert again["step"] > 0 and again["chars_per_sec"] > 0
     settings = planned_settings(payload)
-    wanted = regularisation(again["passes"], slowed=again["passes"] * WEIGHT_DROP_SPEED)
+    wanted = regularisation(again["passes"])
     assert {name: settings[name] for name in wanted} == wanted
     before = regularisation(0.0)  # what the calibration's slow second planned
     assert again["changed"] == {k: v for k, v in wanted.items() if v != before[k]}

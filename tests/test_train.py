@@ -25,14 +25,12 @@ from charnn.plan import (
     REREAD_PASSES,
     TRAINING_SHARE,
     USEFUL_PASSES,
-    WEIGHT_DROP_SPEED,
     WIDE_CHARS_PER_PARAMETER,
     WIDE_FROM,
     Facts,
     Width,
     patience_for,
     plan_run,
-    regularisation,
     replan,
 )
 from charnn.sampler import sample
@@ -336,10 +334,7 @@ def test_a_replan_moves_only_what_the_plan_chose_and_only_across_a_boundary():
     at_many = MANY_PASSES * 10**6 / 500  # chars/s for exactly MANY_PASSES passes of 10**6
     same, changed, passes = replan(config, REGULARISED, at_many, 10**6)
     assert passes == MANY_PASSES and changed == {} and same == config
-    # past MANY_PASSES counted with DropConnect's dearer steps: 20.2 passes without it are not
-    _, changed, _ = replan(config, REGULARISED, at_many * 1.01, 10**6)
-    assert changed == {}
-    faster, changed, _ = replan(config, REGULARISED, at_many * 1.01 / WEIGHT_DROP_SPEED, 10**6)
+    faster, changed, _ = replan(config, REGULARISED, at_many * 1.01, 10**6)
     assert changed == {"weight_drop": 0.2, "patience": PATIENCE, "beta1": BETA1_MANY_PASSES}
     assert faster.model.weight_drop == 0.2 and faster.patience == PATIENCE
     assert faster.model.hidden_size == 384 and faster.model.dropout == 0.3  # the width stays
@@ -352,39 +347,6 @@ def test_a_replan_moves_only_what_the_plan_chose_and_only_across_a_boundary():
     assert passes == 100 * config.batch_size * config.seq_len / 10**6
     with pytest.raises(ValueError, match="time-budgeted"):
         replan(replace(config, time_budget=None), REGULARISED, at_many, 10**6)
-
-
-def test_dropconnect_comes_on_only_where_a_run_makes_many_passes_with_its_dearer_steps():
-    many = regularisation(MANY_PASSES + 0.1)  # passes counted exactly (steps or epochs)
-    assert many["weight_drop"] == 0.2 and many["beta1"] == BETA1_MANY_PASSES
-    just_over = regularisation(22.0, slowed=22.0 * WEIGHT_DROP_SPEED)  # 18.7 with DropConnect
-    assert just_over == regularisation(MANY_PASSES)  # dropout 0.3 alone, β1 0.5, no patience
-    assert just_over["dropout"] == 0.3 and just_over["weight_drop"] == 0.0
-    assert regularisation(24.0, slowed=20.4)["weight_drop"] == 0.2
-    assert regularisation(40.0, slowed=34.0)["weight_drop"] == 0.2  # 0.5 and 0.5 past 35
-    assert regularisation(42.0, slowed=35.7)["weight_drop"] == 0.5
-    # a time budget plans so: 22 passes at the calibrated speed are too few, 24 are not
-    seconds = {p: p * 10**6 / (TRAINING_SHARE * 15_000) for p in (22.0, 24.0)}  # 2x384
-    wide = ModelConfig(hidden_size=384)
-    assert planned(TrainConfig(time_budget=seconds[22.0], model=wide)).model.weight_drop == 0.0
-    assert planned(TrainConfig(time_budget=seconds[24.0], model=wide)).model.weight_drop == 0.2
-    # limited by steps within the budget, the passes are exact
-    steps = int(21 * 10**6 / (TrainConfig.batch_size * TrainConfig.seq_len))
-    stepped = TrainConfig(time_budget=seconds[24.0], max_steps=steps, model=wide)
-    assert planned(stepped).model.weight_drop == 0.2
-    # a DropConnect given explicitly is in the calibrated speed: those passes count as they are
-    given = TrainConfig(time_budget=seconds[22.0], model=replace(wide, weight_drop=0.1))
-    assert planned(given).beta1 == BETA1_MANY_PASSES
-
-
-def test_a_run_re_planned_with_dropconnect_on_counts_its_measured_speed_as_dropconnects():
-    model = ModelConfig(hidden_size=384, dropout=0.3, weight_drop=0.2)
-    config = TrainConfig(time_budget=500, patience=PATIENCE, beta1=BETA1_MANY_PASSES, model=model)
-    at_many = MANY_PASSES * 10**6 / 500
-    _, changed, _ = replan(config, REGULARISED, at_many * 1.01, 10**6)  # 20.2 with it: stays
-    assert changed == {}
-    _, changed, _ = replan(config, REGULARISED, at_many * 0.99, 10**6)  # 19.8: off
-    assert changed == {"weight_drop": 0.0, "patience": 0, "beta1": FALLBACK["beta1"]}
 
 
 def test_precision_is_planned_for_a_budget_and_weight_decay_is_not():
