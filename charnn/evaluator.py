@@ -188,10 +188,11 @@ def ids_to_score(
     text = read_corpus(file, encoding)
     ids, unknown = loaded.vocab.encode_known(text)
     missing = loaded.vocab.unknown(text) if unknown else []
-    if len(ids) < 2:
+    if len(ids) < 2:  # a score is of characters predicted from the ones before them
+        unknown_ones = f" (unknown: {describe_chars(missing)})" if missing else ""
         raise CharnnError(
-            f"{file} has fewer than two characters the model knows "
-            f"(unknown: {describe_chars(missing)})"
+            f"{file} has fewer than two characters the model knows{unknown_ones}: a score "
+            "needs at least two"
         )
     return ids, unknown, "".join(missing)
 

@@ -161,3 +161,20 @@ def test_an_evaluation_reads_its_targets_and_each_later_streams_warm_up():
     pieces = stream_bounds(10**6, 250_000)
     assert chars_read(10**6, 250_000) == 256 * (250_000 // 256) + (len(pieces) - 1) * WARMUP_CHARS
     assert chars_read(100) == 100  # one stream, nothing before it
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a", r"has fewer than two characters the model knows: a score needs at least two$"),
+        ("aXYZ", r"knows \(unknown: .*X.*\): a score needs at least two$"),
+    ],
+)
+def test_a_text_with_under_two_known_characters_says_which_are_unknown_if_any(
+    tmp_path, text, message
+):
+    loaded, _ = loaded_in_training_mode(tmp_path)
+    short = tmp_path / "short.txt"
+    short.write_text(text, encoding="utf-8")
+    with pytest.raises(CharnnError, match=message):
+        evaluate(loaded, short)
