@@ -3,7 +3,7 @@
     python bench/batch_shapes.py [--hidden-size 256] [--rounds 3]
 
 For each shape it times the default model's training steps on random characters as a time
-budget's plan does (charnn.calibrate: forward, cross-entropy, backward and AdamW, in bf16 where
+budget's plan does (training.calibrate: forward, cross-entropy, backward and AdamW, in bf16 where
 the CPU multiplies it in hardware, else fp32), best of the rounds, and prints chars/s and the
 ratio against the default
 shape (TrainConfig's batch_size x seq_len), measured in the same run. On a CPU where the ratio
@@ -17,10 +17,10 @@ import argparse
 
 import torch
 
-from charnn.calibrate import calibrate
-from charnn.config import ModelConfig, TrainConfig
-from charnn.plan import Facts
-from charnn.trainer import native_bf16_on
+from charnn.config.train import ModelConfig, TrainConfig
+from charnn.training.calibrate import calibrate
+from charnn.training.plan import Facts
+from charnn.training.trainer import native_bf16_on
 
 SHAPES = ((32, 64), (32, 32), (32, 16), (16, 64), (16, 32), (64, 32), (64, 16), (128, 32))
 VOCAB = 65

@@ -62,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root_name:
         root = Path(root_name)
         os.environ["CHARNN_CACHE_DIR"] = str(root / "cache")
-        from charnn.cache import load_corpus
+        from charnn.text.corpus import load_corpus
 
         big, small = root / "big.txt", root / "small.txt"
         write_corpus(big, args.megabytes)

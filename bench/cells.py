@@ -17,8 +17,8 @@ import time
 import torch
 from torch.nn import functional as F
 
-from charnn.config import CELLS, FALLBACK, ModelConfig, TrainConfig
-from charnn.model import CharRNN
+from charnn.config.train import CELLS, FALLBACK, ModelConfig, TrainConfig
+from charnn.nn.model import CharRNN
 
 VOCAB = 65
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from charnn.checkpoint import make_payload, save_atomic
-from charnn.config import ModelConfig, TrainConfig
-from charnn.model import CharRNN
-from charnn.vocab import Vocab
+from charnn.checkpoints.format import make_payload, save_atomic
+from charnn.config.train import ModelConfig, TrainConfig
+from charnn.nn.model import CharRNN
+from charnn.text.vocab import Vocab
 
 
 def write_checkpoints(root: Path, runs: int, hidden_size: int) -> list[Path]:

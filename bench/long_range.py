@@ -17,9 +17,9 @@ import random
 import numpy as np
 import torch
 
-from charnn.config import CELLS, ModelConfig, TrainConfig
-from charnn.trainer import Trainer
-from charnn.vocab import Vocab
+from charnn.config.train import CELLS, ModelConfig, TrainConfig
+from charnn.text.vocab import Vocab
+from charnn.training.trainer import Trainer
 
 KEYS = "ABCDEFGH"
 FILLER = "abcdefghijklmnopqrstuvwxyz"

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from big_corpus import write_corpus
 
-from charnn.cache import load_corpus
+from charnn.text.corpus import load_corpus
 
 
 def run_measured(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:

@@ -31,11 +31,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from charnn.cache import load_corpus
-from charnn.checkpoint import load_checkpoint, read_payload
-from charnn.config import FALLBACK
-from charnn.evaluator import evaluate
-from charnn.plan import BETA1_MANY_PASSES, WIDTHS
+from charnn.checkpoints.format import load_checkpoint, read_payload
+from charnn.config.train import FALLBACK
+from charnn.evaluation.evaluator import evaluate
+from charnn.text.corpus import load_corpus
+from charnn.training.plan import BETA1_MANY_PASSES, WIDTHS
 
 DROPOUTS = (0.0, 0.1, 0.2, 0.3, 0.5)
 HEADER = "| corpus | size | budget | flags | steps | passes | plan | val bits/char | best |"

@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from charnn.checkpoint import LoadedModel, load_checkpoint
-from charnn.novelty import novelty, training_ids
-from charnn.sampler import sample
+from charnn.checkpoints.format import LoadedModel, load_checkpoint
+from charnn.evaluation.novelty import novelty, training_ids
+from charnn.generation.sampler import sample
 
 
 def longest_repeat(text: str) -> int:

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charnn.checkpoint import LoadedModel
-from charnn.config import FALLBACK, ModelConfig, TrainConfig
-from charnn.model import CharRNN
-from charnn.sampler import SampleConfig, generate
-from charnn.stepper import Stepper
-from charnn.vocab import Vocab
+from charnn.checkpoints.format import LoadedModel
+from charnn.config.train import FALLBACK, ModelConfig, TrainConfig
+from charnn.generation.sampler import SampleConfig, generate
+from charnn.nn.model import CharRNN
+from charnn.nn.stepper import Stepper
+from charnn.text.vocab import Vocab
 
 VOCAB = Vocab("".join(chr(c) for c in range(32, 97)))  # 65 characters, like tinyshakespeare
 

@@ -27,11 +27,11 @@ import torch
 from torch.nn import functional as F
 
 import charnn
-from charnn.config import FALLBACK
-from charnn.devices import adamw, autocast
-from charnn.model import CharRNN
-from charnn.progress import TrainDisplay
-from charnn.trainer import Progress
+from charnn.cli.display import TrainDisplay
+from charnn.config.train import FALLBACK
+from charnn.nn.devices import adamw, autocast
+from charnn.nn.model import CharRNN
+from charnn.training.trainer import Progress
 
 SHAPES = {"default 2x256": 256, "2x512": 512}
 BATCH, SEQ = charnn.TrainConfig.batch_size, charnn.TrainConfig.seq_len

@@ -18,23 +18,23 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _API = {
-    "ModelConfig": "charnn.config",
-    "TrainConfig": "charnn.config",
+    "ModelConfig": "charnn.config.train",
+    "TrainConfig": "charnn.config.train",
     "CharnnError": "charnn.errors",
-    "Vocab": "charnn.vocab",
-    "read_corpus": "charnn.vocab",
-    "CharRNN": "charnn.model",
-    "train": "charnn.trainer",
-    "TrainResult": "charnn.events",
-    "LoadedModel": "charnn.checkpoint",
-    "load_checkpoint": "charnn.checkpoint",
-    "find_checkpoint": "charnn.checkpoint",
-    "sample": "charnn.sampler",
-    "SampleConfig": "charnn.sampler",
-    "generate": "charnn.sampler",
-    "describe_checkpoint": "charnn.checkpoint",
-    "evaluate": "charnn.evaluator",
-    "EvalResult": "charnn.evaluator",
+    "Vocab": "charnn.text.vocab",
+    "read_corpus": "charnn.text.vocab",
+    "CharRNN": "charnn.nn.model",
+    "train": "charnn.training.trainer",
+    "TrainResult": "charnn.training.events",
+    "LoadedModel": "charnn.checkpoints.format",
+    "load_checkpoint": "charnn.checkpoints.format",
+    "find_checkpoint": "charnn.checkpoints.format",
+    "sample": "charnn.generation.sampler",
+    "SampleConfig": "charnn.generation.sampler",
+    "generate": "charnn.generation.sampler",
+    "describe_checkpoint": "charnn.checkpoints.format",
+    "evaluate": "charnn.evaluation.evaluator",
+    "EvalResult": "charnn.evaluation.evaluator",
 }
 
 __all__ = [
@@ -59,20 +59,20 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from charnn.checkpoint import (
+    from charnn.checkpoints.format import (
         LoadedModel,
         describe_checkpoint,
         find_checkpoint,
         load_checkpoint,
     )
-    from charnn.config import ModelConfig, TrainConfig
+    from charnn.config.train import ModelConfig, TrainConfig
     from charnn.errors import CharnnError
-    from charnn.evaluator import EvalResult, evaluate
-    from charnn.events import TrainResult
-    from charnn.model import CharRNN
-    from charnn.sampler import SampleConfig, generate, sample
-    from charnn.trainer import train
-    from charnn.vocab import Vocab, read_corpus
+    from charnn.evaluation.evaluator import EvalResult, evaluate
+    from charnn.generation.sampler import SampleConfig, generate, sample
+    from charnn.nn.model import CharRNN
+    from charnn.text.vocab import Vocab, read_corpus
+    from charnn.training.events import TrainResult
+    from charnn.training.trainer import train
 
 
 def __getattr__(name: str) -> Any:

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from charnn import cache
-from charnn.cache import id_dtype, load_corpus
 from charnn.errors import CharnnError
-from charnn.vocab import Vocab, read_corpus
+from charnn.text import corpus as cache
+from charnn.text.corpus import id_dtype, load_corpus
+from charnn.text.vocab import Vocab, read_corpus
 
 from conftest import make_text
 

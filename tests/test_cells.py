@@ -8,11 +8,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from charnn.cells import NUMPY, SPECS, TORCH, step
-from charnn.config import CELLS, ModelConfig
-from charnn.model import CharRNN
-from charnn.sequence import lstm_family_window
-from charnn.stack import RecurrentStack
+from charnn.config.train import CELLS, ModelConfig
+from charnn.nn.cells import NUMPY, SPECS, TORCH, step
+from charnn.nn.model import CharRNN
+from charnn.nn.sequence import lstm_family_window
+from charnn.nn.stack import RecurrentStack
 
 from conftest import TINY, run_charnn
 
@@ -63,7 +63,7 @@ def test_hand_written_cell_matches_pytorch(cell):
 
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
 def test_written_out_backward_matches_autograd_through_the_steps(cell):
-    """Training runs the LSTM family through charnn.sequence's hand-written backward pass;
+    """Training runs the LSTM family through charnn.nn.sequence's hand-written backward pass;
     autograd through the step functions (the path taken when gates are recorded) is the
     oracle, for the weights, the peepholes, the inputs and the initial state."""
     torch.manual_seed(1)
@@ -285,7 +285,7 @@ def test_every_cell_trains_samples_and_evaluates(tmp_path, corpus, cell):
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("hand_written", [False, True])
 def test_parameters_are_counted_without_building_the_model(cell, layers, hand_written):
-    from charnn.model import count_parameters, num_parameters
+    from charnn.nn.model import count_parameters, num_parameters
 
     config = ModelConfig(vocab_size=11, cell=cell, layers=layers, hidden_size=7, embed_size=5)
     assert count_parameters(config) == num_parameters(CharRNN(config, hand_written=hand_written))

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charnn.checkpoint import (
+from charnn.checkpoints.format import (
     find_checkpoint,
     load_checkpoint,
     make_payload,
@@ -13,11 +13,11 @@ from charnn.checkpoint import (
     save_atomic,
     summarize_checkpoint,
 )
-from charnn.config import ModelConfig, TrainConfig
+from charnn.config.train import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
-from charnn.model import CharRNN
-from charnn.runs import list_runs
-from charnn.vocab import Vocab
+from charnn.nn.model import CharRNN
+from charnn.text.vocab import Vocab
+from charnn.training.prepare import list_runs
 
 from conftest import run_charnn
 from test_train import make_trainer

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-import charnn.corpora as corpora
-from charnn.corpora import Corpus, get_corpus, pydoc_text
+import charnn.text.builtin as corpora
 from charnn.errors import CharnnError
+from charnn.text.builtin import Corpus, get_corpus, pydoc_text
 
 from conftest import run_charnn
 

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from charnn.config import ModelConfig
-from charnn.data import StreamShape, TrainStreams, fit_shape, split_train_val
+from charnn.config.train import ModelConfig
 from charnn.errors import CharnnError
-from charnn.model import CharRNN
-from charnn.trainer import loss_on
+from charnn.nn.model import CharRNN
+from charnn.training.streams import StreamShape, TrainStreams, fit_shape, split_train_val
+from charnn.training.trainer import loss_on
 
 
 def test_split_keeps_the_last_fraction_for_validation():

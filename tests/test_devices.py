@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from charnn import devices
-from charnn.config import ModelConfig
-from charnn.devices import (
+from charnn.config.train import ModelConfig
+from charnn.errors import CharnnError
+from charnn.nn import devices
+from charnn.nn.devices import (
     BETA2,
     NATIVE_BF16_CHECKS,
     adamw,
@@ -13,8 +14,7 @@ from charnn.devices import (
     cpu_has_native_bf16,
     cpu_runs_lstm_in_bf16,
 )
-from charnn.errors import CharnnError
-from charnn.model import CharRNN
+from charnn.nn.model import CharRNN
 
 
 def test_this_torch_still_has_the_private_bf16_checks():
@@ -23,7 +23,7 @@ def test_this_torch_still_has_the_private_bf16_checks():
     present = [name for name in NATIVE_BF16_CHECKS if callable(getattr(torch.cpu, name, None))]
     assert present, (
         f"torch {torch.__version__} has none of torch.cpu.{', '.join(NATIVE_BF16_CHECKS)}: "
-        "find their new names and update charnn.devices.NATIVE_BF16_CHECKS"
+        "find their new names and update charnn.nn.devices.NATIVE_BF16_CHECKS"
     )
 
 

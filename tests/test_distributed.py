@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from charnn.config import ModelConfig
-from charnn.data import fit_shape
-from charnn.distributed import Ranks
+from charnn.config.train import ModelConfig
 from charnn.errors import CharnnError
-from charnn.evaluator import stream_bounds, stream_nats, total_nats
-from charnn.model import CharRNN
+from charnn.evaluation.evaluator import stream_bounds, stream_nats, total_nats
+from charnn.nn.model import CharRNN
+from charnn.training.distributed import Ranks
+from charnn.training.streams import fit_shape
 
 from conftest import CHARNN, make_text, run_charnn
 

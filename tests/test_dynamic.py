@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import charnn.dynamic
-from charnn.dynamic import (
+import charnn.evaluation.dynamic
+from charnn.errors import CharnnError
+from charnn.evaluation.dynamic import (
     TUNING_READS,
     WINDOW,
     DynamicSettings,
@@ -16,8 +17,7 @@ from charnn.dynamic import (
     step_scale,
     window_nats,
 )
-from charnn.errors import CharnnError
-from charnn.model import detach_state
+from charnn.nn.model import detach_state
 
 from conftest import make_text, run_charnn
 from test_train import make_trainer
@@ -112,7 +112,7 @@ def test_tuning_reads_each_setting_once_and_the_bar_covers_it(repeated, monkeypa
         read.append((settings, len(ids)))
         return window_nats(model, ids, settings, scale, device, on_progress)
 
-    monkeypatch.setattr(charnn.dynamic, "window_nats", counting)
+    monkeypatch.setattr(charnn.evaluation.dynamic, "window_nats", counting)
     tune, text = ids[:1_000], ids[1_000:1_500]
     heard: list[float] = []
     result = dynamic_bits_per_char(model, text, tune, on_progress=heard.append)

@@ -8,12 +8,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import charnn.evaluator as evaluator
-from charnn.cache import load_corpus
-from charnn.checkpoint import LoadedModel
-from charnn.config import ModelConfig, TrainConfig
+import charnn.evaluation.evaluator as evaluator
+from charnn.checkpoints.format import LoadedModel
+from charnn.config.train import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
-from charnn.evaluator import (
+from charnn.evaluation.evaluator import (
     MIN_STREAM,
     STREAMS,
     WARMUP_CHARS,
@@ -24,8 +23,9 @@ from charnn.evaluator import (
     stream_nats,
     total_nats,
 )
-from charnn.model import CharRNN
-from charnn.vocab import Vocab
+from charnn.nn.model import CharRNN
+from charnn.text.corpus import load_corpus
+from charnn.text.vocab import Vocab
 
 FORGET = 0.953  # sigmoid(3): the cell state keeps 95% a step, about 20 characters of memory
 

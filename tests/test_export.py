@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from charnn.checkpoint import LoadedModel, load_checkpoint
-from charnn.config import CELLS, ModelConfig, TrainConfig
+from charnn.checkpoints.format import LoadedModel, load_checkpoint
+from charnn.config.train import CELLS, ModelConfig, TrainConfig
 from charnn.export.ml5 import export_ml5
 from charnn.export.web import model_json
-from charnn.model import CharRNN
-from charnn.stepper import Stepper
-from charnn.vocab import Vocab
+from charnn.nn.model import CharRNN
+from charnn.nn.stepper import Stepper
+from charnn.text.vocab import Vocab
 
 from conftest import run_charnn
 

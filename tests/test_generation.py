@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from charnn.checkpoint import LoadedModel
-from charnn.config import ModelConfig, TrainConfig
-from charnn.model import CharRNN
-from charnn.penalty import MIN_REPEAT, RepetitionPenalty
-from charnn.sampler import sample
-from charnn.vocab import Vocab
+from charnn.checkpoints.format import LoadedModel
+from charnn.config.train import ModelConfig, TrainConfig
+from charnn.generation.penalty import MIN_REPEAT, RepetitionPenalty
+from charnn.generation.sampler import sample
+from charnn.nn.model import CharRNN
+from charnn.text.vocab import Vocab
 
 from conftest import TINY, run_charnn
 
@@ -200,8 +200,8 @@ def test_jsonl_records_the_penalty_and_beam(trained):
 
 def test_the_server_engine_applies_the_penalty_as_charnn_sample_does(looping):
     """charnn serve's worker, with another job sharing its batch, gives the CLI's text."""
-    from charnn.checkpoint import load_checkpoint
-    from charnn.sampler import SampleConfig
+    from charnn.checkpoints.format import load_checkpoint
+    from charnn.generation.sampler import SampleConfig
     from charnn.serve.engine import Engine, Job
 
     engine = Engine(load_checkpoint(looping))

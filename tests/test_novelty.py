@@ -5,10 +5,10 @@ import random
 
 import pytest
 
-import charnn.novelty
+import charnn.evaluation.novelty
 from charnn.errors import CharnnError
-from charnn.novelty import novelty
-from charnn.vocab import Vocab
+from charnn.evaluation.novelty import novelty
+from charnn.text.vocab import Vocab
 
 from conftest import make_text, run_charnn
 
@@ -41,8 +41,8 @@ def test_a_copied_sample_is_not_novel_and_unseen_text_is():
 
 def test_counts_match_a_brute_force_search_across_chunks(monkeypatch):
     """Small chunks and verification batches, so n-grams straddle chunk boundaries."""
-    monkeypatch.setattr(charnn.novelty, "CHUNK", 97)
-    monkeypatch.setattr(charnn.novelty, "VERIFY_ROWS", 5)
+    monkeypatch.setattr(charnn.evaluation.novelty, "CHUNK", 97)
+    monkeypatch.setattr(charnn.evaluation.novelty, "VERIFY_ROWS", 5)
     rng = random.Random(1)
     for _ in range(40):
         corpus = "".join(rng.choice("abc") for _ in range(rng.randint(1, 3000)))
@@ -58,7 +58,7 @@ def test_counts_match_a_brute_force_search_across_chunks(monkeypatch):
 
 def test_hash_collisions_never_count_as_copies(monkeypatch):
     """Under a base of 1 a hash is the sum of the ids: anagrams collide."""
-    monkeypatch.setattr(charnn.novelty, "BASES", (1,))
+    monkeypatch.setattr(charnn.evaluation.novelty, "BASES", (1,))
     corpus = "aabb" * 25
     vocab = Vocab.from_text(corpus)
     (result,) = novelty("aba", vocab.encode(corpus), vocab, (3,))
@@ -66,7 +66,7 @@ def test_hash_collisions_never_count_as_copies(monkeypatch):
     corpus = "ab" * 50
     with pytest.raises(CharnnError, match="collide"):  # two anagrams in the sample itself
         novelty("abba", vocab.encode(corpus), vocab, (2,))
-    monkeypatch.setattr(charnn.novelty, "BASES", (1, 0x9E3779B97F4A7C15))
+    monkeypatch.setattr(charnn.evaluation.novelty, "BASES", (1, 0x9E3779B97F4A7C15))
     (result,) = novelty("abba", vocab.encode(corpus), vocab, (2,))  # the next base is used
     assert (result.ngrams, result.novel) == (3, 1)  # "ab" and "ba" occur, "bb" does not
 

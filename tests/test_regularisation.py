@@ -5,8 +5,8 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from charnn.config import DECODER_DROPOUT_SHARE, ModelConfig
-from charnn.model import CharRNN, Dropout, drop_mask
+from charnn.config.train import DECODER_DROPOUT_SHARE, ModelConfig
+from charnn.nn.model import CharRNN, Dropout, drop_mask
 
 from conftest import TINY, run_charnn
 
@@ -86,7 +86,7 @@ def test_the_flags_reach_the_checkpoint(tmp_path, corpus):
     proc = run_charnn("train", str(corpus), "--max-steps", "3", "--checkpoint-dir",
                       str(tmp_path), "--name", "awd", *flags, *TINY)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    from charnn.checkpoint import load_checkpoint
+    from charnn.checkpoints.format import load_checkpoint
 
     config = load_checkpoint(tmp_path / "awd").model.config
     assert (config.weight_drop, config.embed_dropout, config.locked_dropout) == (0.3, 0.1, True)

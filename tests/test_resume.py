@@ -10,14 +10,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-import charnn.devices
-from charnn.checkpoint import load_checkpoint, read_metrics_log, read_payload, save_atomic
-from charnn.config import FALLBACK, ModelConfig, TrainConfig
-from charnn.devices import BETA2
+import charnn.nn.devices
+from charnn.checkpoints.format import load_checkpoint, read_metrics_log, read_payload, save_atomic
+from charnn.config.train import FALLBACK, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
-from charnn.runs import run_lock
-from charnn.trainer import Trainer, train
-from charnn.vocab import Vocab
+from charnn.nn.devices import BETA2
+from charnn.text.vocab import Vocab
+from charnn.training.prepare import run_lock
+from charnn.training.trainer import Trainer, train
 
 from conftest import CHARNN, TINY, make_text, run_charnn
 
@@ -127,7 +127,7 @@ def test_a_run_resumed_on_a_cpu_without_its_arithmetic_goes_on_in_fp32(
         payload["resume"]["grad_scaler"] = {"scale": 1024.0, "growth_factor": 2.0,
             "backoff_factor": 0.5, "growth_interval": 2000, "_growth_tracker": 3}  # fmt: skip
     save_atomic(payload, last)
-    monkeypatch.setattr(charnn.devices, "cpu_runs_lstm_in_bf16", lambda: False)
+    monkeypatch.setattr(charnn.nn.devices, "cpu_runs_lstm_in_bf16", lambda: False)
     with pytest.raises(CharnnError, match=f"--precision {precision}"):
         train(
             config_for(small_corpus, tmp_path, "run", max_steps=8, precision=precision),
@@ -146,7 +146,7 @@ def test_a_run_resumed_on_a_cpu_without_its_arithmetic_goes_on_in_fp32(
 def test_a_run_diverging_before_its_first_save_says_nothing_was_saved(
     tmp_path, small_corpus, monkeypatch
 ):
-    import charnn.trainer as trainer_module
+    import charnn.training.trainer as trainer_module
 
     real = trainer_module.loss_on
 
@@ -161,7 +161,7 @@ def test_a_run_diverging_before_its_first_save_says_nothing_was_saved(
 
 
 def test_non_finite_loss_stops_without_saving_it(tmp_path, small_corpus, monkeypatch):
-    import charnn.trainer as trainer_module
+    import charnn.training.trainer as trainer_module
 
     real = trainer_module.loss_on
     calls = {"n": 0}

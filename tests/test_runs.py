@@ -8,13 +8,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-import charnn.devices
-from charnn.checkpoint import read_payload
-from charnn.config import ModelConfig, TrainConfig
+import charnn.nn.devices
+from charnn.checkpoints.format import read_payload
+from charnn.config.train import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
-from charnn.evaluator import chars_read
-from charnn.plan import EVAL_COST, EVAL_SHARE
-from charnn.trainer import train
+from charnn.evaluation.evaluator import chars_read
+from charnn.training.plan import EVAL_COST, EVAL_SHARE
+from charnn.training.trainer import train
 
 from conftest import TINY, make_text, run_charnn
 
@@ -154,7 +154,7 @@ def test_a_budget_in_arithmetic_the_cpu_lacks_is_refused_before_calibrating(
 ):
     """Calibrating in bf16 on a CPU without a bf16 LSTM kernel would end in oneDNN's traceback:
     the run is refused first, in one line, and leaves no folder behind."""
-    monkeypatch.setattr(charnn.devices, "cpu_runs_lstm_in_bf16", lambda: False)
+    monkeypatch.setattr(charnn.nn.devices, "cpu_runs_lstm_in_bf16", lambda: False)
     config = TrainConfig(
         corpus=str(small_corpus), time_budget=60, precision="bf16", batch_size=4, seq_len=16,
         device="cpu", checkpoint_dir=str(tmp_path / "ck"), name="run",
@@ -180,7 +180,7 @@ def test_a_folder_with_no_checkpoint_resumes_as_a_new_run(tmp_path, small_corpus
 
 
 def test_a_failed_save_writes_no_metrics_line(tmp_path, small_corpus, monkeypatch):
-    import charnn.writer as writer_module
+    import charnn.checkpoints.folder as writer_module
 
     calls = {"n": 0}
     real_save = writer_module.save_atomic
@@ -264,8 +264,9 @@ def test_drawing_progress_and_sampling_do_not_import_the_training_stack():
     import sys
 
     code = (
-        "import sys, charnn.progress, charnn.sampler, charnn.cli.data; "
-        "print(sorted(m for m in sys.modules if m in ('charnn.trainer', 'charnn.runs')))"
+        "import sys, charnn.cli.display, charnn.generation.sampler, charnn.cli.data; "
+        "print(sorted(m for m in sys.modules "
+        "if m in ('charnn.training.trainer', 'charnn.training.prepare')))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -274,9 +275,9 @@ def test_drawing_progress_and_sampling_do_not_import_the_training_stack():
 
 def test_a_given_model_still_plans_what_follows_from_the_passes(tmp_path, small_corpus):
     """The speeds are measured whenever a setting that follows from the passes is unset."""
-    from charnn.cache import load_corpus
-    from charnn.plan import Facts, Width, patience_for
-    from charnn.runs import prepare_run
+    from charnn.text.corpus import load_corpus
+    from charnn.training.plan import Facts, Width, patience_for
+    from charnn.training.prepare import prepare_run
 
     measured = []
 
@@ -304,8 +305,8 @@ def test_a_given_model_still_plans_what_follows_from_the_passes(tmp_path, small_
 
 def test_a_budgeted_run_re_plans_its_regularisation_from_its_own_speed(tmp_path, monkeypatch):
     """A calibration caught in a slow second plans too few passes; the run's speed corrects it."""
-    import charnn.trainer as trainer_module
-    from charnn.plan import REPLAN_AT, Width, regularisation
+    import charnn.training.trainer as trainer_module
+    from charnn.training.plan import REPLAN_AT, Width, regularisation
 
     def slow_second(config, facts, vocab_size, device):  # 1 char/s: no passes, no dropout
         return replace(facts, widths={32: Width(1.0, 10**6)})

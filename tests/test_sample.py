@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from charnn.checkpoint import LoadedModel
-from charnn.config import ModelConfig, TrainConfig
-from charnn.model import CharRNN
-from charnn.sampler import SampleConfig, StopFilter, choose, sample, sample_batch
-from charnn.stepper import Stepper
-from charnn.vocab import Vocab
+from charnn.checkpoints.format import LoadedModel
+from charnn.config.train import ModelConfig, TrainConfig
+from charnn.generation.sampler import SampleConfig, StopFilter, choose, sample, sample_batch
+from charnn.nn.model import CharRNN
+from charnn.nn.stepper import Stepper
+from charnn.text.vocab import Vocab
 
 from conftest import CHARNN, run_charnn
 

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-import charnn.sources as sources_module
-from charnn.cache import MANY_DOCUMENTS, load_corpus
-from charnn.data import split_train_val
-from charnn.sources import CorpusSpec, lines
+import charnn.text.sources as sources_module
+from charnn.text.corpus import MANY_DOCUMENTS, load_corpus
+from charnn.text.sources import CorpusSpec, lines
+from charnn.training.streams import split_train_val
 
 from conftest import TINY, make_text, run_charnn
 

@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-import charnn.devices
-from charnn.checkpoint import LoadedModel, load_checkpoint
-from charnn.config import FALLBACK, LR_DECAYS, ModelConfig, TrainConfig
-from charnn.devices import cpu_runs_lstm_in_bf16
+import charnn.nn.devices
+from charnn.checkpoints.format import LoadedModel, load_checkpoint
+from charnn.config.train import FALLBACK, LR_DECAYS, ModelConfig, TrainConfig
 from charnn.errors import CharnnError
-from charnn.evaluator import stream_nats, total_nats
-from charnn.plan import (
+from charnn.evaluation.evaluator import stream_nats, total_nats
+from charnn.generation.sampler import sample
+from charnn.nn.devices import cpu_runs_lstm_in_bf16
+from charnn.text.vocab import Vocab
+from charnn.training.length import Schedule, lr_at
+from charnn.training.plan import (
     BETA1_MANY_PASSES,
     CHARS_PER_PARAMETER,
     EVAL_COST,
@@ -33,10 +36,7 @@ from charnn.plan import (
     plan_run,
     replan,
 )
-from charnn.sampler import sample
-from charnn.schedule import Schedule, lr_at
-from charnn.trainer import Trainer
-from charnn.vocab import Vocab
+from charnn.training.trainer import Trainer
 
 
 def make_trainer(text: str, run_dir: Path | None = None, **overrides) -> Trainer:
@@ -91,7 +91,7 @@ def test_clipping_bounds_the_global_gradient_norm():
 
 
 def test_state_is_carried_between_windows_and_reset_each_pass(monkeypatch):
-    import charnn.trainer as train_module
+    import charnn.training.trainer as train_module
 
     states = []
     real_loss_on = train_module.loss_on
@@ -164,13 +164,13 @@ def test_bf16_autocast_trains(cell):
 
 @pytest.mark.parametrize(("lstm_kernel", "way_out"), [(True, "bf16 or fp32"), (False, "fp32")])
 def test_fp16_on_a_cpu_is_refused_with_the_way_out(monkeypatch, lstm_kernel, way_out):
-    monkeypatch.setattr(charnn.devices, "cpu_runs_lstm_in_bf16", lambda: lstm_kernel)
+    monkeypatch.setattr(charnn.nn.devices, "cpu_runs_lstm_in_bf16", lambda: lstm_kernel)
     with pytest.raises(CharnnError, match=f"fp16 needs a GPU; on a CPU use {way_out}$"):
         make_trainer("hello world", precision="fp16")
 
 
 def test_bf16_lstm_on_a_cpu_without_its_kernel_is_refused_with_the_way_out(monkeypatch):
-    monkeypatch.setattr(charnn.devices, "cpu_runs_lstm_in_bf16", lambda: False)
+    monkeypatch.setattr(charnn.nn.devices, "cpu_runs_lstm_in_bf16", lambda: False)
     with pytest.raises(CharnnError, match="no bf16 LSTM kernel .* use --precision fp32"):
         make_trainer("hello world", precision="bf16")
     cifg = ModelConfig(cell="cifg", hidden_size=32, embed_size=8, layers=1)
@@ -178,7 +178,7 @@ def test_bf16_lstm_on_a_cpu_without_its_kernel_is_refused_with_the_way_out(monke
 
 
 def test_threads_setting_reaches_pytorch(tmp_path):
-    from charnn.trainer import train
+    from charnn.training.trainer import train
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("abcdefgh" * 200, encoding="utf-8")
@@ -411,7 +411,7 @@ def test_evaluations_come_at_least_every_few_passes_over_a_small_text():
 
 
 def test_calibration_measures_widths_until_one_no_longer_fits():
-    from charnn.calibrate import calibrate
+    from charnn.training.calibrate import calibrate
 
     config = TrainConfig(time_budget=1, batch_size=4, seq_len=8)  # 1 s: too short for any
     facts = calibrate(config, Facts(train_chars=10**5), vocab_size=20, device=torch.device("cpu"))
@@ -427,7 +427,7 @@ def test_calibration_measures_widths_until_one_no_longer_fits():
 
 
 def test_calibration_takes_the_median_step_so_one_slow_step_does_not_move_the_plan(monkeypatch):
-    from charnn import calibrate as calibration
+    from charnn.training import calibrate as calibration
 
     # steps of 10 ms, after two slow warm-ups, and one step of the five timed stalls for 2 s
     durations = iter([5.0, 5.0, 0.01, 0.01, 2.0, 0.01, 0.01])
@@ -447,7 +447,7 @@ def test_calibration_takes_the_median_step_so_one_slow_step_does_not_move_the_pl
 
 
 def test_a_width_timed_in_a_slow_stretch_is_timed_again_before_it_is_given_up(monkeypatch):
-    from charnn import calibrate as calibration
+    from charnn.training import calibrate as calibration
 
     timed: list[int] = []
     slow_first = {256}  # caught the machine busy once, then ran at its speed
@@ -468,7 +468,7 @@ def test_a_width_timed_in_a_slow_stretch_is_timed_again_before_it_is_given_up(mo
 
 
 def test_a_width_given_explicitly_is_timed_alone_so_its_dropout_is_still_planned():
-    from charnn.calibrate import calibrate
+    from charnn.training.calibrate import calibrate
 
     config = TrainConfig(time_budget=600, batch_size=4, seq_len=8,
                          model=ModelConfig(hidden_size=48))  # fmt: skip
@@ -490,10 +490,10 @@ def test_a_time_budget_trains_in_bf16_where_the_cpu_has_it(
 ):
     """The trainer asks the CPU, picks bf16 only where it is native and has the cell's kernel
     (the written-out cifg runs in it anywhere), and says so."""
-    import charnn.trainer as trainer_module
+    import charnn.training.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: native)
-    monkeypatch.setattr(charnn.devices, "cpu_runs_lstm_in_bf16", lambda: lstm_kernel)
+    monkeypatch.setattr(charnn.nn.devices, "cpu_runs_lstm_in_bf16", lambda: lstm_kernel)
     corpus = tmp_path / "c.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 40, encoding="utf-8")
     model = ModelConfig(cell=cell, hidden_size=16)

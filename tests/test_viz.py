@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from charnn.checkpoint import LoadedModel, load_checkpoint, make_payload, save_atomic
-from charnn.config import ModelConfig, TrainConfig
+from charnn.checkpoints.format import LoadedModel, load_checkpoint, make_payload, save_atomic
+from charnn.config.train import ModelConfig, TrainConfig
 from charnn.errors import CharnnError
-from charnn.model import CharRNN
-from charnn.trace import trace
-from charnn.viz import feature, saturation
-from charnn.vocab import Vocab
+from charnn.inspect.trace import trace
+from charnn.inspect.viz import feature, saturation
+from charnn.nn.model import CharRNN
+from charnn.text.vocab import Vocab
 
 from conftest import make_text, run_charnn
 

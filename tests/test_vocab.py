@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from charnn.errors import CharnnError
-from charnn.vocab import Vocab, read_corpus
+from charnn.text.vocab import Vocab, read_corpus
 
 
 def test_vocabulary_is_every_code_point_sorted():

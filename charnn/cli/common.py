@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from charnn.config import CELLS, TrainConfig
+from charnn.config.train import CELLS, TrainConfig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
 
@@ -41,7 +41,7 @@ def read_text_argument(path: str | Path, what: str = "file") -> str:
     standard input."""
     import sys
 
-    from charnn.vocab import decode_text, read_corpus
+    from charnn.text.vocab import decode_text, read_corpus
 
     if str(path) == "-":
         return decode_text(sys.stdin.buffer.read(), "standard input")
@@ -51,8 +51,8 @@ def read_text_argument(path: str | Path, what: str = "file") -> str:
 def load_model(
     checkpoint: Path | None, checkpoint_dir: Path, cell: str | None, device: str = "cpu"
 ):
-    from charnn.checkpoint import find_checkpoint, load_checkpoint
-    from charnn.devices import resolve_device
+    from charnn.checkpoints.format import find_checkpoint, load_checkpoint
+    from charnn.nn.devices import resolve_device
 
     path = checkpoint if checkpoint is not None else find_checkpoint(checkpoint_dir, cell)
     return load_checkpoint(path, resolve_device(device))

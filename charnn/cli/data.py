@@ -17,7 +17,7 @@ def data() -> None:
 @data.command("list", context_settings=CONTEXT)
 def data_list() -> None:
     """Show the corpora `charnn data get` knows."""
-    from charnn.corpora import CORPORA
+    from charnn.text.builtin import CORPORA
 
     for corpus in CORPORA.values():
         where = "built-in" if corpus.url is None else f"{corpus.size:,} bytes, download"
@@ -33,8 +33,8 @@ def data_list() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def data_get(name: str, data_dir: Path, url: str | None, quiet: bool) -> None:
     """Write corpus NAME to DATA_DIR/NAME.txt (downloading it if needed); print its path."""
-    from charnn.corpora import get_corpus
-    from charnn.progress import DownloadDisplay
+    from charnn.cli.display import DownloadDisplay
+    from charnn.text.builtin import get_corpus
 
     with DownloadDisplay(name, quiet=quiet) as display:
         path = get_corpus(name, data_dir, url=url, on_progress=display.update)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from charnn.cli.common import CONTEXT, checkpoint_options, load_model
-from charnn.config import DEVICES
+from charnn.config.train import DEVICES
 
 
 @click.command("eval", context_settings=CONTEXT)
@@ -83,10 +83,10 @@ def evaluate(
         return
     if corpus is not None:
         raise click.UsageError("--corpus goes with --novelty")
-    from charnn.dynamic import DynamicResult, evaluate_dynamic
-    from charnn.evaluator import EvalResult
-    from charnn.evaluator import evaluate as run_eval
-    from charnn.progress import ReadDisplay
+    from charnn.cli.display import ReadDisplay
+    from charnn.evaluation.dynamic import DynamicResult, evaluate_dynamic
+    from charnn.evaluation.evaluator import EvalResult
+    from charnn.evaluation.evaluator import evaluate as run_eval
 
     checkpoint = None
     if paths and (paths[0].suffix == ".pt" or paths[0].is_dir()):

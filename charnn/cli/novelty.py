@@ -33,8 +33,8 @@ def report_novelty(
     as_json: bool,
 ) -> None:
     """Print, for each n, the share of the sample's n-grams that the training text lacks."""
-    from charnn.cache import load_corpus
-    from charnn.novelty import novelty, training_ids
+    from charnn.evaluation.novelty import novelty, training_ids
+    from charnn.text.corpus import load_corpus
 
     sample = read_text_argument(sample_path, "sample")
     if not sample:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from charnn.cli.common import CONTEXT
-from charnn.config import ModelConfig, TrainConfig
+from charnn.config.train import ModelConfig, TrainConfig
 
 
 @click.command("list", context_settings=CONTEXT)
@@ -21,7 +21,7 @@ from charnn.config import ModelConfig, TrainConfig
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run on stdout.")
 def list_command(checkpoint_dir: Path, as_json: bool) -> None:
     """The runs under --checkpoint-dir, newest first."""
-    from charnn.runs import list_runs
+    from charnn.training.prepare import list_runs
 
     runs = list_runs(checkpoint_dir)
     if as_json:
@@ -60,7 +60,7 @@ def list_command(checkpoint_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def info(checkpoint: Path, as_json: bool) -> None:
     """Describe CHECKPOINT (a .pt file or run folder): configs, vocabulary, metrics."""
-    from charnn.checkpoint import describe_checkpoint
+    from charnn.checkpoints.format import describe_checkpoint
 
     described = describe_checkpoint(checkpoint)
     if as_json:

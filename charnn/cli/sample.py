@@ -135,7 +135,7 @@ def sample(
     """
     import random
 
-    from charnn.sampler import SampleConfig, generate, prepare_prime
+    from charnn.generation.sampler import SampleConfig, generate, prepare_prime
 
     if prime is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
@@ -205,7 +205,7 @@ def _interactive(loaded: Any, config: Any) -> None:
     from dataclasses import replace
 
     from charnn.errors import CharnnError
-    from charnn.sampler import generate, prepare_prime
+    from charnn.generation.sampler import generate, prepare_prime
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise click.UsageError("--interactive needs a terminal; in a pipe, use --prime-file -")

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from charnn.cli.common import CONTEXT, FiniteRange
-from charnn.config import (
+from charnn.config.train import (
     CELLS,
     DECODER_DROPOUT_SHARE,
     DEVICES,
@@ -22,7 +22,7 @@ from charnn.config import (
     read_config_file,
 )
 from charnn.errors import CharnnError
-from charnn.plan import (
+from charnn.training.plan import (
     BETA1_MANY_PASSES,
     CHARS_PER_PARAMETER,
     EVAL_SHARE,
@@ -307,9 +307,9 @@ def train(
     Several files are joined in the order given, a folder's files sorted by path, with a
     separator between documents; with many documents, validation takes whole ones.
     """
-    from charnn.distributed import is_main_process
-    from charnn.progress import TrainDisplay
-    from charnn.trainer import train as run_training
+    from charnn.cli.display import TrainDisplay
+    from charnn.training.distributed import is_main_process
+    from charnn.training.trainer import train as run_training
 
     if resume is not None and init_from is not None:
         raise click.UsageError("give --resume or --init-from, not both")

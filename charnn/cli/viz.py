@@ -66,9 +66,9 @@ def viz(
     Without CHECKPOINT, the newest run under --checkpoint-dir. FILE may be - for stdin.
     """
     from charnn.fileio import atomic_write
-    from charnn.trace import trace
-    from charnn.viz import feature, rank_units, render_html, to_json
-    from charnn.viz import saturation as gate_saturation
+    from charnn.inspect.trace import trace
+    from charnn.inspect.viz import feature, rank_units, render_html, to_json
+    from charnn.inspect.viz import saturation as gate_saturation
 
     checkpoint, source = _split_paths(paths, text is not None)
     loaded = load_model(checkpoint, checkpoint_dir, cell)
@@ -146,7 +146,7 @@ def _print_text(traced, what: str, layer: int, unit: int) -> None:
     from rich.console import Console
     from rich.text import Text
 
-    from charnn.viz import colour_scale, rgb
+    from charnn.inspect.viz import colour_scale, rgb
 
     values = colour_scale(traced.unit(what, layer, unit), what)
     shown = Text()
@@ -168,7 +168,7 @@ def _print_text(traced, what: str, layer: int, unit: int) -> None:
 )
 def plot(run_dir: Path, out: Path | None) -> None:
     """Train and validation bits/char against step and time, as a PNG (needs matplotlib)."""
-    from charnn.plot import plot_curves
+    from charnn.inspect.plot import plot_curves
 
     written = plot_curves(run_dir, out or run_dir / "curves.png")
     click.echo(f"wrote {written}", err=True)

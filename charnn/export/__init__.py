@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charnn.checkpoint import LoadedModel
+from charnn.checkpoints.format import LoadedModel
 
 FORMATS = ("html", "ml5")
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from charnn.cells import SPECS
-from charnn.checkpoint import LoadedModel
+from charnn.checkpoints.format import LoadedModel
 from charnn.errors import CharnnError
+from charnn.nn.cells import SPECS
 
 CELL = "rnnlm/multi_rnn_cell/cell_{k}/basic_lstm_cell/{part}"
 TF_GATES = ("input", "candidate", "forget", "output")  # BasicLSTMCell's i, j, f, o

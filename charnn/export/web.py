@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from charnn.cells import SPECS
-from charnn.checkpoint import LoadedModel
+from charnn.checkpoints.format import LoadedModel
 from charnn.export import model_name
+from charnn.nn.cells import SPECS
 
 
 def read_asset(name: str) -> str:

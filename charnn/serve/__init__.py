@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from charnn.checkpoint import LoadedModel
+from charnn.checkpoints.format import LoadedModel
 from charnn.errors import CharnnError
 
 EXTRA_HINT = "charnn serve needs the serve extra: pip install 'charnn[serve]'"

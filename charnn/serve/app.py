@@ -34,10 +34,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from charnn import __version__
-from charnn.beam import beam_search
-from charnn.checkpoint import LoadedModel
-from charnn.model import num_parameters
-from charnn.sampler import SampleConfig
+from charnn.checkpoints.format import LoadedModel
+from charnn.generation.beam import beam_search
+from charnn.generation.sampler import SampleConfig
+from charnn.nn.model import num_parameters
 from charnn.serve import requests as rq
 from charnn.serve.engine import Engine, Job, Result, Until
 

@@ -8,9 +8,9 @@ each tick is then a single `Stepper.step` over every row of every running reques
     rows:  [ job A: 1 row | job B: 3 rows (num_samples=3) | job C: 1 row ]   (B=5, vocab)
 
 A job's rows stay in the batch until the whole job ends, and each job draws from its own seeded
-generator in the same order as `charnn.sampler.generate`, so a job gives the text `charnn sample`
-gives for the same settings and seed (the arithmetic of a larger batch can differ in the last
-bits, which in rare cases changes a character).
+generator in the same order as `generation.sampler.generate`, so a job gives the text
+`charnn sample` gives for the same settings and seed (the arithmetic of a larger batch can differ
+in the last bits, which in rare cases changes a character).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from charnn.checkpoint import LoadedModel
-from charnn.penalty import RepetitionPenalty
-from charnn.sampler import SampleConfig, StopFilter, choose
-from charnn.stepper import Stepper
+from charnn.checkpoints.format import LoadedModel
+from charnn.generation.penalty import RepetitionPenalty
+from charnn.generation.sampler import SampleConfig, StopFilter, choose
+from charnn.nn.stepper import Stepper
 
 # what a job reports, from the worker thread: ("pieces", [(row, text), ...]) while streaming,
 # then once ("end", Result)
@@ -202,7 +202,7 @@ class Engine:
         return logits, state
 
     def _prime(self, prime: str, rows: int) -> tuple[np.ndarray, list]:
-        """Logits (rows, vocab) after reading the prime, and the state; as charnn.sampler reads
+        """Logits (rows, vocab) after reading the prime, and the state; as generation.sampler reads
         it (no prime: as after a newline). Recent primes are cached: /generate asks for several
         completions of one text, and an editor asks again for the same text."""
         if prime not in self.primes:
@@ -229,7 +229,7 @@ class Engine:
         starts = np.cumsum([0] + [j.rows for j in jobs])
         groups: dict[tuple, list[int]] = {}  # jobs with the same filtering choose in one call
         for k, job in enumerate(jobs):
-            if job.penalty is not None:  # as charnn.sampler.generate: before choosing
+            if job.penalty is not None:  # as charnn.generation.sampler.generate: before choosing
                 block = slice(starts[k], starts[k + 1])
                 logits[block] = job.penalty.adjust(logits[block])
             c = job.config

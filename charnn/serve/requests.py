@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from charnn.errors import CharnnError
-from charnn.sampler import SampleConfig
-from charnn.vocab import Vocab, describe_chars
+from charnn.generation.sampler import SampleConfig
+from charnn.text.vocab import Vocab, describe_chars
 
 MAX_PRIME = 10_000  # characters; a prime is read in one pass that holds up every other request
 MAX_SAMPLES = 16  # num_samples per request

@@ -1,0 +1,98 @@
+"""One character at a time, fast: the cells' own steps on NumPy arrays, for sampling.
+
+Calling PyTorch's fused modules once per character costs more in per-call overhead than in
+arithmetic (a 2x512 nn.LSTM step runs a few hundred characters per second on a small CPU). Here
+each step is a handful of small NumPy operations on the model's own weights: the step functions
+of charnn.nn.cells (the same ones training and `charnn viz` run on torch tensors) over NumPy arrays,
+and the first layer's input projection is looked up from a table precomputed for every character.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from charnn.nn.cells import NUMPY, SPECS, step
+from charnn.nn.model import CharRNN, State
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().float().contiguous().numpy()
+
+
+class Stepper:
+    """Runs a CharRNN forward one character per call, for a batch of B independent streams.
+
+    The state is a list with one entry per layer: (h, c) for LSTM-family cells, h otherwise,
+    each (B, H).
+    Weights are rearranged once, so that each layer's step is as few NumPy calls as possible:
+    - layer 0's input projection W_ih·embed(x) + b_ih is a table lookup, one row per character;
+    - layers above it compute W_ih·x + W_hh·h as one product, [x, h]·[W_ih; W_hh], with the two
+      biases added together beforehand (not the GRU's, which keeps its projections apart).
+    """
+
+    def __init__(self, model: CharRNN) -> None:
+        config = model.config
+        self.cell = config.cell
+        self.spec = spec = SPECS[config.cell]
+        self.hidden = model.hidden_size
+        rnn = model.rnn
+        self.peepholes = [
+            _numpy(getattr(rnn, f"peephole_l{k}")) if spec.peepholes else None
+            for k in range(config.layers)
+        ]
+        fold_biases = not spec.separate_projections
+        with torch.no_grad():
+            self.layers = []
+            for k in range(config.layers):
+                w_ih, w_hh = getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"weight_hh_l{k}")
+                b_ih, b_hh = getattr(rnn, f"bias_ih_l{k}"), getattr(rnn, f"bias_hh_l{k}")
+                if fold_biases:
+                    b_ih, b_hh = b_ih + b_hh, torch.zeros_like(b_hh)
+                # stored transposed, so that a step is x @ W: (B, in) @ (in, G·H)
+                w_ih, w_hh = w_ih.T, w_hh.T
+                w_both = torch.cat([w_ih, w_hh]) if fold_biases and k > 0 else None
+                self.layers.append(
+                    (
+                        _numpy(w_ih),
+                        _numpy(b_ih),
+                        _numpy(w_hh),
+                        _numpy(b_hh),
+                        None if w_both is None else _numpy(w_both),
+                    )
+                )
+            first = self.layers[0]
+            # W_ih·embed(c) + b_ih (+ b_hh when folded) for every character c: (vocab, G·H)
+            self.input_table = _numpy(model.embed.weight) @ first[0] + first[1]
+            self.decoder = (_numpy(model.decoder.weight.T), _numpy(model.decoder.bias))
+
+    def state_from_torch(self, state: State, repeat: int = 1) -> list:
+        """Convert a fused module's state (layers, B, H), each row repeated `repeat` times."""
+
+        def rows(t: torch.Tensor, k: int) -> np.ndarray:
+            return np.repeat(_numpy(t[k]), repeat, axis=0)
+
+        layers = range(len(self.layers))
+        if isinstance(state, tuple):
+            return [(rows(state[0], k), rows(state[1], k)) for k in layers]
+        return [rows(state, k) for k in layers]
+
+    def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
+        """ids (B,) -> logits (B, vocab) and the new state."""
+        spec = self.spec
+        new_state: list = []
+        h: np.ndarray = np.empty(0)  # the output of the layer below; layer 0 reads the table
+        for k, (w_ih, b_ih, w_hh, b_hh, w_both) in enumerate(self.layers):
+            h_prev, c = state[k] if spec.has_cell_state else (state[k], None)
+            if spec.separate_projections:  # the GRU: W·x + b_i and U·h + b_h apart
+                xw = self.input_table[ids] if k == 0 else h @ w_ih + b_ih
+                h, c = step(spec, xw, h_prev @ w_hh + b_hh, h_prev, c, NUMPY)
+            else:
+                if k == 0:
+                    a = self.input_table[ids] + h_prev @ w_hh  # W_ih·x + W_hh·h + b
+                else:
+                    a = np.concatenate([h, h_prev], axis=1) @ w_both + b_ih
+                h, c = step(spec, a, None, h_prev, c, NUMPY, self.peepholes[k])
+            new_state.append((h, c) if spec.has_cell_state else h)
+        w_out, b_out = self.decoder
+        return h @ w_out + b_out, new_state

@@ -1,0 +1,68 @@
+"""What training reports as it goes, and what it returns: plain data, no torch.
+
+The trainer never prints; it emits these events through a callback, and the CLI (or any caller)
+turns them into a progress bar or log lines. Drawing them needs none of the training stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+BEST, LAST = (
+    "best.pt",
+    "last.pt",
+)  # a run folder's checkpoints, named once (see charnn.checkpoints.format)
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    fraction: float  # of the whole run, by steps or by time budget
+    train_loss: float  # mean nats/char since the previous Progress event
+    lr: float
+    chars_per_sec: float
+    elapsed: float
+    remaining: float | None
+    val_bpc: float | None  # the latest evaluation, if any
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    step: int
+    train_loss: float
+    val_bpc: float
+    best: bool
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class Saved:
+    path: Path
+
+
+@dataclass(frozen=True)
+class Notice:
+    message: str
+
+
+Event = Progress | Evaluated | Saved | Notice
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path | None
+    steps: int
+    best_val_bpc: float
+    final_val_bpc: float
+    elapsed: float
+    interrupted: bool
+    stopped_early: bool = False  # --patience ran out: no new best in that many evaluations
+
+    @property
+    def best_path(self) -> Path | None:
+        return self.run_dir / BEST if self.run_dir else None
+
+    @property
+    def last_path(self) -> Path | None:
+        return self.run_dir / LAST if self.run_dir else None
