@@ -17,7 +17,8 @@ import argparse
 
 import torch
 
-from charnn.config.train import ModelConfig, TrainConfig
+from charnn.config.model import ModelConfig
+from charnn.config.train import TrainConfig
 from charnn.training.calibrate import calibrate
 from charnn.training.plan import Facts
 from charnn.training.trainer import native_bf16_on

@@ -17,7 +17,8 @@ import time
 import torch
 from torch.nn import functional as F
 
-from charnn.config.train import CELLS, FALLBACK, ModelConfig, TrainConfig
+from charnn.config.model import CELLS, ModelConfig, ModelSpec
+from charnn.config.train import TrainConfig
 from charnn.nn.model import CharRNN
 
 VOCAB = 65
@@ -51,7 +52,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--hidden-size", type=int, default=FALLBACK["hidden_size"])
+    parser.add_argument("--hidden-size", type=int, default=ModelSpec.hidden_size)
     args = parser.parse_args()
     batch, seq = TrainConfig.batch_size, TrainConfig.seq_len
     print(

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from charnn.checkpoints.format import make_payload, save_atomic
-from charnn.config.train import ModelConfig, TrainConfig
+from charnn.config.model import ModelConfig
+from charnn.config.train import TrainConfig
 from charnn.nn.model import CharRNN
 from charnn.text.vocab import Vocab
 

@@ -17,7 +17,8 @@ import random
 import numpy as np
 import torch
 
-from charnn.config.train import CELLS, ModelConfig, TrainConfig
+from charnn.config.model import CELLS, ModelConfig
+from charnn.config.train import TrainConfig
 from charnn.text.vocab import Vocab
 from charnn.training.trainer import Trainer
 

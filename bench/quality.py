@@ -31,8 +31,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from charnn.checkpoints.format import load_checkpoint, read_payload
-from charnn.config.train import FALLBACK
+from charnn.checkpoints.format import read_payload
+from charnn.checkpoints.loading import load_checkpoint
+from charnn.config.train import RunConfig
 from charnn.evaluation.evaluator import evaluate
 from charnn.text.corpus import load_corpus
 from charnn.training.plan import BETA1_MANY_PASSES, WIDTHS
@@ -81,7 +82,7 @@ def neighbours(config: dict, weight_drop: float | None) -> list[str]:
     if width in WIDTHS:
         at = WIDTHS.index(width)
         sweeps += [f"--hidden-size {w}" for w in WIDTHS[max(at - 1, 0) : at + 2] if w != width]
-    other_beta1 = {FALLBACK["beta1"]: BETA1_MANY_PASSES, BETA1_MANY_PASSES: FALLBACK["beta1"]}
+    other_beta1 = {RunConfig.beta1: BETA1_MANY_PASSES, BETA1_MANY_PASSES: RunConfig.beta1}
     if config.get("beta1") in other_beta1:
         sweeps.append(f"--beta1 {other_beta1[config['beta1']]}")
     if weight_drop is not None:

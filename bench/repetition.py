@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from charnn.checkpoints.format import LoadedModel, load_checkpoint
+from charnn.checkpoints.loading import LoadedModel, load_checkpoint
 from charnn.evaluation.novelty import novelty, training_ids
 from charnn.generation.sampler import sample
 

@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charnn.checkpoints.format import LoadedModel
-from charnn.config.train import FALLBACK, ModelConfig, TrainConfig
-from charnn.generation.sampler import SampleConfig, generate
+from charnn.checkpoints.loading import LoadedModel
+from charnn.config.model import ModelConfig, ModelSpec
+from charnn.config.sample import SampleConfig
+from charnn.config.train import TrainConfig
+from charnn.generation.sampler import generate
 from charnn.nn.model import CharRNN
 from charnn.nn.stepper import Stepper
 from charnn.text.vocab import Vocab
@@ -102,7 +104,7 @@ def main() -> None:
         f"{'model':12} {'naive':>8} {'batch 1':>9} {'batch 32':>9} {'b1/naive':>9} "
         f"{'b32/b1':>7} {'GEMM GFLOP/s, 32 rows':>22} {'matmul ceiling b32/b1':>22}"
     )
-    for name, hidden in (("2x512 LSTM", 512), ("default", FALLBACK["hidden_size"])):
+    for name, hidden in (("2x512 LSTM", 512), ("default", ModelSpec.hidden_size)):
         torch.manual_seed(0)
         model = CharRNN(ModelConfig(vocab_size=len(VOCAB), hidden_size=hidden)).eval()
         loaded = LoadedModel(model, VOCAB, Path("bench"), TrainConfig(), 0)

@@ -28,10 +28,11 @@ from torch.nn import functional as F
 
 import charnn
 from charnn.cli.display import TrainDisplay
-from charnn.config.train import FALLBACK
-from charnn.nn.devices import adamw, autocast
+from charnn.config.train import RunConfig
+from charnn.nn.devices import autocast
 from charnn.nn.model import CharRNN
-from charnn.training.trainer import Progress
+from charnn.training.events import Progress
+from charnn.training.optim import adamw
 
 SHAPES = {"default 2x256": 256, "2x512": 512}
 BATCH, SEQ = charnn.TrainConfig.batch_size, charnn.TrainConfig.seq_len
@@ -45,7 +46,7 @@ def bare(hidden: int, steps: int, ids: np.ndarray, precision: str, fused: bool =
     model = CharRNN(charnn.ModelConfig(vocab_size=VOCAB, hidden_size=hidden))
     lr, cpu = charnn.TrainConfig.lr, torch.device("cpu")
     optimizer = (
-        adamw(model.parameters(), lr, 0.0, cpu, FALLBACK["beta1"])
+        adamw(model.parameters(), lr, 0.0, cpu, RunConfig.beta1)
         if fused
         else torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     )

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from charnn.errors import CharnnError
-from charnn.text import corpus as cache
+from charnn.text import cache, corpus, reading
 from charnn.text.corpus import id_dtype, load_corpus
-from charnn.text.vocab import Vocab, read_corpus
+from charnn.text.reading import read_corpus
+from charnn.text.vocab import Vocab
 
 from conftest import make_text
 
@@ -18,7 +19,7 @@ from conftest import make_text
 @pytest.fixture
 def small_chunks(monkeypatch, tmp_path):
     """Chunks of 1,000 bytes, so that small files cross many chunk boundaries."""
-    monkeypatch.setattr(cache, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(reading, "CHUNK_BYTES", 1000)
     monkeypatch.setenv("CHARNN_CACHE_DIR", str(tmp_path / "cache"))
 
 
@@ -42,7 +43,7 @@ def test_a_second_load_maps_the_cache_without_encoding(tmp_path, small_chunks, m
     def no_encoding(*args):
         raise AssertionError("encoded again")
 
-    monkeypatch.setattr(cache, "_scan", no_encoding)
+    monkeypatch.setattr(corpus, "_scan", no_encoding)
     second = load_corpus(path)
     assert isinstance(second.ids, np.memmap) and np.array_equal(second.ids, first.ids)
     path.write_text(make_text(5_000, seed=1), encoding="utf-8")  # new content: a new key

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from charnn.config.train import CELLS, ModelConfig
+from charnn.config.model import CELLS, ModelSpec
 from charnn.nn.cells import NUMPY, SPECS, TORCH, step
 from charnn.nn.model import CharRNN
 from charnn.nn.sequence import lstm_family_window
@@ -164,7 +164,7 @@ def test_under_autocast_the_window_multiplies_in_bf16_and_keeps_its_state_in_fp3
 @pytest.mark.parametrize("cell", ["peephole", "cifg"])
 def test_a_few_bf16_training_steps_stay_finite(cell):
     torch.manual_seed(5)
-    vocab, config = 11, ModelConfig(vocab_size=11, cell=cell, hidden_size=16, embed_size=8)
+    vocab, config = 11, ModelSpec(vocab_size=11, cell=cell, hidden_size=16, embed_size=8)
     model = CharRNN(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     ids = torch.randint(0, vocab, (4, 17))
@@ -249,7 +249,7 @@ def test_cifg_is_an_lstm_whose_input_gate_is_one_minus_forget():
 
 def test_a_checkpoint_moves_between_fused_and_hand_written():
     torch.manual_seed(3)
-    config = ModelConfig(vocab_size=11, cell="lstm", layers=2, hidden_size=8, embed_size=4)
+    config = ModelSpec(vocab_size=11, cell="lstm", layers=2, hidden_size=8, embed_size=4)
     fast, slow = CharRNN(config), CharRNN(config, hand_written=True)
     slow.load_state_dict(fast.state_dict())
     ids = torch.randint(0, 11, (2, 13))
@@ -259,7 +259,7 @@ def test_a_checkpoint_moves_between_fused_and_hand_written():
 
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
 def test_forget_bias_starts_the_forget_gate_open(cell):
-    model = CharRNN(ModelConfig(vocab_size=5, cell=cell, hidden_size=6, forget_bias=1.0))
+    model = CharRNN(ModelSpec(vocab_size=5, cell=cell, hidden_size=6, forget_bias=1.0))
     block = 0 if cell == "cifg" else 1
     total = model.rnn.bias_ih_l1 + model.rnn.bias_hh_l1
     assert torch.equal(total[block * 6 : (block + 1) * 6], torch.ones(6))
@@ -287,5 +287,5 @@ def test_every_cell_trains_samples_and_evaluates(tmp_path, corpus, cell):
 def test_parameters_are_counted_without_building_the_model(cell, layers, hand_written):
     from charnn.nn.model import count_parameters, num_parameters
 
-    config = ModelConfig(vocab_size=11, cell=cell, layers=layers, hidden_size=7, embed_size=5)
+    config = ModelSpec(vocab_size=11, cell=cell, layers=layers, hidden_size=7, embed_size=5)
     assert count_parameters(config) == num_parameters(CharRNN(config, hand_written=hand_written))

@@ -5,19 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from charnn.checkpoints.format import (
-    find_checkpoint,
-    load_checkpoint,
-    make_payload,
-    read_payload,
-    save_atomic,
-    summarize_checkpoint,
-)
-from charnn.config.train import ModelConfig, TrainConfig
+from charnn.checkpoints.format import make_payload, read_payload, save_atomic
+from charnn.checkpoints.loading import find_checkpoint, load_checkpoint
+from charnn.checkpoints.summary import list_runs, summarize_checkpoint
+from charnn.config.model import ModelConfig, ModelSpec
+from charnn.config.train import TrainConfig
 from charnn.errors import CharnnError
 from charnn.nn.model import CharRNN
 from charnn.text.vocab import Vocab
-from charnn.training.prepare import list_runs
 
 from conftest import run_charnn
 from test_train import make_trainer
@@ -220,12 +215,12 @@ def test_any_nested_field_of_any_type_is_described_or_refused_in_one_line(run_di
     ("make", "message"),
     [
         (lambda: ModelConfig(hidden_size="32"),
-         "--hidden-size must be a whole number (or left unset), not '32'"),
-        (lambda: ModelConfig(layers=True), "--layers must be a whole number, not True"),
+         "hidden_size must be a whole number (or left unset), not '32'"),
+        (lambda: ModelConfig(layers=True), "layers must be a whole number, not True"),
         (lambda: ModelConfig(locked_dropout="yes"),
-         "--locked-dropout must be true or false, not 'yes'"),
+         "locked_dropout must be true or false, not 'yes'"),
         (lambda: ModelConfig(vocab_size=3.0), "vocab_size must be a whole number, not 3.0"),
-        (lambda: TrainConfig(lr="fast"), "--lr must be a number, not 'fast'"),
+        (lambda: TrainConfig(lr="fast"), "lr must be a number, not 'fast'"),
         (lambda: TrainConfig(corpus=5), "corpus must be "),
         (lambda: TrainConfig(model={"layers": 2}), "model must be ModelConfig"),
     ],
@@ -253,7 +248,7 @@ def test_a_checkpoint_setting_of_another_type_is_named_in_one_line(run_dir, tmp_
         proc = run_charnn(*command)
         assert proc.returncode == 1 and proc.stdout == ""
         assert proc.stderr.strip().splitlines() == [
-            f"Error: {edited} is not a usable charnn checkpoint (--hidden-size must be a whole "
+            f"Error: {edited} is not a usable charnn checkpoint (hidden_size must be a whole "
             "number (or left unset), not '16')"
         ]
 
@@ -298,9 +293,10 @@ def bytes_read() -> int:
 @pytest.mark.skipif(not Path("/proc/self/io").is_file(), reason="reads Linux's /proc/self/io")
 def test_finding_and_listing_runs_never_read_the_tensors(tmp_path):
     vocab = Vocab("abc")
-    model = CharRNN(ModelConfig(vocab_size=3, hidden_size=16, cell="gru"))
+    model = CharRNN(ModelSpec(vocab_size=3, hidden_size=16, cell="gru"))
     big = {"state": {0: {"exp_avg": torch.ones(4_000_000)}}, "param_groups": []}  # 16 MB
-    payload = make_payload(model, vocab, TrainConfig(corpus="c.txt"), big, 7, {"val_bpc": 1.5})
+    settings = TrainConfig(corpus="c.txt").to_dict()
+    payload = make_payload(model, vocab, settings, big, 7, {"val_bpc": 1.5})
     (tmp_path / "ck" / "run").mkdir(parents=True)
     save_atomic(payload, tmp_path / "ck" / "run" / "last.pt")
     size = (tmp_path / "ck" / "run" / "last.pt").stat().st_size

@@ -299,7 +299,7 @@ def test_interrupt_saves_last_and_exits(tmp_path, corpus, signame, code):
     assert proc.returncode == code, stderr
     assert "interrupted at step" in stderr and "Traceback" not in stderr
     assert f"--resume {tmp_path / 'run'}" in stderr  # the command that continues the run
-    from charnn.checkpoints.format import load_checkpoint
+    from charnn.checkpoints.loading import load_checkpoint
 
     assert load_checkpoint(tmp_path / "run" / "last.pt").step > 0
 

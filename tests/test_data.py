@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from charnn.config.train import ModelConfig
+from charnn.config.model import ModelSpec
 from charnn.errors import CharnnError
 from charnn.nn.model import CharRNN
-from charnn.training.streams import StreamShape, TrainStreams, fit_shape, split_train_val
+from charnn.text.corpus import split_train_val
+from charnn.training.streams import StreamShape, TrainStreams, fit_shape
 from charnn.training.trainer import loss_on
 
 
@@ -53,7 +54,7 @@ def test_fit_shape_gives_a_short_text_fewer_rows_each_one_whole_window():
 
 def test_carried_state_makes_window_two_depend_on_window_one():
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=10, hidden_size=16, embed_size=8))
+    model = CharRNN(ModelSpec(vocab_size=10, hidden_size=16, embed_size=8))
     window_two = torch.randint(0, 10, (2, 5)), torch.randint(0, 10, (2, 5))
 
     def loss_after(first_window: torch.Tensor) -> float:

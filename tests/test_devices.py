@@ -3,18 +3,17 @@
 import pytest
 import torch
 
-from charnn.config.train import ModelConfig
+from charnn.config.model import ModelSpec
 from charnn.errors import CharnnError
 from charnn.nn import devices
 from charnn.nn.devices import (
-    BETA2,
     NATIVE_BF16_CHECKS,
-    adamw,
     autocast,
     cpu_has_native_bf16,
     cpu_runs_lstm_in_bf16,
 )
 from charnn.nn.model import CharRNN
+from charnn.training.optim import BETA2, adamw
 
 
 def test_this_torch_still_has_the_private_bf16_checks():
@@ -64,7 +63,7 @@ def test_the_fused_adamw_on_cpu_steps_as_pytorchs_adamw_with_the_same_betas_does
 def test_the_bf16_lstm_probe_agrees_with_a_training_step_of_a_real_model():
     """The probe (one unit, forward only) says what a charnn LSTM's training step under bf16
     autocast does on this CPU; where the plan picks bf16 (native bf16), it must run."""
-    model = CharRNN(ModelConfig(vocab_size=7, hidden_size=16, embed_size=8, layers=2))
+    model = CharRNN(ModelSpec(vocab_size=7, hidden_size=16, embed_size=8, layers=2))
     ids = torch.randint(7, (3, 5))
     try:
         with autocast(torch.device("cpu"), "bf16"):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from charnn.config.train import ModelConfig
+from charnn.config.model import ModelSpec
 from charnn.errors import CharnnError
-from charnn.evaluation.evaluator import stream_bounds, stream_nats, total_nats
+from charnn.evaluation.scoring import stream_bounds, stream_nats, total_nats
 from charnn.nn.model import CharRNN
 from charnn.training.distributed import Ranks
 from charnn.training.streams import fit_shape
@@ -116,7 +116,7 @@ def test_a_shrunk_batch_stays_divisible_by_the_number_of_processes():
 
 def test_validation_shared_between_processes_adds_up_to_the_whole_figure():
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=20, layers=2, hidden_size=16, embed_size=8))
+    model = CharRNN(ModelSpec(vocab_size=20, layers=2, hidden_size=16, embed_size=8))
     ids = np.random.default_rng(0).integers(0, 20, size=30_000)
     assert len(stream_bounds(len(ids) - 1)) == 7
     # shared between 3 processes: each computes some streams, the sums are added up

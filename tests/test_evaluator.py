@@ -8,16 +8,17 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import charnn.evaluation.evaluator as evaluator
-from charnn.checkpoints.format import LoadedModel
-from charnn.config.train import ModelConfig, TrainConfig
+import charnn.evaluation.scoring as scoring
+from charnn.checkpoints.loading import LoadedModel
+from charnn.config.model import ModelSpec
+from charnn.config.train import RunConfig
 from charnn.errors import CharnnError
-from charnn.evaluation.evaluator import (
+from charnn.evaluation.evaluator import evaluate
+from charnn.evaluation.scoring import (
     MIN_STREAM,
     STREAMS,
     WARMUP_CHARS,
     chars_read,
-    evaluate,
     model_on,
     stream_bounds,
     stream_nats,
@@ -35,7 +36,7 @@ def long_memory_model(hidden: int = 16) -> CharRNN:
     is fixed at FORGET and nothing feeds back from h, so the text before a stream's first
     scored character changes its figure, and 512 characters of warm-up make up for it."""
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=20, layers=1, hidden_size=hidden, embed_size=8))
+    model = CharRNN(ModelSpec(vocab_size=20, layers=1, hidden_size=hidden, embed_size=8))
     forget = slice(hidden, 2 * hidden)  # PyTorch's gate order: input, forget, cell, output
     with torch.no_grad():
         model.rnn.weight_hh_l0.zero_()
@@ -60,7 +61,7 @@ def test_warm_up_makes_side_by_side_streams_read_as_one(monkeypatch):
     assert len(stream_bounds(len(ids) - 1)) == 7  # several streams, so warm-up matters
     whole = single_stream_nats(model, ids)
     assert total_nats(model, ids) == pytest.approx(whole, rel=1e-7)
-    monkeypatch.setattr(evaluator, "WARMUP_CHARS", 0)  # this model needs its warm-up
+    monkeypatch.setattr(scoring, "WARMUP_CHARS", 0)  # this model needs its warm-up
     assert total_nats(model, ids) != pytest.approx(whole, rel=1e-5)
 
 
@@ -88,8 +89,8 @@ def test_a_sample_scores_pieces_spread_over_the_text_as_one_reading_would():
 def loaded_in_training_mode(tmp_path: Path) -> tuple[LoadedModel, Path]:
     vocab = Vocab("\n abcdefghij")
     torch.manual_seed(1)
-    config = ModelConfig(vocab_size=len(vocab), layers=2, hidden_size=16, dropout=0.5)
-    loaded = LoadedModel(CharRNN(config).train(), vocab, Path("memory"), TrainConfig(), 0)
+    config = ModelSpec(vocab_size=len(vocab), layers=2, hidden_size=16, dropout=0.5)
+    loaded = LoadedModel(CharRNN(config).train(), vocab, Path("memory"), RunConfig(), 0)
     text = tmp_path / "text.txt"
     rng = np.random.default_rng(2)
     text.write_text("".join(rng.choice(list(vocab.chars), size=5_000)), encoding="utf-8")
@@ -111,7 +112,7 @@ def model_of_its_corpus(tmp_path: Path) -> tuple[LoadedModel, Path]:
     trained run's does."""
     loaded, text = loaded_in_training_mode(tmp_path)
     sha = load_corpus(text).sha256
-    return replace(loaded, train_config=TrainConfig(corpus=str(text)), corpus_sha256=sha), text
+    return replace(loaded, train_config=RunConfig(corpus=str(text)), corpus_sha256=sha), text
 
 
 def test_with_no_file_the_model_is_scored_on_its_validation_split(tmp_path):
@@ -128,7 +129,7 @@ def test_with_no_file_the_model_is_scored_on_its_validation_split(tmp_path):
 def test_a_changed_missing_or_unknown_corpus_is_refused_rather_than_scored(tmp_path):
     loaded, text = model_of_its_corpus(tmp_path)
     with pytest.raises(CharnnError, match="model names no corpus"):
-        evaluate(replace(loaded, train_config=TrainConfig()))  # made in Python, never trained
+        evaluate(replace(loaded, train_config=RunConfig()))  # made in Python, never trained
     with pytest.raises(CharnnError, match="cannot be checked against"):
         evaluate(replace(loaded, corpus_sha256=None))  # a checkpoint that kept no fingerprint
     with text.open("a", encoding="utf-8") as out:

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from charnn.checkpoints.format import LoadedModel, load_checkpoint
-from charnn.config.train import CELLS, ModelConfig, TrainConfig
+from charnn.checkpoints.loading import LoadedModel, load_checkpoint
+from charnn.config.model import CELLS, ModelSpec
+from charnn.config.train import RunConfig
 from charnn.export.ml5 import export_ml5
 from charnn.export.web import model_json
 from charnn.nn.model import CharRNN
@@ -41,14 +42,14 @@ def needs(program: str) -> str:
 
 def random_model(cell: str, layers: int = 2, seed: int = 0) -> LoadedModel:
     torch.manual_seed(seed)
-    config = ModelConfig(
+    config = ModelSpec(
         vocab_size=len(VOCAB), cell=cell, layers=layers, hidden_size=24, embed_size=7
     )
     model = CharRNN(config).eval()
     with torch.no_grad():  # larger than the initialisation, so that every gate matters
         for p in model.parameters():
             p.uniform_(-0.6, 0.6)
-    return LoadedModel(model, VOCAB, Path(f"{cell}.pt"), TrainConfig(), step=0)
+    return LoadedModel(model, VOCAB, Path(f"{cell}.pt"), RunConfig(), step=0)
 
 
 def stepper_probs(loaded: LoadedModel, ids: list[int]) -> np.ndarray:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from charnn.checkpoints.format import LoadedModel
-from charnn.config.train import ModelConfig, TrainConfig
+from charnn.checkpoints.loading import LoadedModel
+from charnn.config.model import ModelSpec
+from charnn.config.train import RunConfig
 from charnn.generation.penalty import MIN_REPEAT, RepetitionPenalty
 from charnn.generation.sampler import sample
 from charnn.nn.model import CharRNN
@@ -24,8 +25,8 @@ VOCAB = Vocab("\n .abcdefghijklmnopqrstuvwxyz")
 
 def random_model(seed: int = 0, vocab: Vocab = VOCAB) -> LoadedModel:
     torch.manual_seed(seed)
-    config = ModelConfig(vocab_size=len(vocab), cell="lstm", hidden_size=24, embed_size=8)
-    return LoadedModel(CharRNN(config).eval(), vocab, Path("memory"), TrainConfig(), 0)
+    config = ModelSpec(vocab_size=len(vocab), cell="lstm", hidden_size=24, embed_size=8)
+    return LoadedModel(CharRNN(config).eval(), vocab, Path("memory"), RunConfig(), 0)
 
 
 def text(loaded, length=200, **options) -> str:
@@ -200,8 +201,8 @@ def test_jsonl_records_the_penalty_and_beam(trained):
 
 def test_the_server_engine_applies_the_penalty_as_charnn_sample_does(looping):
     """charnn serve's worker, with another job sharing its batch, gives the CLI's text."""
-    from charnn.checkpoints.format import load_checkpoint
-    from charnn.generation.sampler import SampleConfig
+    from charnn.checkpoints.loading import load_checkpoint
+    from charnn.config.sample import SampleConfig
     from charnn.serve.engine import Engine, Job
 
     engine = Engine(load_checkpoint(looping))

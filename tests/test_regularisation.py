@@ -5,7 +5,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from charnn.config.train import DECODER_DROPOUT_SHARE, ModelConfig
+from charnn.config.model import DECODER_DROPOUT_SHARE, ModelConfig, ModelSpec
 from charnn.nn.model import CharRNN, Dropout, drop_mask
 
 from conftest import TINY, run_charnn
@@ -16,15 +16,15 @@ SETTINGS = {
     "decoder_dropout": dict(decoder_dropout=0.5),  # before the decoder alone
     "weight_drop": dict(weight_drop=0.5),
     "embed_dropout": dict(embed_dropout=0.5),
-    "locked_dropout": dict(dropout=0.5, locked_dropout=True),
+    "locked_dropout": dict(decoder_dropout=0.5, locked_dropout=True),
 }
 
 
 def pair(cell: str, **regularised) -> tuple[CharRNN, CharRNN]:
     """The same weights, with and without the regularisation."""
     torch.manual_seed(0)
-    plain = CharRNN(ModelConfig(cell=cell, **SHAPE))
-    other = CharRNN(ModelConfig(cell=cell, **{**SHAPE, **regularised}))
+    plain = CharRNN(ModelSpec(cell=cell, **SHAPE))
+    other = CharRNN(ModelSpec(cell=cell, **{**SHAPE, **regularised}))
     other.load_state_dict(plain.state_dict())
     return plain, other
 
@@ -60,7 +60,7 @@ def test_weight_drop_masks_the_hidden_weights_gradient_and_leaves_the_weights():
 
 
 def test_locked_dropout_shares_its_mask_across_time():
-    _, locked = pair("lstm", dropout=0.5, locked_dropout=True)
+    _, locked = pair("lstm", decoder_dropout=0.5, locked_dropout=True)
     x = torch.ones(2, 7, 5)
     out = locked.drop.train()(x)
     assert torch.equal(out[:, :1].expand_as(out), out)  # every step: the first step's mask
@@ -86,7 +86,7 @@ def test_the_flags_reach_the_checkpoint(tmp_path, corpus):
     proc = run_charnn("train", str(corpus), "--max-steps", "3", "--checkpoint-dir",
                       str(tmp_path), "--name", "awd", *flags, *TINY)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    from charnn.checkpoints.format import load_checkpoint
+    from charnn.checkpoints.loading import load_checkpoint
 
     config = load_checkpoint(tmp_path / "awd").model.config
     assert (config.weight_drop, config.embed_dropout, config.locked_dropout) == (0.3, 0.1, True)
@@ -95,28 +95,24 @@ def test_the_flags_reach_the_checkpoint(tmp_path, corpus):
 
 def test_the_dropout_before_the_decoder_is_a_share_of_the_dropout_between_layers():
     def before_decoder(**settings) -> float:
-        return CharRNN(ModelConfig(**{**SHAPE, **settings})).drop.p
+        return CharRNN(ModelSpec.of(ModelConfig(**{**SHAPE, **settings}))).drop.p
 
     assert before_decoder(dropout=0.4) == pytest.approx(0.4 * DECODER_DROPOUT_SHARE)
     assert before_decoder(dropout=0.4, layers=1) == 0.4  # the only dropout a 1-layer model has
     assert before_decoder(dropout=0.4, decoder_dropout=0.1) == 0.1  # given: it wins
     assert before_decoder(dropout=0.0, decoder_dropout=0.3) == 0.3
-    model = CharRNN(ModelConfig(**SHAPE))
-    model.regularise(dropout=0.2, weight_drop=0.0)  # a re-planned run follows its new dropout
+    model = CharRNN(ModelSpec(**SHAPE))
+    model.regularise(ModelSpec.of(ModelConfig(**{**SHAPE, "dropout": 0.2})))  # a re-plan
     assert model.drop.p == pytest.approx(0.2 * DECODER_DROPOUT_SHARE) and model.rnn.dropout == 0.2
-    given = CharRNN(ModelConfig(**{**SHAPE, "decoder_dropout": 0.1}))
-    given.regularise(dropout=0.2, weight_drop=0.0)
-    assert given.drop.p == 0.1
 
 
 def test_a_checkpoint_from_before_the_decoder_dropout_keeps_one_rate_for_both():
     saved = {**SHAPE, "dropout": 0.3}  # what such a checkpoint's model config holds
-    assert ModelConfig.from_dict(saved).dropout_before_decoder() == 0.3
-    assert CharRNN(ModelConfig.from_dict(saved)).drop.p == 0.3
-    new = ModelConfig(**saved)  # saved by this version: the key is there, None
-    assert ModelConfig.from_dict(asdict(new)).dropout_before_decoder() == pytest.approx(
-        0.3 * DECODER_DROPOUT_SHARE
-    )
+    assert ModelSpec.from_dict(saved).decoder_dropout == 0.3
+    assert CharRNN(ModelSpec.from_dict(saved)).drop.p == 0.3
+    later = {**saved, "decoder_dropout": None}  # saved while it followed the dropout
+    assert ModelSpec.from_dict(later).decoder_dropout == pytest.approx(0.3 * DECODER_DROPOUT_SHARE)
+    assert ModelSpec.from_dict(asdict(ModelSpec(**saved))) == ModelSpec(**saved)  # as saved now
 
 
 @pytest.mark.parametrize("cell", ["lstm", "peephole"])
@@ -124,9 +120,9 @@ def test_a_model_regularised_after_it_is_built_trains_as_one_built_so(cell):
     """What a re-planned run does: the same masks, in the same order, as a model built with the
     new dropout and weight drop."""
     built_plain, built = pair(cell, dropout=0.3, weight_drop=0.2)
-    changed = CharRNN(ModelConfig(cell=cell, **SHAPE))
+    changed = CharRNN(ModelSpec(cell=cell, **SHAPE))
     changed.load_state_dict(built_plain.state_dict())
-    changed.regularise(dropout=0.3, weight_drop=0.2)
+    changed.regularise(built.config)
     assert changed.config == built.config
     built.train(), changed.train()
     torch.manual_seed(5)

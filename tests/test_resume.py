@@ -11,12 +11,14 @@ import pytest
 import torch
 
 import charnn.nn.devices
-from charnn.checkpoints.format import load_checkpoint, read_metrics_log, read_payload, save_atomic
-from charnn.config.train import FALLBACK, ModelConfig, TrainConfig
+from charnn.checkpoints.folder import locked, read_metrics_log
+from charnn.checkpoints.format import read_payload, save_atomic
+from charnn.checkpoints.loading import load_checkpoint
+from charnn.config.model import ModelConfig
+from charnn.config.train import RunConfig, TrainConfig
 from charnn.errors import CharnnError
-from charnn.nn.devices import BETA2
 from charnn.text.vocab import Vocab
-from charnn.training.prepare import run_lock
+from charnn.training.optim import BETA2
 from charnn.training.trainer import Trainer, train
 
 from conftest import CHARNN, TINY, make_text, run_charnn
@@ -88,9 +90,9 @@ def test_resume_refuses_a_different_corpus_or_model(tmp_path, small_corpus):
     with pytest.raises(CharnnError, match="not the text the run was trained on"):
         train(config_for(shuffled, tmp_path, "run"), resume=run)
     bigger = config_for(small_corpus, tmp_path, "run", model=replace(SMALL, hidden_size=32))
-    with pytest.raises(CharnnError, match="--hidden-size 32 \\(run: 24\\)"):
+    with pytest.raises(CharnnError, match="hidden_size 32 \\(run: 24\\)"):
         train(bigger, resume=run)
-    with pytest.raises(CharnnError, match="--lr-decay cosine \\(run: linear\\)"):
+    with pytest.raises(CharnnError, match="lr_decay cosine \\(run: linear\\)"):
         train(config_for(small_corpus, tmp_path, "run", lr_decay="cosine"), resume=run)
 
 
@@ -98,7 +100,7 @@ def test_a_run_saved_before_beta1_was_planned_resumes_with_pytorchs_0_9(tmp_path
     train(config_for(small_corpus, tmp_path, "run", max_steps=8), stop_requested=stop_after(4))
     last = tmp_path / "ck" / "run" / "last.pt"
     payload = read_payload(last)
-    assert payload["train_config"]["beta1"] == FALLBACK["beta1"] == 0.5  # under a pass: planned
+    assert payload["train_config"]["beta1"] == RunConfig.beta1 == 0.5  # under a pass: planned
     assert payload["optimizer_state"]["param_groups"][0]["betas"] == (0.5, BETA2)
     del payload["train_config"]["beta1"]  # as runs saved before --beta1 have them
     for group in payload["optimizer_state"]["param_groups"]:
@@ -128,7 +130,7 @@ def test_a_run_resumed_on_a_cpu_without_its_arithmetic_goes_on_in_fp32(
             "backoff_factor": 0.5, "growth_interval": 2000, "_growth_tracker": 3}  # fmt: skip
     save_atomic(payload, last)
     monkeypatch.setattr(charnn.nn.devices, "cpu_runs_lstm_in_bf16", lambda: False)
-    with pytest.raises(CharnnError, match=f"--precision {precision}"):
+    with pytest.raises(CharnnError, match=f"^precision {precision}"):
         train(
             config_for(small_corpus, tmp_path, "run", max_steps=8, precision=precision),
             resume=last.parent,
@@ -198,7 +200,7 @@ def test_init_from_extends_the_vocabulary(tmp_path, small_corpus):
     text = make_text(2_000, seed=5) + "Ωmega ☃\n"
     vocab = Vocab.from_text(base["vocab"] + text)
     ids = vocab.encode(text)
-    trainer = Trainer(config_for(small_corpus, tmp_path, None), vocab, ids, ids)
+    trainer = Trainer(RunConfig.of(config_for(small_corpus, tmp_path, None)), vocab, ids, ids)
     trainer.transplant(base)
     old_rows = [vocab.chars.index(c) for c in base["vocab"]]
     assert torch.equal(trainer.model.embed.weight[old_rows], base["model_state"]["embed.weight"])
@@ -275,7 +277,7 @@ def test_a_damaged_training_state_is_refused_in_one_line_and_nothing_is_written(
 def test_one_writer_per_run_folder(tmp_path, small_corpus):
     train(config_for(small_corpus, tmp_path, "run", max_steps=3))
     run = tmp_path / "ck" / "run"
-    with run_lock(run):
+    with locked(run):
         proc = run_charnn("train", str(small_corpus), "--resume", str(run), "--quiet")
     assert proc.returncode == 1 and "being written by another" in proc.stderr
     proc = run_charnn(

@@ -10,9 +10,10 @@ import torch
 
 import charnn.nn.devices
 from charnn.checkpoints.format import read_payload
-from charnn.config.train import ModelConfig, TrainConfig
+from charnn.config.model import DECODER_DROPOUT_SHARE, ModelConfig
+from charnn.config.train import RunConfig, TrainConfig
 from charnn.errors import CharnnError
-from charnn.evaluation.evaluator import chars_read
+from charnn.evaluation.scoring import chars_read
 from charnn.training.plan import EVAL_COST, EVAL_SHARE
 from charnn.training.trainer import train
 
@@ -22,7 +23,7 @@ PLANNED = ("hidden_size", "dropout", "weight_drop", "precision", "patience", "ev
 
 
 def planned_settings(payload: dict) -> dict:
-    saved = TrainConfig.from_dict(payload["train_config"])
+    saved = RunConfig.from_dict(payload["train_config"])
     values = {**saved.to_dict(), **saved.model.__dict__}
     return {name: values[name] for name in PLANNED}
 
@@ -180,7 +181,7 @@ def test_a_folder_with_no_checkpoint_resumes_as_a_new_run(tmp_path, small_corpus
 
 
 def test_a_failed_save_writes_no_metrics_line(tmp_path, small_corpus, monkeypatch):
-    import charnn.checkpoints.folder as writer_module
+    import charnn.checkpoints.writer as writer_module
 
     calls = {"n": 0}
     real_save = writer_module.save_atomic
@@ -333,7 +334,13 @@ def test_a_budgeted_run_re_plans_its_regularisation_from_its_own_speed(tmp_path,
     wanted = regularisation(again["passes"])
     assert {name: settings[name] for name in wanted} == wanted
     before = regularisation(0.0)  # what the calibration's slow second planned
-    assert again["changed"] == {k: v for k, v in wanted.items() if v != before[k]}
+    expected = {k: v for k, v in wanted.items() if v != before[k]}
+    if "dropout" in expected:  # the decoder's follows, at half
+        expected["decoder_dropout"] = expected["dropout"] * DECODER_DROPOUT_SHARE
+    assert again["changed"] == expected
+    assert RunConfig.from_dict(payload["train_config"]).model.decoder_dropout == (
+        wanted["dropout"] * DECODER_DROPOUT_SHARE
+    )
     betas = [group["betas"] for group in payload["optimizer_state"]["param_groups"]]
     assert {beta1 for beta1, _ in betas} == {wanted["beta1"]}  # the optimizer follows
     messages = [getattr(n, "message", "") for n in notices]

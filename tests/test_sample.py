@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from charnn.checkpoints.format import LoadedModel
-from charnn.config.train import ModelConfig, TrainConfig
-from charnn.generation.sampler import SampleConfig, StopFilter, choose, sample, sample_batch
+from charnn.checkpoints.loading import LoadedModel
+from charnn.config.model import ModelSpec
+from charnn.config.sample import SampleConfig
+from charnn.config.train import RunConfig
+from charnn.generation.choose import choose
+from charnn.generation.rows import StopFilter
+from charnn.generation.sampler import sample, sample_batch
 from charnn.nn.model import CharRNN
 from charnn.nn.stepper import Stepper
 from charnn.text.vocab import Vocab
@@ -25,8 +29,8 @@ VOCAB = Vocab("\n .abcdefghijklmnopqrstuvwxyz")
 
 def random_model(cell: str = "lstm", seed: int = 0) -> LoadedModel:
     torch.manual_seed(seed)
-    config = ModelConfig(vocab_size=len(VOCAB), cell=cell, hidden_size=24, embed_size=8)
-    return LoadedModel(CharRNN(config).eval(), VOCAB, Path("memory"), TrainConfig(), 0)
+    config = ModelSpec(vocab_size=len(VOCAB), cell=cell, hidden_size=24, embed_size=8)
+    return LoadedModel(CharRNN(config).eval(), VOCAB, Path("memory"), RunConfig(), 0)
 
 
 def text(loaded, length=200, **options) -> str:
@@ -66,9 +70,13 @@ def test_top_k_1_and_tiny_top_p_equal_greedy():
 def test_top_p_keeps_the_smallest_set_reaching_p():
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
     rng = np.random.default_rng(0)
-    picks = {int(choose(logits, SampleConfig(top_p=0.6), rng)[0]) for _ in range(500)}
+
+    def noise() -> np.ndarray:
+        return rng.gumbel(size=logits.shape)
+
+    picks = {int(choose(logits, SampleConfig(top_p=0.6), noise)[0]) for _ in range(500)}
     assert picks == {0, 1}  # 0.5 alone is short of 0.6; 0.5 + 0.3 reaches it
-    picks = {int(choose(logits, SampleConfig(top_k=3), rng)[0]) for _ in range(500)}
+    picks = {int(choose(logits, SampleConfig(top_k=3), noise)[0]) for _ in range(500)}
     assert picks == {0, 1, 2}
 
 
@@ -77,7 +85,8 @@ def test_draws_follow_the_softmax_at_the_temperature(temperature):
     """Frequencies over many draws match softmax(logits / temperature) within sampling error."""
     logits = np.array([[2.0, 1.0, 0.0, -1.0, -3.0]] * 4000)
     rng = np.random.default_rng(5)
-    draws = np.concatenate([choose(logits, SampleConfig(temperature=temperature), rng)
+    config = SampleConfig(temperature=temperature)
+    draws = np.concatenate([choose(logits, config, lambda: rng.gumbel(size=logits.shape))
                             for _ in range(10)])  # fmt: skip
     counts = np.bincount(draws, minlength=5)
     expected = np.exp(logits[0] / temperature)
@@ -242,8 +251,8 @@ def test_piping_into_head_ends_quietly_and_fast(trained):
 
 def test_sampling_leaves_the_callers_model_as_it_was():
     torch.manual_seed(0)
-    config = ModelConfig(vocab_size=len(VOCAB), hidden_size=24, embed_size=8, dropout=0.5)
-    loaded = LoadedModel(CharRNN(config).train(), VOCAB, Path("memory"), TrainConfig(), 0)
+    config = ModelSpec(vocab_size=len(VOCAB), hidden_size=24, embed_size=8, dropout=0.5)
+    loaded = LoadedModel(CharRNN(config).train(), VOCAB, Path("memory"), RunConfig(), 0)
     drawn = text(loaded, seed=3, prime="the cell state ")
     assert loaded.model.training  # the prime was read in eval mode, and the mode restored
     loaded.model.eval()

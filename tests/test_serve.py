@@ -304,9 +304,9 @@ def test_the_address_is_announced_only_once_a_client_can_connect(trained):
     socket listens before `on_ready`, although the event loop has not started yet."""
     import socket
 
-    from charnn.checkpoints.format import load_checkpoint
-    from charnn.serve import serve
+    from charnn.checkpoints.loading import load_checkpoint
     from charnn.serve.app import ServeSettings
+    from charnn.serve.server import serve
 
     class Heard(Exception):
         pass

@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 
-from charnn.config.train import CELLS
+from charnn.config.model import CELLS
 
 from conftest import CHARNN, run_charnn
 

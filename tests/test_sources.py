@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-import charnn.text.sources as sources_module
-from charnn.text.corpus import MANY_DOCUMENTS, load_corpus
-from charnn.text.sources import CorpusSpec, lines
-from charnn.training.streams import split_train_val
+import charnn.text.reading as reading
+from charnn.text.corpus import MANY_DOCUMENTS, load_corpus, split_train_val
+from charnn.text.reading import lines
+from charnn.text.sources import CorpusSpec
 
 from conftest import TINY, make_text, run_charnn
 
@@ -89,7 +89,7 @@ def test_few_documents_keep_the_tail_split(folder):
 
 
 def test_lines_are_streamed_across_chunk_boundaries(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources_module, "CHUNK_BYTES", 7)
+    monkeypatch.setattr(reading, "CHUNK_BYTES", 7)
     path = tmp_path / "t.txt"
     path.write_text("first line\r\nsecond, longer line\n\nlast", encoding="utf-8")
     assert list(lines(path, "utf-8")) == ["first line", "second, longer line", "", "last"]

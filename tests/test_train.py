@@ -7,34 +7,18 @@ import pytest
 import torch
 
 import charnn.nn.devices
-from charnn.checkpoints.format import LoadedModel, load_checkpoint
-from charnn.config.train import FALLBACK, LR_DECAYS, ModelConfig, TrainConfig
+from charnn.checkpoints.loading import LoadedModel, load_checkpoint
+from charnn.config.model import ModelConfig, ModelSpec
+from charnn.config.train import LR_DECAYS, RunConfig, TrainConfig
 from charnn.errors import CharnnError
-from charnn.evaluation.evaluator import stream_nats, total_nats
+from charnn.evaluation.scoring import stream_nats, total_nats
 from charnn.generation.sampler import sample
 from charnn.nn.devices import cpu_runs_lstm_in_bf16
 from charnn.text.vocab import Vocab
 from charnn.training.length import Schedule, lr_at
 from charnn.training.plan import (
-    BETA1_MANY_PASSES,
-    CHARS_PER_PARAMETER,
-    EVAL_COST,
-    EVAL_PASSES,
-    EVAL_SHARE,
-    MANY_PASSES,
-    MIN_CHARS_PER_PARAMETER,
-    PATIENCE,
-    REGULARISED,
-    REREAD_PASSES,
-    TRAINING_SHARE,
-    USEFUL_PASSES,
-    WIDE_CHARS_PER_PARAMETER,
-    WIDE_FROM,
     Facts,
-    Width,
-    patience_for,
     plan_run,
-    replan,
 )
 from charnn.training.trainer import Trainer
 
@@ -44,7 +28,7 @@ def make_trainer(text: str, run_dir: Path | None = None, **overrides) -> Trainer
     ids = vocab.encode(text)
     model = overrides.pop("model", ModelConfig(hidden_size=32, embed_size=8, layers=1))
     settings = {"lr": 1e-2, "max_steps": 300, "eval_every": 10_000, "device": "cpu", "seed": 0}
-    config = TrainConfig(model=model, **{**settings, **overrides})
+    config = RunConfig.of(TrainConfig(model=model, **{**settings, **overrides}))
     return Trainer(config, vocab, ids, ids, run_dir=run_dir)
 
 
@@ -129,14 +113,14 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 
 def test_a_run_follows_its_lr_decay_and_one_saved_before_the_choice_resumes_cosine():
-    linear = Schedule(TrainConfig(max_steps=100, lr=1.0), windows_per_pass=10)
-    cosine = Schedule(TrainConfig(max_steps=100, lr=1.0, lr_decay="cosine"), windows_per_pass=10)
+    linear = Schedule(RunConfig(max_steps=100, lr=1.0), windows_per_pass=10)
+    cosine = Schedule(RunConfig(max_steps=100, lr=1.0, lr_decay="cosine"), windows_per_pass=10)
     assert linear.lr(0.755) == pytest.approx(0.25)
     assert cosine.lr(0.755) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.735 / 0.98)))
-    saved = TrainConfig().complete().to_dict()  # as a run saves its settings
-    assert TrainConfig.from_dict(saved).lr_decay == "linear"
+    saved = RunConfig().to_dict()  # as a run saves its settings
+    assert RunConfig.from_dict(saved).lr_decay == "linear"
     del saved["lr_decay"]
-    assert TrainConfig.from_dict(saved).lr_decay == "cosine"
+    assert RunConfig.from_dict(saved).lr_decay == "cosine"
 
 
 def test_time_budget_stops_training(tmp_path):
@@ -159,7 +143,7 @@ def test_bf16_autocast_trains(cell):
     assert not trainer.scaler.is_enabled()  # only fp16 scales the loss
     assert trainer.model.decoder.weight.dtype == torch.float32  # weights stay fp32
     assert not torch.equal(before, trainer.model.decoder.weight)
-    assert trainer.best_val_bpc < 2.0  # it learned (from about 4.3 bits/char at the start)
+    assert trainer.state.best_val_bpc < 2.0  # it learned (from about 4.3 bits/char at the start)
 
 
 @pytest.mark.parametrize(("lstm_kernel", "way_out"), [(True, "bf16 or fp32"), (False, "fp32")])
@@ -171,7 +155,7 @@ def test_fp16_on_a_cpu_is_refused_with_the_way_out(monkeypatch, lstm_kernel, way
 
 def test_bf16_lstm_on_a_cpu_without_its_kernel_is_refused_with_the_way_out(monkeypatch):
     monkeypatch.setattr(charnn.nn.devices, "cpu_runs_lstm_in_bf16", lambda: False)
-    with pytest.raises(CharnnError, match="no bf16 LSTM kernel .* use --precision fp32"):
+    with pytest.raises(CharnnError, match="no bf16 LSTM kernel .* use precision fp32"):
         make_trainer("hello world", precision="bf16")
     cifg = ModelConfig(cell="cifg", hidden_size=32, embed_size=8, layers=1)
     make_trainer("hello world", precision="bf16", model=cifg)  # a written-out cell still runs
@@ -193,223 +177,6 @@ def test_threads_setting_reaches_pytorch(tmp_path):
         torch.set_num_threads(previous)
 
 
-# measured-looking speeds: each width trains slower and has more parameters than the last
-WIDTHS = {
-    128: Width(chars_per_sec=80_000, parameters=250_000),
-    256: Width(chars_per_sec=30_000, parameters=870_000),
-    384: Width(chars_per_sec=15_000, parameters=1_870_000),
-    512: Width(chars_per_sec=11_000, parameters=3_300_000),
-}
-
-
-def planned(config: TrainConfig, **facts) -> TrainConfig:
-    return plan_run(config, Facts(**{"widths": WIDTHS, "train_chars": 10**6, **facts})).config
-
-
-def test_a_time_budget_plans_the_widest_model_that_gets_enough_characters():
-    assert planned(TrainConfig(time_budget=70)).model.hidden_size == 256
-    assert planned(TrainConfig(time_budget=300)).model.hidden_size == 384
-    assert planned(TrainConfig(time_budget=600)).model.hidden_size == 384
-    assert planned(TrainConfig(time_budget=1200)).model.hidden_size == 384  # 3 per parameter
-    assert planned(TrainConfig(time_budget=1500), train_chars=2 * 10**6).model.hidden_size == 512
-    # the boundary: CHARS_PER_PARAMETER characters per parameter is enough, a little less not
-    exactly = WIDTHS[384].parameters * CHARS_PER_PARAMETER / (TRAINING_SHARE * 15_000)
-    assert planned(TrainConfig(time_budget=exactly * 1.0001)).model.hidden_size == 384
-    assert planned(TrainConfig(time_budget=exactly * 0.99)).model.hidden_size == 256
-    # from WIDE_FROM on, WIDE_CHARS_PER_PARAMETER
-    wide = WIDTHS[WIDE_FROM].parameters * WIDE_CHARS_PER_PARAMETER / (TRAINING_SHARE * 11_000)
-    big = 10**8  # a text that many passes never cap
-    assert planned(TrainConfig(time_budget=wide * 1.0001), train_chars=big).model.hidden_size == 512
-    assert planned(TrainConfig(time_budget=wide * 0.99), train_chars=big).model.hidden_size == 384
-    # 256 down to MIN_CHARS_PER_PARAMETER of all it trains; under that, 128
-    floor = WIDTHS[256].parameters * MIN_CHARS_PER_PARAMETER / (TRAINING_SHARE * 30_000)
-    assert planned(TrainConfig(time_budget=floor * 1.0001)).model.hidden_size == 256
-    assert planned(TrainConfig(time_budget=floor * 0.99)).model.hidden_size == 128
-    tiny = TrainConfig(time_budget=1)  # nothing fits: the narrowest measured
-    assert planned(tiny).model.hidden_size == 128
-    chosen_width = TrainConfig(time_budget=600, model=ModelConfig(hidden_size=100))
-    assert planned(chosen_width).model.hidden_size == 100  # chosen: kept
-    assert planned(TrainConfig(max_steps=10)).model.hidden_size == 256  # no budget: fallback
-    assert plan_run(TrainConfig(time_budget=600)).config.model.hidden_size == 256  # unmeasured
-
-
-def test_under_the_floor_256_still_trains_a_text_it_reads_reread_passes_times():
-    # half the floor's budget: 2x256 trains half a character per parameter, 435,000 characters
-    half = TrainConfig(time_budget=WIDTHS[256].parameters * 0.5 / (TRAINING_SHARE * 30_000))
-    read_five_times = int(0.5 * WIDTHS[256].parameters / REREAD_PASSES)  # 87,000
-    assert planned(half, train_chars=read_five_times - 50).model.hidden_size == 256
-    assert planned(half, train_chars=read_five_times + 50).model.hidden_size == 128
-    # measured on 100,000-character texts: 2x256 read 8-11 times beat 2x128 on three of five; read
-    # 4 times it lost
-    chars_256 = 0.5 * WIDTHS[256].parameters
-    assert planned(half, train_chars=int(chars_256 / 7)).model.hidden_size == 256
-    assert planned(half, train_chars=int(chars_256 / 4)).model.hidden_size == 128
-    assert planned(half, train_chars=10**6).model.hidden_size == 128  # under half a pass
-    assert planned(half, train_chars=0).model.hidden_size == 128  # the text's size unknown
-
-
-def test_the_width_rule_counts_at_most_useful_passes_over_a_small_text():
-    # 2400 s of 2x512 trains 22.4M characters, enough for its 3.3M parameters; but of a small
-    # text only USEFUL_PASSES passes count, and 10 passes of 1,319,000 characters are too few
-    needed = WIDE_CHARS_PER_PARAMETER * WIDTHS[512].parameters / USEFUL_PASSES  # 1,320,000
-    long = TrainConfig(time_budget=2400)
-    assert planned(long, train_chars=int(needed) + 1000).model.hidden_size == 512
-    assert planned(long, train_chars=int(needed) - 1000).model.hidden_size == 384
-    assert planned(long, train_chars=10_000).model.hidden_size == 256  # FALLBACK's floor holds
-
-
-def test_dropout_is_planned_from_the_passes_over_the_training_split():
-    window = TrainConfig.batch_size * TrainConfig.seq_len  # characters per step
-    steps_for = {
-        passes: int(passes * 10**6 / window) for passes in (3.4, 3.6, 6.9, 7.1, 10.9, 11.1)
-    }
-    assert planned(TrainConfig(max_steps=steps_for[3.4])).model.dropout == 0.0
-    assert planned(TrainConfig(max_steps=steps_for[3.6])).model.dropout == 0.1
-    assert planned(TrainConfig(max_steps=steps_for[6.9])).model.dropout == 0.1
-    assert planned(TrainConfig(max_steps=steps_for[7.1])).model.dropout == 0.2
-    assert planned(TrainConfig(max_steps=steps_for[10.9])).model.dropout == 0.2
-    assert planned(TrainConfig(max_steps=steps_for[11.1])).model.dropout == 0.3
-    assert planned(TrainConfig(epochs=1.5)).model.dropout == 0.0
-    assert planned(TrainConfig()).model.dropout == 0.2  # 10 epochs by default
-    assert planned(TrainConfig(epochs=11.1)).model.dropout == 0.3
-    assert planned(TrainConfig(epochs=50, model=ModelConfig(dropout=0.05))).model.dropout == 0.05
-    # beyond 20 passes DropConnect on the recurrent weights as well; given explicitly, it wins
-    assert planned(TrainConfig(epochs=20)).model.weight_drop == 0.0
-    assert planned(TrainConfig(epochs=20.1)).model.weight_drop == 0.2
-    assert planned(TrainConfig(epochs=20.1)).model.dropout == 0.3
-    assert (
-        planned(TrainConfig(epochs=50, model=ModelConfig(weight_drop=0.0))).model.weight_drop == 0
-    )
-    assert planned(TrainConfig()).model.weight_drop == 0.0  # 10 epochs
-    # many passes: AWD-LSTM's strength
-    assert planned(TrainConfig(epochs=35)).model.weight_drop == 0.2
-    assert planned(TrainConfig(epochs=35)).model.dropout == 0.3
-    assert planned(TrainConfig(epochs=35.1)).model.weight_drop == 0.5
-    assert planned(TrainConfig(epochs=35.1)).model.dropout == 0.5
-    # a budget: passes at the planned width's speed (600 s of 2x384: 7.7 passes of 1M)
-    assert planned(TrainConfig(time_budget=600)).model.dropout == 0.2
-    assert planned(TrainConfig(time_budget=600), train_chars=10**7).model.dropout == 0.0
-
-
-def test_beta1_is_planned_short_up_to_many_passes_and_a_given_one_wins():
-    assert planned(TrainConfig(epochs=1)).beta1 == FALLBACK["beta1"] == 0.5
-    assert planned(TrainConfig(epochs=MANY_PASSES)).beta1 == 0.5
-    assert planned(TrainConfig(epochs=MANY_PASSES + 0.1)).beta1 == BETA1_MANY_PASSES == 0.9
-    assert planned(TrainConfig(time_budget=600), train_chars=10_000).beta1 == 0.9
-    assert planned(TrainConfig(epochs=50, beta1=0.7)).beta1 == 0.7  # given: wins
-    assert planned(TrainConfig(epochs=1, beta1=0.0)).beta1 == 0.0
-    with pytest.raises(CharnnError, match="--beta1"):
-        TrainConfig(beta1=1.0)
-
-
-def test_patience_is_planned_for_runs_that_read_their_text_many_times():
-    assert planned(TrainConfig(epochs=MANY_PASSES)).patience == 0  # never stops early
-    assert planned(TrainConfig(epochs=MANY_PASSES + 0.1)).patience == PATIENCE
-    assert planned(TrainConfig(time_budget=600), train_chars=10_000).patience == PATIENCE
-    assert planned(TrainConfig(epochs=50, patience=0)).patience == 0  # given: wins
-    assert planned(TrainConfig(epochs=5, patience=7)).patience == 7
-    assert TrainConfig(epochs=50).complete().patience == 0  # unplanned: never
-    with pytest.raises(CharnnError, match="--patience"):
-        TrainConfig(patience=-1)
-
-
-def test_patience_covers_as_many_steps_where_evaluations_come_more_often():
-    assert patience_for(FALLBACK["eval_every"]) == PATIENCE == 3
-    assert patience_for(2000) == PATIENCE  # never fewer
-    assert patience_for(300) == 10 and patience_for(100) == 30
-    small = planned(TrainConfig(epochs=50), train_chars=10_000, eval_chars_read=1000)
-    assert small.eval_every == 100 and small.patience == 30
-    told = planned(TrainConfig(epochs=50, eval_every=500), train_chars=10_000)
-    assert told.patience == 6  # the spacing given explicitly counts too
-    assert planned(TrainConfig(epochs=50, eval_every=100, patience=2)).patience == 2  # given
-    # a re-planned run counts its own spacing as well
-    config = TrainConfig(time_budget=500, patience=0, eval_every=100)
-    _, changed, _ = replan(config, ["patience"], 50 * 10**6 / 500, 10**6)  # 50 passes
-    assert changed == {"patience": 30}
-
-
-def test_a_replan_moves_only_what_the_plan_chose_and_only_across_a_boundary():
-    model = ModelConfig(hidden_size=384, dropout=0.3, weight_drop=0.0)
-    config = TrainConfig(time_budget=500, patience=0, beta1=0.5, model=model)
-    at_many = MANY_PASSES * 10**6 / 500  # chars/s for exactly MANY_PASSES passes of 10**6
-    same, changed, passes = replan(config, REGULARISED, at_many, 10**6)
-    assert passes == MANY_PASSES and changed == {} and same == config
-    faster, changed, _ = replan(config, REGULARISED, at_many * 1.01, 10**6)
-    assert changed == {"weight_drop": 0.2, "patience": PATIENCE, "beta1": BETA1_MANY_PASSES}
-    assert faster.model.weight_drop == 0.2 and faster.patience == PATIENCE
-    assert faster.model.hidden_size == 384 and faster.model.dropout == 0.3  # the width stays
-    slower, changed, _ = replan(config, REGULARISED, at_many / 10, 10**6)  # 2 passes
-    assert changed == {"dropout": 0.0} and slower.model.dropout == 0.0
-    mine, changed, _ = replan(config, ["patience"], at_many * 5, 10**6)  # the rest was given
-    assert changed == {"patience": PATIENCE} and mine.model == config.model
-    steps = replace(config, max_steps=100)  # a step limit first: its characters count
-    _, _, passes = replan(steps, REGULARISED, at_many, 10**6)
-    assert passes == 100 * config.batch_size * config.seq_len / 10**6
-    with pytest.raises(ValueError, match="time-budgeted"):
-        replan(replace(config, time_budget=None), REGULARISED, at_many, 10**6)
-
-
-def test_precision_is_planned_for_a_budget_and_weight_decay_is_not():
-    short, long = TrainConfig(time_budget=70), TrainConfig(time_budget=300)
-    for config in (short, long, TrainConfig(), TrainConfig(max_steps=10)):
-        assert planned(config).weight_decay == FALLBACK["weight_decay"] == 0.1
-    assert planned(TrainConfig(time_budget=70, weight_decay=0.0)).weight_decay == 0.0
-    assert planned(long, native_bf16=True).precision == "bf16"
-    assert planned(long, native_bf16=False).precision == "fp32"
-    assert (
-        planned(TrainConfig(time_budget=300, precision="fp32"), native_bf16=True).precision
-        == "fp32"
-    )
-    assert planned(short, native_bf16=True).precision == "bf16"
-    assert planned(TrainConfig(), native_bf16=True).precision == "fp32"  # no budget
-
-
-def test_the_plan_says_once_what_it_chose():
-    plan = plan_run(TrainConfig(time_budget=300), Facts(10**6, True, WIDTHS))
-    assert plan.notice is not None
-    for part in ("5m", "bf16 autocast", "hidden size 384", "passes"):
-        assert part in plan.notice
-    assert "weight decay" not in plan.notice  # a plain default, not planned
-    fallback_wide = plan_run(TrainConfig(time_budget=120), Facts(10**6, False, WIDTHS))
-    assert fallback_wide.config.model.hidden_size == FALLBACK["hidden_size"]
-    assert "hidden size 256" in (fallback_wide.notice or "")  # measured, so named
-    assert plan_run(TrainConfig(max_steps=5)).notice is None  # nothing beyond the fallbacks
-    decided = TrainConfig(time_budget=300, precision="fp32",
-                          model=ModelConfig(hidden_size=64, dropout=0.0))  # fmt: skip
-    assert plan_run(decided, Facts(10**6, True, WIDTHS)).notice is None  # every flag wins
-    again = plan_run(plan.config, Facts(10**6, True, WIDTHS))
-    assert again.config == plan.config  # planned once
-
-
-def test_evaluations_are_planned_to_take_at_most_their_share_of_the_training_time():
-    step_chars = TrainConfig.batch_size * TrainConfig.seq_len
-    # what an evaluation may read to take EVAL_SHARE of the training time of 1000 steps
-    edge = round(FALLBACK["eval_every"] * EVAL_SHARE * step_chars / EVAL_COST)
-    short = TrainConfig(max_steps=10)
-    assert planned(short, eval_chars_read=edge).eval_every == 1000
-    assert planned(short, eval_chars_read=edge + 1).eval_every == 1100  # on, in hundreds
-    assert planned(short, eval_chars_read=4 * edge - 100).eval_every == 4000
-    assert planned(short, eval_chars_read=edge // 10).eval_every == 1000  # never more often
-    assert planned(short).eval_every == 1000  # an unknown split: the fallback
-    assert planned(replace(short, eval_every=7), eval_chars_read=4 * edge).eval_every == 7
-    plan = plan_run(short, Facts(10**6, eval_chars_read=2 * edge - 100))
-    assert plan.notice is not None and "eval every 2000" in plan.notice
-
-
-def test_evaluations_come_at_least_every_few_passes_over_a_small_text():
-    step_chars = TrainConfig.batch_size * TrainConfig.seq_len
-    short, cheap = TrainConfig(max_steps=10), 1000  # an evaluation that costs next to nothing
-    passes_in = round(500 * step_chars / EVAL_PASSES)  # a text EVAL_PASSES passes make 500 steps
-    assert planned(short, train_chars=passes_in, eval_chars_read=cheap).eval_every == 500
-    assert planned(short, train_chars=passes_in + 1, eval_chars_read=cheap).eval_every == 600
-    assert planned(short, train_chars=10, eval_chars_read=cheap).eval_every == 100  # at least
-    assert planned(short, train_chars=10**7, eval_chars_read=cheap).eval_every == 1000  # at most
-    # ...but never so often that evaluations take more than their share of the training time
-    dear = round(800 * EVAL_SHARE * step_chars / EVAL_COST)
-    assert planned(short, train_chars=passes_in, eval_chars_read=dear).eval_every == 800
-    assert planned(replace(short, eval_every=7), train_chars=10).eval_every == 7  # given: wins
-
-
 def test_calibration_measures_widths_until_one_no_longer_fits():
     from charnn.training.calibrate import calibrate
 
@@ -427,7 +194,7 @@ def test_calibration_measures_widths_until_one_no_longer_fits():
 
 
 def test_calibration_takes_the_median_step_so_one_slow_step_does_not_move_the_plan(monkeypatch):
-    from charnn.training import calibrate as calibration
+    import charnn.training.calibrate as calibration
 
     # steps of 10 ms, after two slow warm-ups, and one step of the five timed stalls for 2 s
     durations = iter([5.0, 5.0, 0.01, 0.01, 2.0, 0.01, 0.01])
@@ -447,7 +214,7 @@ def test_calibration_takes_the_median_step_so_one_slow_step_does_not_move_the_pl
 
 
 def test_a_width_timed_in_a_slow_stretch_is_timed_again_before_it_is_given_up(monkeypatch):
-    from charnn.training import calibrate as calibration
+    import charnn.training.calibrate as calibration
 
     timed: list[int] = []
     slow_first = {256}  # caught the machine busy once, then ran at its speed
@@ -514,8 +281,8 @@ def test_evaluations_score_the_eval_chars_sample_and_say_so():
     vocab = Vocab.from_text(text)
     ids = vocab.encode(text)
     events: list = []
-    config = TrainConfig(model=ModelConfig(hidden_size=16, embed_size=8, layers=1),
-                         max_steps=1, eval_chars=4_096, device="cpu")  # fmt: skip
+    config = RunConfig(model=ModelSpec(hidden_size=16, embed_size=8, layers=1),
+                       max_steps=1, eval_chars=4_096, device="cpu")  # fmt: skip
     trainer = Trainer(config, vocab, ids[:10_000], ids[10_000:], on_event=events.append)
     model = trainer.model
     sampled = stream_nats(model, trainer.val_ids, sample=4_096).sum() / 4_096 / math.log(2)
@@ -532,9 +299,9 @@ def test_evaluations_score_the_eval_chars_sample_and_say_so():
 
 def test_a_run_saved_before_eval_chars_existed_resumes_scoring_the_whole_split():
     saved = TrainConfig(max_steps=5).to_dict()
-    assert TrainConfig.from_dict(saved).eval_chars == TrainConfig().eval_chars
+    assert RunConfig.from_dict(saved).eval_chars == TrainConfig().eval_chars
     del saved["eval_chars"]
-    assert TrainConfig.from_dict(saved).eval_chars == 0
+    assert RunConfig.from_dict(saved).eval_chars == 0
 
 
 def test_patience_stops_after_that_many_evaluations_without_a_new_best(tmp_path, monkeypatch):

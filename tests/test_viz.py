@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from charnn.checkpoints.format import LoadedModel, load_checkpoint, make_payload, save_atomic
-from charnn.config.train import ModelConfig, TrainConfig
+from charnn.checkpoints.format import make_payload, save_atomic
+from charnn.checkpoints.loading import LoadedModel, load_checkpoint
+from charnn.config.model import ModelSpec
+from charnn.config.train import TrainConfig
 from charnn.errors import CharnnError
 from charnn.inspect.trace import trace
 from charnn.inspect.viz import feature, saturation
@@ -25,7 +27,7 @@ from conftest import make_text, run_charnn
 def loaded_model(cell, text, seed=0, layers=2, hidden=12, scale=1.0):
     torch.manual_seed(seed)
     vocab = Vocab.from_text(text)
-    config = ModelConfig(vocab_size=len(vocab), cell=cell, layers=layers, hidden_size=hidden,
+    config = ModelSpec(vocab_size=len(vocab), cell=cell, layers=layers, hidden_size=hidden,
                          embed_size=6)  # fmt: skip
     model = CharRNN(config).eval()
     with torch.no_grad():
@@ -36,7 +38,7 @@ def loaded_model(cell, text, seed=0, layers=2, hidden=12, scale=1.0):
 
 def save(loaded, path):
     config = TrainConfig(corpus="corpus.txt", model=loaded.model.config)
-    save_atomic(make_payload(loaded.model, loaded.vocab, config, {}, 0, {}), path)
+    save_atomic(make_payload(loaded.model, loaded.vocab, config.to_dict(), {}, 0, {}), path)
     return path
 
 

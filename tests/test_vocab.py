@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from charnn.errors import CharnnError
-from charnn.text.vocab import Vocab, read_corpus
+from charnn.text.reading import read_corpus
+from charnn.text.vocab import Vocab
 
 
 def test_vocabulary_is_every_code_point_sorted():

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from charnn import __version__
-from charnn.cli.common import CONTEXT
+from charnn.cli.common import CONTEXT, flag
 from charnn.cli.data import data
 from charnn.cli.evaluate import evaluate
 from charnn.cli.export import export
@@ -23,15 +23,18 @@ from charnn.cli.sample import sample
 from charnn.cli.serve import serve
 from charnn.cli.train import train
 from charnn.cli.viz import plot, viz
-from charnn.errors import CharnnError
+from charnn.errors import CharnnError, SettingError
 
 
 class CharnnGroup(click.Group):
-    """Turns a CharnnError anywhere below into one line on stderr and exit code 1."""
+    """Turns a CharnnError anywhere below into one line on stderr and exit code 1, naming
+    settings by their flags."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except SettingError as err:
+            raise click.ClickException(err.render(flag)) from None
         except CharnnError as err:
             raise click.ClickException(str(err)) from None
         except BrokenPipeError:

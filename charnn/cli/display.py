@@ -20,6 +20,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from charnn.cli.common import flag
 from charnn.training.events import Evaluated, Event, Notice, Saved, TrainResult
 from charnn.training.events import Progress as StepProgress
 
@@ -96,7 +97,7 @@ class TrainDisplay:
                 f"val {event.val_bpc:.4f} bits/char{mark}, {_clock(event.elapsed)} elapsed"
             )
         elif isinstance(event, Notice):
-            self.log(f"note: {event.message}")
+            self.log(f"note: {event.render(flag)}")
         elif isinstance(event, Saved):
             pass  # summarised once at the end
 

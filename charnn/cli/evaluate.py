@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from charnn.cli.common import CONTEXT, checkpoint_options, load_model
+from charnn.cli.common import CONTEXT, checkpoint_options, load_model, print_table
 from charnn.config.train import DEVICES
 
 
@@ -83,37 +84,58 @@ def evaluate(
         return
     if corpus is not None:
         raise click.UsageError("--corpus goes with --novelty")
-    from charnn.cli.display import ReadDisplay
-    from charnn.evaluation.dynamic import DynamicResult, evaluate_dynamic
-    from charnn.evaluation.evaluator import EvalResult
-    from charnn.evaluation.evaluator import evaluate as run_eval
-
     checkpoint = None
     if paths and (paths[0].suffix == ".pt" or paths[0].is_dir()):
         checkpoint, paths = paths[0], paths[1:]
-    files: list[Path | None] = list(paths) or [None]  # None: the model's validation split
     loaded = load_model(checkpoint, checkpoint_dir, cell, device)
-    model_device = next(loaded.model.parameters()).device
-    results: list[EvalResult] = []
-    adapted: list[DynamicResult | None] = []
+    files: list[Path | None] = list(paths) or [None]  # None: the model's validation split
+    results = _evaluate(loaded, files, encoding, dynamic, tune_on, quiet)
+    if as_json:
+        for result, adapted in results:
+            extra = {} if adapted is None else {"dynamic": adapted.to_dict()}
+            sys.stdout.write(json.dumps({**result.to_dict(), **extra}) + "\n")
+    else:
+        _print_results(loaded, results, dynamic)
+
+
+def _evaluate(
+    loaded: Any,
+    files: list[Path | None],
+    encoding: str,
+    dynamic: bool,
+    tune_on: Path | None,
+    quiet: bool,
+) -> list[tuple[Any, Any]]:
+    """Each file's result, and its dynamic evaluation's (None unless asked for), with a bar
+    for each text read on a terminal."""
+    from charnn.cli.display import ReadDisplay
+    from charnn.evaluation.dynamic import evaluate_dynamic
+    from charnn.evaluation.evaluator import evaluate as run_eval
+
+    device = next(loaded.model.parameters()).device
+    results = []
     with ReadDisplay(quiet) as display:
         for file in files:
             name = "the validation split" if file is None else str(file)
-            shown = display.reading(name)
-            results.append(run_eval(loaded, file, encoding=encoding, device=model_device,
-                                    on_progress=shown))  # fmt: skip
-            if not dynamic:
-                adapted.append(None)
-                continue
-            shown = display.reading(f"{name}, dynamically")
-            adapted.append(evaluate_dynamic(loaded, file, tune_on=tune_on, encoding=encoding,
-                                            device=model_device, on_progress=shown))  # fmt: skip
-    if as_json:
-        for result, dyn in zip(results, adapted, strict=True):
-            extra = {} if dyn is None else {"dynamic": dyn.to_dict()}
-            sys.stdout.write(json.dumps({**result.to_dict(), **extra}) + "\n")
-        return
-    from rich.console import Console
+            result = run_eval(loaded, file, encoding=encoding, device=device,
+                              on_progress=display.reading(name))  # fmt: skip
+            adapted = None
+            if dynamic:
+                adapted = evaluate_dynamic(
+                    loaded,
+                    file,
+                    tune_on=tune_on,
+                    encoding=encoding,
+                    device=device,
+                    on_progress=display.reading(f"{name}, dynamically"),
+                )
+            results.append((result, adapted))
+    return results
+
+
+def _print_results(loaded: Any, results: list[tuple[Any, Any]], dynamic: bool) -> None:
+    """One row per file (the dynamic columns with --dynamic), then a note for each file with
+    characters the model never saw."""
     from rich.table import Table
 
     table = Table(title=f"{loaded.path}", title_justify="left")
@@ -122,16 +144,17 @@ def evaluate(
         columns += ["dynamic bits/char", "lr", "decay", "seconds"]
     for column in columns:
         table.add_column(column, justify="left" if column == "file" else "right")
-    for r, dyn in zip(results, adapted, strict=True):
+    for r, adapted in results:
         name = r.file if r.split is None else f"{r.file} ({r.split} split)"
         row = [name, f"{r.chars:,}", f"{r.unknown:,}", f"{r.nats_per_char:.4f}",
                f"{r.bits_per_char:.4f}", f"{r.perplexity:.3f}"]  # fmt: skip
-        if dyn is not None:
-            row += [f"{dyn.bits_per_char:.4f}", f"{dyn.settings.lr:g}", f"{dyn.settings.decay:g}",
-                    f"{dyn.seconds:.1f} (+{dyn.tune_seconds:.1f} tuning)"]  # fmt: skip
+        if adapted is not None:
+            settings = adapted.settings
+            row += [f"{adapted.bits_per_char:.4f}", f"{settings.lr:g}", f"{settings.decay:g}",
+                    f"{adapted.seconds:.1f} (+{adapted.tune_seconds:.1f} tuning)"]  # fmt: skip
         table.add_row(*row)
-    Console().print(table)
-    for r in results:
+    print_table(table)
+    for r, _ in results:
         if r.unknown:
             click.echo(
                 f"note: {r.file}: {r.unknown} characters outside the vocabulary were left "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from charnn.cli.common import load_model, read_text_argument
+from charnn.cli.common import load_model, print_table, read_text_argument
 
 
 def parse_ns(text: str) -> tuple[int, ...]:
@@ -42,7 +42,7 @@ def report_novelty(
     if corpus_path is not None:
         if checkpoint is not None:
             raise click.UsageError("give a CHECKPOINT or --corpus, not both")
-        corpus = load_corpus(corpus_path, encoding)
+        corpus = load_corpus(corpus_path, encoding=encoding)
         ids, vocab, against = corpus.ids, corpus.vocab, str(corpus_path)
     else:
         loaded = load_model(checkpoint, checkpoint_dir, cell)
@@ -54,7 +54,6 @@ def report_novelty(
             record = {"sample": sample_path, "corpus": against, **result.to_dict()}
             sys.stdout.write(json.dumps(record) + "\n")
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{sample_path} against {against} ({len(ids):,} characters)",
@@ -64,4 +63,4 @@ def report_novelty(
     for r in results:
         fraction = "-" if r.fraction is None else f"{r.fraction:.4f}"
         table.add_row(str(r.n), f"{r.ngrams:,}", f"{r.novel:,}", fraction)
-    Console().print(table)
+    print_table(table)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from charnn.cli.common import CONTEXT
-from charnn.config.train import ModelConfig, TrainConfig
+from charnn.cli.common import CONTEXT, print_table
+from charnn.config.model import ModelSpec
+from charnn.config.train import TrainConfig
 
 
 @click.command("list", context_settings=CONTEXT)
@@ -21,7 +22,7 @@ from charnn.config.train import ModelConfig, TrainConfig
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run on stdout.")
 def list_command(checkpoint_dir: Path, as_json: bool) -> None:
     """The runs under --checkpoint-dir, newest first."""
-    from charnn.training.prepare import list_runs
+    from charnn.checkpoints.summary import list_runs
 
     runs = list_runs(checkpoint_dir)
     if as_json:
@@ -31,7 +32,6 @@ def list_command(checkpoint_dir: Path, as_json: bool) -> None:
     if not runs:
         click.echo(f"no runs under {checkpoint_dir}/", err=True)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table()
@@ -39,7 +39,7 @@ def list_command(checkpoint_dir: Path, as_json: bool) -> None:
         table.add_column(column, justify="right" if column in ("params", "steps") else "left")
     for r in runs:
         if "error" in r:
-            table.add_row(r["name"], "[red]unreadable[/red]", "", "", "", "", r["error"][:60], "")
+            table.add_row(r["name"], "[red]unreadable[/red]", "", "", "", "", r["error"], "")
             continue
         bpc = "-" if r["best_val_bpc"] is None else f"{r['best_val_bpc']:.4f}"
         table.add_row(
@@ -52,7 +52,7 @@ def list_command(checkpoint_dir: Path, as_json: bool) -> None:
             str(r["corpus"]),
             r["modified"].replace("T", " "),
         )
-    Console().print(table)
+    print_table(table)
 
 
 @click.command(context_settings=CONTEXT)
@@ -60,20 +60,20 @@ def list_command(checkpoint_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def info(checkpoint: Path, as_json: bool) -> None:
     """Describe CHECKPOINT (a .pt file or run folder): configs, vocabulary, metrics."""
-    from charnn.checkpoints.format import describe_checkpoint
+    from charnn.checkpoints.summary import describe_checkpoint
 
     described = describe_checkpoint(checkpoint)
     if as_json:
         sys.stdout.write(json.dumps(described, ensure_ascii=False) + "\n")
         return
     metrics = described["metrics"]
-    shape = ModelConfig.from_dict(described["model_config"]).complete()
-    before_decoder = shape.dropout_before_decoder()
+    shape = ModelSpec.from_dict(described["model_config"])
     lines = [
         f"checkpoint   {described['path']}",
         f"charnn       {described['charnn_version']} (format {described['format_version']})",
         f"model        {shape.cell}, {shape.layers}x{shape.hidden_size}, embed "
-        f"{shape.embed_size}, dropout {shape.dropout} ({before_decoder:g} before the decoder)",
+        f"{shape.embed_size}, dropout {shape.dropout} ({shape.decoder_dropout:g} before the "
+        "decoder)",
         f"parameters   {described['parameters']:,}",
         f"vocabulary   {described['vocab_size']} characters: {described['vocab']!r}",
         f"step         {described['step']:,}",

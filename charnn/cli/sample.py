@@ -13,9 +13,11 @@ from charnn.cli.common import (
     CONTEXT,
     FiniteRange,
     checkpoint_options,
+    flag,
     load_model,
     read_text_argument,
 )
+from charnn.config.sample import MAX_SEED, UNKNOWN
 
 
 def _unescape(text: str) -> str:
@@ -76,7 +78,7 @@ def _unescape(text: str) -> str:
 @click.option("--no-echo-prime", is_flag=True, help="Do not print the prime before the sample.")
 @click.option(
     "--unknown",
-    type=click.Choice(["error", "skip"]),
+    type=click.Choice(UNKNOWN),
     default="error",
     help="Prime characters the model never saw: fail, or leave them out.",
 )
@@ -99,7 +101,7 @@ def _unescape(text: str) -> str:
 )
 @click.option(
     "--seed",
-    type=click.IntRange(0, 2**32 - 1),  # numpy's generators take no other
+    type=click.IntRange(0, MAX_SEED),
     default=None,
     help="Same seed, same text (on the same machine).",
 )
@@ -133,56 +135,72 @@ def sample(
 
     Without CHECKPOINT, the best checkpoint of the newest run under --checkpoint-dir.
     """
-    import random
-
-    from charnn.generation.sampler import SampleConfig, generate, prepare_prime
-
     if prime is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
     if options["length"] == 0 and options["num_samples"] > 1 and not options["stop"]:
         raise click.UsageError("--length 0 with several samples needs a --stop string")
     loaded = load_model(checkpoint, checkpoint_dir, cell)
     text = read_text_argument(prime_file, "prime file") if prime_file is not None else (prime or "")
-    missing = loaded.vocab.unknown(text)
-    text = prepare_prime(text, loaded, options["unknown"])  # fails early on unknown characters
-    if missing:
-        click.echo(f"note: left out of the prime: {''.join(missing)!r}", err=True)
+    config = _config(loaded, text, greedy, options)
+    if interactive:
+        _interactive(loaded, config)
+    elif output_format == "jsonl":
+        _write_jsonl(loaded, config)
+    else:
+        _write_text(loaded, config, "" if no_echo_prime else config.prime, _unescape(separator))
+
+
+def _config(loaded: Any, prime: str, greedy: bool, options: dict[str, Any]) -> Any:
+    """The SampleConfig the flags ask for; characters of the prime the model never saw are
+    refused, or left out with a note (--unknown skip); an unset seed is drawn, to be recorded."""
+    import random
+
+    from charnn.config.sample import SampleConfig
+    from charnn.generation.prime import check_prime
+
+    checked = check_prime(prime, loaded.vocab, options["unknown"])
+    if checked != prime:
+        click.echo(
+            f"note: left out of the prime: {''.join(loaded.vocab.unknown(prime))!r}", err=True
+        )
     if options["seed"] is None:
         options["seed"] = random.SystemRandom().randrange(2**32)  # recorded in JSONL
     if greedy:
         options["temperature"] = 0.0
-    config = SampleConfig(prime=text, stop=tuple(options.pop("stop")), **options)
-    echo = "" if no_echo_prime else text
-    if interactive:
-        _interactive(loaded, config)
-        return
+    return SampleConfig(prime=checked, stop=tuple(options.pop("stop")), **options)
 
-    if output_format == "jsonl":
-        texts = ["" for _ in range(config.num_samples)]
-        for i, piece in generate(loaded, config):
-            texts[i] += piece
-        for i, generated in enumerate(texts):
-            record = {
-                "index": i,
-                "text": generated,
-                "prime": text,
-                "checkpoint": str(loaded.path),
-                "temperature": config.temperature,
-                "top_k": config.top_k,
-                "top_p": config.top_p,
-                "seed": config.seed,
-            }
-            if config.repetition_penalty != 1:  # named only when used
-                record["repetition_penalty"] = config.repetition_penalty
-            if config.beam is not None:
-                record["beam"] = config.beam
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-        return
+
+def _write_jsonl(loaded: Any, config: Any) -> None:
+    """One JSON object per sample, with its settings, once all are done."""
+    from charnn.generation.sampler import sample_batch
+
+    for i, generated in enumerate(sample_batch(loaded, config)):
+        record = {
+            "index": i,
+            "text": generated,
+            "prime": config.prime,
+            "checkpoint": str(loaded.path),
+            "temperature": config.temperature,
+            "top_k": config.top_k,
+            "top_p": config.top_p,
+            "seed": config.seed,
+        }
+        if config.repetition_penalty != 1:  # named only when used
+            record["repetition_penalty"] = config.repetition_penalty
+        if config.beam is not None:
+            record["beam"] = config.beam
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _write_text(loaded: Any, config: Any, echo: str, separator: str) -> None:
+    """The first sample streams as it is generated; the others follow it, each after the
+    separator and the prime."""
+    from charnn.generation.sampler import generate
 
     out = sys.stdout
     out.write(echo)
     out.flush()
-    later = ["" for _ in range(config.num_samples)]  # the first sample streams; others wait
+    later = ["" for _ in range(config.num_samples)]
     last = echo[-1:]
     for i, piece in generate(loaded, config):
         if i == 0:
@@ -192,7 +210,7 @@ def sample(
         else:
             later[i] += piece
     for generated in later[1:]:
-        chunk = _unescape(separator) + echo + generated
+        chunk = separator + echo + generated
         out.write(chunk)
         last = chunk[-1:] or last
     if out.isatty() and last != "\n":
@@ -204,8 +222,9 @@ def _interactive(loaded: Any, config: Any) -> None:
     """Prime, continuation, prime, continuation... Round k samples with seed + k."""
     from dataclasses import replace
 
-    from charnn.errors import CharnnError
-    from charnn.generation.sampler import generate, prepare_prime
+    from charnn.errors import CharnnError, SettingError
+    from charnn.generation.prime import check_prime
+    from charnn.generation.sampler import generate
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise click.UsageError("--interactive needs a terminal; in a pipe, use --prime-file -")
@@ -221,9 +240,10 @@ def _interactive(loaded: Any, config: Any) -> None:
             click.echo(err=True)
             return
         try:
-            prime = prepare_prime(_unescape(line), loaded, config.unknown)
+            prime = check_prime(_unescape(line), loaded.vocab, config.unknown)
         except CharnnError as err:
-            click.echo(f"Error: {err}", err=True)
+            shown = err.render(flag) if isinstance(err, SettingError) else str(err)
+            click.echo(f"Error: {shown}", err=True)
             continue
         settings = replace(config, prime=prime, num_samples=1, seed=config.seed + round_)
         for _, piece in generate(loaded, settings):

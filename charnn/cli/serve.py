@@ -58,7 +58,7 @@ def serve(
     Without CHECKPOINT, the best checkpoint of the newest run under --checkpoint-dir.
     Ctrl-C stops it.
     """
-    from charnn import serve as serving
+    from charnn.serve import server as serving
 
     serving.check_installed()
     from charnn.serve.app import ServeSettings

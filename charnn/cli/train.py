@@ -9,35 +9,30 @@ from typing import Any
 import click
 
 from charnn.cli.common import CONTEXT, FiniteRange
-from charnn.config.train import (
-    CELLS,
-    DECODER_DROPOUT_SHARE,
-    DEVICES,
-    FALLBACK,
-    LR_DECAYS,
-    PRECISIONS,
-    ModelConfig,
-    TrainConfig,
-    parse_duration,
-    read_config_file,
-)
+from charnn.config.files import parse_duration, read_config_file
+from charnn.config.model import CELLS, DECODER_DROPOUT_SHARE, ModelConfig
+from charnn.config.train import DEVICES, LR_DECAYS, ON_NAN, PRECISIONS, RunConfig, TrainConfig
 from charnn.errors import CharnnError
 from charnn.training.plan import (
     BETA1_MANY_PASSES,
     CHARS_PER_PARAMETER,
     EVAL_SHARE,
+    FALLBACK_WIDTH,
     MANY_PASSES,
-    MIN_CHARS_PER_PARAMETER,
     PATIENCE,
     REREAD_PASSES,
     USEFUL_PASSES,
-    WIDE_CHARS_PER_PARAMETER,
-    WIDE_FROM,
     WIDTHS,
     by_passes,
 )
 
 EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def _per_parameter() -> str:
+    """training.plan's characters-per-parameter rows, in words (for --help)."""
+    rows = [f"{need:g} from {start} units" for start, need, _ in CHARS_PER_PARAMETER]
+    return ", ".join(rows)
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -82,12 +77,10 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     "--hidden-size",
     type=click.IntRange(min=1),
     default=None,
-    help="Units per layer [default: planned; with a --time-budget the widest model that trains "
-    f"on {CHARS_PER_PARAMETER:g} characters per parameter ({WIDE_CHARS_PER_PARAMETER:g} from "
-    f"{WIDE_FROM} units), counting at most {USEFUL_PASSES:g} passes over the text "
-    f"({WIDTHS[0]} where {FALLBACK['hidden_size']} would train under "
-    f"{MIN_CHARS_PER_PARAMETER:g} per parameter and read the text under {REREAD_PASSES:g} "
-    f"times), else {FALLBACK['hidden_size']}].",
+    help="Units per layer [default: planned; with a --time-budget the widest of "
+    f"{', '.join(map(str, WIDTHS))} that trains on enough characters per parameter "
+    f"({_per_parameter()}), counting at most {USEFUL_PASSES:g} passes over the text (or up to "
+    f"{FALLBACK_WIDTH}, that reads it {REREAD_PASSES:g} times), else {FALLBACK_WIDTH}].",
 )
 @click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
 @click.option(
@@ -139,20 +132,20 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     type=click.Choice(LR_DECAYS),
     default=None,
     help="How the learning rate falls to zero over the run after its warm-up "
-    f"[default: {FALLBACK['lr_decay']}].",
+    f"[default: {RunConfig.lr_decay}].",
 )
 @click.option(
     "--weight-decay",
     type=FiniteRange(min=0),
     default=None,
-    help=f"AdamW's decoupled weight decay [default: {FALLBACK['weight_decay']}].",
+    help=f"AdamW's decoupled weight decay [default: {RunConfig.weight_decay}].",
 )
 @click.option(
     "--beta1",
     type=FiniteRange(0, 1, max_open=True),
     default=None,
     help="AdamW's β1, the decay of its running mean of gradients [default: planned: "
-    f"{FALLBACK['beta1']} up to {MANY_PASSES:g} passes over the text, then {BETA1_MANY_PASSES}].",
+    f"{RunConfig.beta1} up to {MANY_PASSES:g} passes over the text, then {BETA1_MANY_PASSES}].",
 )
 @click.option(
     "--clip",
@@ -199,7 +192,7 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     type=click.IntRange(min=1),
     default=None,
     help="Steps between evaluations (and checkpoints); also at the end [default: planned; "
-    f"{FALLBACK['eval_every']}, or more where evaluations would take over "
+    f"{RunConfig.eval_every}, or more where evaluations would take over "
     f"{EVAL_SHARE:.0%} of the training time].",
 )
 @click.option(
@@ -273,7 +266,7 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 )
 @click.option(
     "--on-nan",
-    type=click.Choice(["stop", "skip"]),
+    type=click.Choice(ON_NAN),
     default=TrainConfig.on_nan,
     help="A non-finite loss or gradient: stop (keeping the last good checkpoint), or "
     "skip the batch and halve the learning rate.",

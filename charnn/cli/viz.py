@@ -8,7 +8,13 @@ from pathlib import Path
 
 import click
 
-from charnn.cli.common import CONTEXT, checkpoint_options, load_model, read_text_argument
+from charnn.cli.common import (
+    CONTEXT,
+    checkpoint_options,
+    load_model,
+    print_table,
+    read_text_argument,
+)
 
 WHATS = ("hidden", "cell", "forget", "input", "output", "update", "reset")
 
@@ -122,24 +128,22 @@ def _split_paths(paths: tuple[Path, ...], has_text: bool) -> tuple[Path | None, 
 
 
 def _print_tables(ranking, saturations) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
     if ranking:
         table = Table(title="units that follow the feature", title_justify="left")
         for column in ("layer", "what", "unit", "correlation"):
             table.add_column(column, justify="right")
         for s in ranking:
             table.add_row(str(s.layer), s.what, str(s.unit), f"{s.score:+.3f}")
-        console.print(table)
+        print_table(table)
     if saturations:
         table = Table(title="gate saturation", title_justify="left")
         for column in ("layer", "gate", "left (< 0.1)", "right (> 0.9)"):
             table.add_column(column, justify="right")
         for s in saturations:
             table.add_row(str(s.layer), s.gate, f"{s.left:.3f}", f"{s.right:.3f}")
-        console.print(table)
+        print_table(table)
 
 
 def _print_text(traced, what: str, layer: int, unit: int) -> None:

@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from charnn.checkpoints.format import LoadedModel
-from charnn.errors import CharnnError
+from charnn.checkpoints.loading import LoadedModel
+from charnn.errors import SettingError
 from charnn.evaluation.evaluator import ids_to_score, model_corpus
 from charnn.nn.model import CharRNN, detach_state
-from charnn.text.vocab import read_corpus
+from charnn.text.reading import read_text
 
 WINDOW = 64  # characters scored between two updates
 # The end of the training split, where the scales and settings are set: 30,000 characters read
@@ -201,10 +201,10 @@ def dynamic_bits_per_char(
     `ids` adapting. `on_progress` hears the fraction of all three done, counted in characters."""
     tune_ids = tune_ids[-TUNE_CHARS:]
     if len(tune_ids) < MIN_TUNE_CHARS:
-        raise CharnnError(
+        raise SettingError(
             f"dynamic evaluation sets its steps on at least {MIN_TUNE_CHARS:,} characters of "
             f"training text, and has {len(tune_ids):,} that the model knows: pass a longer "
-            "--tune-on FILE"
+            "{tune_on} FILE"
         )
     total = TUNING_READS * len(tune_ids) + len(ids)
     scaled, tuned_share = len(tune_ids) / total, TUNING_READS * len(tune_ids) / total
@@ -242,7 +242,7 @@ def evaluate_dynamic(
     corpus the model was trained on)."""
     ids, _, _ = ids_to_score(loaded, file, encoding)
     if tune_on is not None:
-        tune_ids, _ = loaded.vocab.encode_known(read_corpus(tune_on, encoding))
+        tune_ids, _ = loaded.vocab.encode_known(read_text(tune_on, encoding))
     else:
         tune_ids = _training_tail(loaded)
     return dynamic_bits_per_char(loaded.model, ids, tune_ids, device, on_progress)
@@ -251,7 +251,7 @@ def evaluate_dynamic(
 def _training_tail(loaded: LoadedModel) -> np.ndarray:
     """The last TUNE_CHARS of the model's training split (never its validation text)."""
     corpus = model_corpus(
-        loaded, "dynamic evaluation sets its steps on training text", "pass --tune-on FILE"
+        loaded, "dynamic evaluation sets its steps on training text", "pass {tune_on} FILE"
     )
     train_end = corpus.train_end(loaded.train_config.val_frac)
     tail = corpus.vocab.decode(corpus.ids[max(0, train_end - TUNE_CHARS) : train_end])

@@ -22,8 +22,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from charnn.errors import CharnnError
 from charnn.text.vocab import Vocab, code_points
 
-if TYPE_CHECKING:  # not imported at run time: comparing with a --corpus needs no torch
-    from charnn.checkpoints.format import LoadedModel
+if TYPE_CHECKING:  # not imported at run time: comparing with a corpus file needs no torch
+    from charnn.checkpoints.loading import LoadedModel
 
 DEFAULT_NS = (5, 10, 20, 30, 40, 50)
 CHUNK = 1 << 20  # corpus positions hashed at a time: a few arrays of 8 bytes each per position
@@ -83,7 +83,7 @@ def training_ids(loaded: LoadedModel) -> tuple[np.ndarray, Vocab]:
     validation split, which the model never learned from."""
     from charnn.evaluation.evaluator import model_corpus
 
-    corpus = model_corpus(loaded, "novelty compares with the training text", "pass --corpus FILE")
+    corpus = model_corpus(loaded, "novelty compares with the training text", "pass {corpus} FILE")
     train_end = corpus.train_end(loaded.train_config.val_frac)
     return corpus.ids[:train_end], corpus.vocab
 

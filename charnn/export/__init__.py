@@ -9,15 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charnn.checkpoints.format import LoadedModel
+from charnn.checkpoints.loading import LoadedModel
 
 FORMATS = ("html", "ml5")
-
-
-def model_name(loaded: LoadedModel) -> str:
-    """A run folder's name for its best.pt or last.pt, else the checkpoint file's stem."""
-    path = loaded.path
-    return path.parent.name if path.name in ("best.pt", "last.pt") else path.stem
 
 
 def export(loaded: LoadedModel, out: str | Path, format: str) -> Path:

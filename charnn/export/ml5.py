@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from charnn.checkpoints.format import LoadedModel
-from charnn.errors import CharnnError
+from charnn.checkpoints.loading import LoadedModel
+from charnn.errors import CharnnError, SettingError
 from charnn.nn.cells import SPECS
 
 CELL = "rnnlm/multi_rnn_cell/cell_{k}/basic_lstm_cell/{part}"
@@ -39,15 +39,15 @@ def check_exportable(loaded: LoadedModel) -> None:
             "peephole": "its basic LSTM cell has no peephole connections",
             "gru": "it has no GRU cell",
         }.get(config.cell, "it has no plain RNN cell")
-        raise CharnnError(
+        raise SettingError(
             f"ml5's charRNN runs LSTM models only ({why}), and this is a {config.cell} model: "
-            "export it with --format html instead"
+            "export it with {format} html instead"
         )
     if config.layers != 2:
-        raise CharnnError(
+        raise SettingError(
             "ml5's charRNN predicts from the output of its second layer (state.h[1]) whatever "
             f"the depth, so it runs 2-layer models only; this one has {config.layers}: "
-            "export it with --format html instead"
+            "export it with {format} html instead"
         )
 
 

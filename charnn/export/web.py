@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from charnn.checkpoints.format import LoadedModel
-from charnn.export import model_name
+from charnn.checkpoints.loading import LoadedModel
 from charnn.nn.cells import SPECS
 
 
@@ -59,7 +58,7 @@ def script_json(data: Any) -> str:
 
 def page(loaded: LoadedModel) -> str:
     """The self-contained page, as text."""
-    name = model_name(loaded)
+    name = loaded.name
     config = loaded.model.config
     described = f"{config.cell}, {config.layers}×{loaded.model.hidden_size}, step {loaded.step}"
     replacements = {
@@ -79,6 +78,6 @@ def export_html(loaded: LoadedModel, out: str | Path) -> Path:
     """Write the page to `out` (a file; a folder gets MODEL.html inside it)."""
     out = Path(out)
     if out.is_dir():
-        out = out / f"{model_name(loaded)}.html"
+        out = out / f"{loaded.name}.html"
     out.write_text(page(loaded), encoding="utf-8")
     return out

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from charnn.checkpoints.format import LoadedModel
+from charnn.checkpoints.loading import LoadedModel
+from charnn.config.sample import SampleConfig
 from charnn.generation.penalty import RepetitionPenalty
-from charnn.generation.sampler import SampleConfig, read_prime
+from charnn.generation.prime import check_prime, read_prime
+from charnn.nn.stepper import Stepper, take_rows
 
 
 def beam_search(loaded: LoadedModel, config: SampleConfig) -> str:
@@ -24,7 +26,10 @@ def beam_search(loaded: LoadedModel, config: SampleConfig) -> str:
     a stop string, left out unless `config.include_stop`). Beam width: `config.beam`."""
     width = config.beam or 1
     chars = loaded.vocab.chars
-    stepper, state, logits = read_prime(loaded, config, 1)
+    stepper = Stepper(loaded.model)
+    prime = check_prime(config.prime, loaded.vocab, config.unknown)
+    primed = read_prime(loaded.model, loaded.vocab, prime, stepper)
+    logits, state = primed.logits, primed.state
     vocab_size = logits.shape[1]
     penalty = None
     if config.repetition_penalty != 1:
@@ -63,8 +68,7 @@ def beam_search(loaded: LoadedModel, config: SampleConfig) -> str:
             break
         if best_finished is not None and scores.max() <= best_finished[0]:
             break  # scores only fall: no live beam can overtake the finished one
-        state = [tuple(part[parents] for part in layer) if isinstance(layer, tuple)
-                 else layer[parents] for layer in state]  # fmt: skip
+        state = take_rows(state, parents)
         if penalty is not None:
             penalty.select(parents)
             penalty.append(ids)

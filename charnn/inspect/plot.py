@@ -6,9 +6,9 @@ import io
 import math
 from pathlib import Path
 
-from charnn.checkpoints.format import read_metrics_log
+from charnn.checkpoints.folder import METRICS_LOG, read_metrics_log
 from charnn.errors import CharnnError
-from charnn.fileio import METRICS_LOG, atomic_write
+from charnn.fileio import atomic_write
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from charnn.checkpoints.format import LoadedModel
-from charnn.errors import CharnnError
+from charnn.checkpoints.loading import LoadedModel
+from charnn.errors import CharnnError, SettingError
 from charnn.nn.cells import SPECS
 from charnn.nn.model import CharRNN
 from charnn.text.vocab import describe_chars
@@ -47,9 +47,9 @@ class Trace:
             shown = ", ".join(self.values)
             raise CharnnError(f"a {self.cell} cell has no {what}: choose one of {shown}")
         if not 0 <= layer < self.layers:
-            raise CharnnError(f"--layer {layer}: the model has layers 0 to {self.layers - 1}")
+            raise SettingError(f"{{layer}} {layer}: the model has layers 0 to {self.layers - 1}")
         if not 0 <= unit < self.hidden_size:
-            raise CharnnError(f"--unit {unit}: layers have units 0 to {self.hidden_size - 1}")
+            raise SettingError(f"{{unit}} {unit}: layers have units 0 to {self.hidden_size - 1}")
         return self.values[what][layer, :, unit]
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from charnn.errors import CharnnError
+from charnn.errors import SettingError, literal
 from charnn.inspect.trace import Trace
 
 GATE_NAMES = ("forget", "input", "output", "update", "reset")
@@ -53,16 +53,16 @@ def feature(text: str, name: str) -> np.ndarray:
         try:
             pattern = re.compile(name)
         except re.error as err:
-            raise CharnnError(
-                f"--find {name!r} is neither {', '.join(NAMED_FEATURES)} nor a regular "
-                f"expression ({err})"
+            raise SettingError(
+                f"{{find}} {literal(repr(name))} is neither {', '.join(NAMED_FEATURES)} nor a "
+                f"regular expression ({literal(err)})"
             ) from None
         for match in pattern.finditer(text):
             values[match.start() : match.end()] = 1.0
     if values.std() == 0:
-        raise CharnnError(
-            f"--find {name}: the feature never changes in this text, so no unit can follow it; "
-            "use a text where it does"
+        raise SettingError(
+            f"{{find}} {literal(name)}: the feature never changes in this text, so no unit can "
+            "follow it; use a text where it does"
         )
     return values
 

@@ -1,24 +1,25 @@
-"""Where and in what arithmetic a model runs: the device, bf16/fp16 autocast, CPU threads, and
-the optimizer kernel that suits it."""
+"""Where and in what arithmetic a model runs: the device and its memory, bf16/fp16 autocast, and
+CPU threads."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from functools import cache
 
 import torch
 
-from charnn.errors import CharnnError
+from charnn.errors import SettingError, literal
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise CharnnError("--device cuda asked for, but PyTorch sees no CUDA GPU: use --device cpu")
+        raise SettingError(
+            "{device} cuda asked for, but PyTorch sees no CUDA GPU: use {device} cpu"
+        )
     if name == "mps" and not torch.backends.mps.is_available():
-        raise CharnnError("--device mps asked for, but this machine has no MPS: use --device cpu")
+        raise SettingError("{device} mps asked for, but this machine has no MPS: use {device} cpu")
     return torch.device(name)
 
 
@@ -39,14 +40,14 @@ def memory_of(device: torch.device) -> int | None:
 
 def check_fits(parameters: int, shape: str, device: torch.device) -> None:
     """Refuse, before anything is allocated, a model that could not train in `device`'s memory
-    (a mistyped --hidden-size or --layers would otherwise build for minutes, then fail)."""
+    (a mistyped hidden size or layer count would otherwise build for minutes, then fail)."""
     needed, memory = parameters * TRAINING_BYTES_PER_PARAMETER, memory_of(device)
     if memory is not None and needed > memory:
-        raise CharnnError(
-            f"a {shape} model has {parameters:,} parameters: training it needs at least "
+        raise SettingError(
+            f"a {literal(shape)} model has {parameters:,} parameters: training it needs at least "
             f"{needed / 2**30:,.1f} GiB (weights, gradients and AdamW's two averages), more than "
-            f"the {memory / 2**30:,.1f} GiB of memory here; choose a smaller --hidden-size or "
-            "fewer --layers"
+            f"the {memory / 2**30:,.1f} GiB of memory here; choose a smaller {{hidden_size}} or "
+            "fewer {layers}"
         )
 
 
@@ -76,16 +77,18 @@ AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def precision_problem(device: torch.device, precision: str, cell: str) -> str | None:
     """Why a `cell` model cannot train in `precision` on `device` (None: it can), in words that
-    say what to do instead."""
+    say what to do instead (a SettingError's template)."""
     if device.type != "cpu" or precision == "fp32":
         return None
     no_bf16 = cell == "lstm" and not cpu_runs_lstm_in_bf16()
     if precision == "fp16":  # oneDNN has no fp16 LSTM kernel
-        return f"--precision fp16 needs a GPU; on a CPU use {'fp32' if no_bf16 else 'bf16 or fp32'}"
+        return (
+            f"{{precision}} fp16 needs a GPU; on a CPU use {'fp32' if no_bf16 else 'bf16 or fp32'}"
+        )
     if no_bf16:
         return (
-            "--precision bf16: this CPU has no bf16 LSTM kernel (oneDNN's needs AVX-512); use "
-            "--precision fp32, which is faster here anyway"
+            "{precision} bf16: this CPU has no bf16 LSTM kernel (oneDNN's needs AVX-512); use "
+            "{precision} fp32, which is faster here anyway"
         )
     return None
 
@@ -94,7 +97,7 @@ def check_precision(device: torch.device, precision: str, cell: str) -> None:
     """Refuse, in one line, a precision that `cell` cannot train in on `device`."""
     problem = precision_problem(device, precision, cell)
     if problem:
-        raise CharnnError(problem)
+        raise SettingError(problem)
 
 
 @cache  # a fact about this machine's CPU and PyTorch
@@ -117,24 +120,3 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
     """The forward pass in `precision` ("fp32" leaves it alone)."""
     dtype = AUTOCAST.get(precision, torch.float32)
     return torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
-
-
-# devices with PyTorch's fused AdamW kernel (one call updates every parameter); elsewhere the
-# default, one call per kind of operation over all parameters
-FUSED_ADAMW = ("cpu", "cuda")
-BETA2 = 0.999  # Adam's decay of its running mean of squared gradients (β1 is planned)
-
-
-def adamw(
-    params: Iterable[torch.nn.Parameter],
-    lr: float,
-    weight_decay: float,
-    device: torch.device,
-    beta1: float,
-) -> torch.optim.AdamW:
-    """AdamW, fused where the device has the kernel: on a 2-core CPU a 2x256 model's update
-    took a third of the default's time, 1.0-1.3 ms less in a 24-37 ms step (bench/RESULTS.md,
-    "Seventh pass")."""
-    fused = device.type in FUSED_ADAMW
-    betas = (beta1, BETA2)
-    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)

@@ -9,8 +9,9 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from charnn.config.train import ModelConfig, decided
+from charnn.config.model import ModelSpec
 from charnn.nn.cells import SPECS
+from charnn.nn.devices import check_fits
 from charnn.nn.stack import RecurrentStack
 
 # LSTM-family state is (h, c); GRU and RNN state is h alone. Each is (layers, B, hidden).
@@ -27,14 +28,16 @@ class CharRNN(nn.Module):
     name their parameters alike, so their checkpoints load into each other.
     """
 
-    def __init__(self, config: ModelConfig, hand_written: bool = False) -> None:
+    def __init__(self, config: ModelSpec, hand_written: bool = False) -> None:
         super().__init__()
+        if not isinstance(config, ModelSpec):
+            raise TypeError("CharRNN is built from a ModelSpec (every setting decided)")
         if config.vocab_size < 1:
-            raise ValueError("ModelConfig.vocab_size must be set from the corpus")
-        self.config = config = config.complete()  # unplanned settings at their fallbacks
-        self.hidden_size = hidden = decided(config.hidden_size)
+            raise ValueError("ModelSpec.vocab_size must be set from the corpus")
+        self.config = config
+        self.hidden_size = hidden = config.hidden_size
         self.embed = nn.Embedding(config.vocab_size, config.embed_size)
-        dropout = decided(config.dropout)
+        dropout = config.dropout
         self.rnn: nn.RNNBase | RecurrentStack
         if config.cell in FUSED and not hand_written:
             extra = {"nonlinearity": "relu"} if config.cell == "rnn-relu" else {}
@@ -50,8 +53,7 @@ class CharRNN(nn.Module):
             self.rnn = RecurrentStack(
                 config.cell, config.embed_size, hidden, config.layers, dropout
             )
-        before_decoder = config.dropout_before_decoder()
-        self.drop = (LockedDropout if config.locked_dropout else Dropout)(before_decoder)
+        self.drop = (LockedDropout if config.locked_dropout else Dropout)(config.decoder_dropout)
         self.decoder = nn.Linear(hidden, config.vocab_size)
         if "forget" in SPECS[config.cell].gates and config.forget_bias is not None:
             self._set_forget_bias(config.forget_bias)
@@ -83,7 +85,7 @@ class CharRNN(nn.Module):
         """The recurrent stack; in training with weight_drop, on hidden-to-hidden weights with
         a DropConnect mask drawn once per batch (Wan et al. 2013; Merity et al. 2017): every step
         of the window sees the same dropped weights, and the fused kernels still run."""
-        p = decided(self.config.weight_drop)
+        p = self.config.weight_drop
         if not (self.training and p > 0):
             return self.rnn(x, state)
         weights = {
@@ -92,11 +94,17 @@ class CharRNN(nn.Module):
         }
         return functional_call(self.rnn, weights, (x, state))
 
-    def regularise(self, dropout: float, weight_drop: float) -> None:
-        """Change the dropout and DropConnect of a built model (a re-planned run)."""
-        self.config = replace(self.config, dropout=dropout, weight_drop=weight_drop)
-        self.drop.p = self.config.dropout_before_decoder()
-        self.rnn.dropout = dropout if self.config.layers > 1 else 0.0  # read at each call
+    def regularise(self, spec: ModelSpec) -> None:
+        """Take the dropout rates and DropConnect of `spec`, this model's shape with other
+        regularisation (a re-planned run)."""
+        self.config = replace(
+            self.config,
+            dropout=spec.dropout,
+            decoder_dropout=spec.decoder_dropout,
+            weight_drop=spec.weight_drop,
+        )
+        self.drop.p = spec.decoder_dropout
+        self.rnn.dropout = spec.dropout if self.config.layers > 1 else 0.0  # read at each call
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         shape = (self.config.layers, batch_size, self.hidden_size)
@@ -115,11 +123,10 @@ def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_parameters(config: ModelConfig) -> int:
+def count_parameters(config: ModelSpec) -> int:
     """The parameters CharRNN(config) holds, counted without building it: an oversized shape
-    is refused before it is allocated (charnn.nn.devices.check_fits)."""
-    config = config.complete()
-    spec, hidden, vocab = SPECS[config.cell], decided(config.hidden_size), config.vocab_size
+    is refused before it is allocated (nn.devices.check_fits)."""
+    spec, hidden, vocab = SPECS[config.cell], config.hidden_size, config.vocab_size
     rows = spec.blocks * hidden  # W (rows x inputs), U (rows x H), two biases, per layer
     first = rows * (config.embed_size + hidden + 2)
     others = (config.layers - 1) * rows * (2 * hidden + 2)
@@ -127,11 +134,17 @@ def count_parameters(config: ModelConfig) -> int:
     return vocab * config.embed_size + first + others + peepholes + (hidden + 1) * vocab
 
 
+def check_model_fits(config: ModelSpec, device: torch.device) -> None:
+    """Refuse, before it is built, a model too big to train in `device`'s memory."""
+    shape = f"{config.layers}x{config.hidden_size} {config.cell}"
+    check_fits(count_parameters(config), shape, device)
+
+
 def drop_mask(like: torch.Tensor, shape: tuple[int, ...] | torch.Size, p: float) -> torch.Tensor:
     """A dropout mask of `shape`, in `like`'s dtype and device, scaled by 1 / (1 - p) as the kept
     units are. Drawn as uniform numbers below 1 - p: on a 2-core CPU that took under half the
     time of F.dropout's Bernoulli draws, which took 2.0 ms a mask, 15% of a training step with
-    dropout 0.2 (bench/RESULTS.md, "Seventh pass")."""
+    dropout 0.2."""
     keep = 1.0 - p
     return (torch.rand(shape, device=like.device) < keep).to(like.dtype) / keep
 

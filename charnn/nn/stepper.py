@@ -15,6 +15,10 @@ import torch
 from charnn.nn.cells import NUMPY, SPECS, step
 from charnn.nn.model import CharRNN, State
 
+# A stepper's state: per layer h, or (h, C), each (B, H). Rows of a batch are taken, joined and
+# repeated alike in every layer (take_rows, join_rows, repeat_rows).
+StepperState = list
+
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().float().contiguous().numpy()
@@ -66,18 +70,14 @@ class Stepper:
             self.input_table = _numpy(model.embed.weight) @ first[0] + first[1]
             self.decoder = (_numpy(model.decoder.weight.T), _numpy(model.decoder.bias))
 
-    def state_from_torch(self, state: State, repeat: int = 1) -> list:
-        """Convert a fused module's state (layers, B, H), each row repeated `repeat` times."""
-
-        def rows(t: torch.Tensor, k: int) -> np.ndarray:
-            return np.repeat(_numpy(t[k]), repeat, axis=0)
-
+    def state_from_torch(self, state: State) -> StepperState:
+        """A fused module's state (layers, B, H) as this stepper keeps it."""
         layers = range(len(self.layers))
         if isinstance(state, tuple):
-            return [(rows(state[0], k), rows(state[1], k)) for k in layers]
-        return [rows(state, k) for k in layers]
+            return [(_numpy(state[0][k]), _numpy(state[1][k])) for k in layers]
+        return [_numpy(state[k]) for k in layers]
 
-    def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
+    def step(self, ids: np.ndarray, state: StepperState) -> tuple[np.ndarray, StepperState]:
         """ids (B,) -> logits (B, vocab) and the new state."""
         spec = self.spec
         new_state: list = []
@@ -96,3 +96,24 @@ class Stepper:
             new_state.append((h, c) if spec.has_cell_state else h)
         w_out, b_out = self.decoder
         return h @ w_out + b_out, new_state
+
+
+def take_rows(state: StepperState, rows: np.ndarray) -> StepperState:
+    """These rows (indices or a mask), in this order; an index may repeat."""
+    return [tuple(part[rows] for part in layer) if isinstance(layer, tuple) else layer[rows]
+            for layer in state]  # fmt: skip
+
+
+def join_rows(first: StepperState, second: StepperState) -> StepperState:
+    """The rows of `first`, then those of `second`."""
+    return [
+        tuple(np.concatenate(parts) for parts in zip(a, b, strict=True))
+        if isinstance(a, tuple) else np.concatenate([a, b])
+        for a, b in zip(first, second, strict=True)
+    ]  # fmt: skip
+
+
+def repeat_rows(state: StepperState, times: int) -> StepperState:
+    """Each row `times` times over, in place."""
+    return [tuple(np.repeat(part, times, axis=0) for part in layer) if isinstance(layer, tuple)
+            else np.repeat(layer, times, axis=0) for layer in state]  # fmt: skip

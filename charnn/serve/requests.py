@@ -10,12 +10,13 @@ import json
 import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from charnn.config.sample import SampleConfig
 from charnn.errors import CharnnError
-from charnn.generation.sampler import SampleConfig
-from charnn.text.vocab import Vocab, describe_chars
+from charnn.generation.prime import check_prime
+from charnn.text.vocab import Vocab
 
 MAX_PRIME = 10_000  # characters; a prime is read in one pass that holds up every other request
 MAX_SAMPLES = 16  # num_samples per request
@@ -99,16 +100,6 @@ def sample_request(data: dict[str, Any], vocab: Vocab, limits: Limits) -> Sample
     prime = data.get("prime", "")
     if len(prime) > MAX_PRIME:
         raise BadRequest(f"prime must be at most {MAX_PRIME} characters")
-    unknown_chars = data.get("unknown", "error")
-    if unknown_chars not in ("error", "skip"):
-        raise BadRequest('unknown must be "error" or "skip"')
-    missing = vocab.unknown(prime)
-    if missing and unknown_chars == "error":
-        raise BadRequest(
-            f"prime has characters the model never saw: {describe_chars(missing)}; "
-            'remove them or send "unknown": "skip"'
-        )
-    prime = "".join(c for c in prime if c in vocab) if missing else prime
     seed = data.get("seed")
     try:
         config = SampleConfig(
@@ -123,11 +114,11 @@ def sample_request(data: dict[str, Any], vocab: Vocab, limits: Limits) -> Sample
             include_stop=data.get("include_stop", False),
             num_samples=num_samples,
             seed=random.SystemRandom().randrange(2**32) if seed is None else seed,
+            unknown=data.get("unknown", "error"),
         )
-    except CharnnError as err:  # its messages name the CLI flag; say the field instead
-        raise BadRequest(str(err).replace("--", "").replace("-", "_")) from None
-    if config.seed is not None and not 0 <= config.seed < 2**63:
-        raise BadRequest("seed must be from 0 to 2**63 - 1")
+        config = replace(config, prime=check_prime(prime, vocab, config.unknown))
+    except CharnnError as err:  # settings are named by field: the JSON keys
+        raise BadRequest(str(err)) from None
     if config.beam is not None and data.get("stream", False):
         raise BadRequest('beam search knows its text only at the end: send "stream": false')
     return SampleRequest(config, data.get("stream", False))

@@ -3,9 +3,10 @@
     charnn train a.txt b.txt notes/ --glob '*.md'
 
 Files are taken in the order given; a folder stands for the files under it, walked recursively
-and sorted by path, that match --glob (default: all), hidden files and folders left out, and
+and sorted by path, that match the glob (default: all), hidden files and folders left out, and
 files that look binary (a NUL byte in their first 64 KiB) skipped with a note. Each file is one
-document, or with --doc-per-line each non-empty line is. Documents are joined by a separator
+document (a single file is a corpus of one document: its text, exactly), or with doc_per_line
+each non-empty line is. Documents are joined by a separator
 (a blank line between files, a newline between lines), so the model learns where one ends.
 
 Everything here streams: a file is read in chunks and a line at a time, never whole.
@@ -13,17 +14,15 @@ Everything here streams: a file is read in chunks and a line at a time, never wh
 
 from __future__ import annotations
 
-import codecs
 import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from charnn.config.train import TrainConfig
 from charnn.errors import CharnnError
-from charnn.text.vocab import check_readable
+from charnn.text.reading import check_readable, decoded_chunks, lines, looks_binary
 
-CHUNK_BYTES = 8 << 20  # bytes read and decoded at a time
-SNIFF_BYTES = 65536  # read to tell text from binary
 FILE_SEPARATOR = "\n\n"
 LINE_SEPARATOR = "\n"
 
@@ -45,8 +44,8 @@ class CorpusSpec:
         return LINE_SEPARATOR if self.doc_per_line else FILE_SEPARATOR
 
     @property
-    def single_file(self) -> bool:
-        """One plain file read as one document: the corpus is exactly that file's text."""
+    def one_document(self) -> bool:
+        """One plain file, read as it is: the corpus is exactly that file's text."""
         return len(self.paths) == 1 and not self.doc_per_line and not Path(self.paths[0]).is_dir()
 
     def files(self, on_notice: Callable[[str], None] | None = None) -> list[Path]:
@@ -90,46 +89,8 @@ class CorpusSpec:
                 yield decoded_chunks(path, self.encoding)
 
 
-def looks_binary(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return b"\x00" in handle.read(SNIFF_BYTES)
-    except OSError:
-        return True  # unreadable: not something to train on
-
-
-def decoded_chunks(path: Path, encoding: str) -> Iterator[str]:
-    """The file's text in pieces, a leading BOM dropped; a bad byte is named by its offset."""
-    decoder = codecs.getincrementaldecoder(encoding)()
-    offset, first = 0, True
-    with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(CHUNK_BYTES)
-            try:
-                text = decoder.decode(chunk, final=not chunk)
-            except UnicodeDecodeError as err:
-                buffered = len(err.object) - len(chunk)  # bytes the decoder held back before
-                at = offset - buffered + err.start
-                raise CharnnError(
-                    f"{path} is not valid {encoding}: bad byte 0x{err.object[err.start]:02x} at "
-                    f"byte offset {at}; convert the file or pass --encoding (for example latin-1)"
-                ) from None
-            if first and text:
-                text, first = text.removeprefix("\ufeff"), False
-            if text:
-                yield text
-            if not chunk:
-                return
-            offset += len(chunk)
-
-
-def lines(path: Path, encoding: str) -> Iterator[str]:
-    """The file's lines without their line ends ("\\n" or "\\r\\n"), streamed."""
-    rest = ""
-    for text in decoded_chunks(path, encoding):
-        pieces = (rest + text).split("\n")
-        rest = pieces.pop()
-        for piece in pieces:
-            yield piece.removesuffix("\r")
-    if rest:
-        yield rest.removesuffix("\r")
+def corpus_spec(config: TrainConfig) -> CorpusSpec:
+    """The files and documents a run's `corpus` names."""
+    return CorpusSpec(
+        config.corpus_paths, config.encoding, config.glob, config.separator, config.doc_per_line
+    )

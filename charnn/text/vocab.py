@@ -6,15 +6,11 @@ binary search over the sorted vocabulary, so encoding never loops over character
 
 from __future__ import annotations
 
-import codecs
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from charnn.errors import CharnnError
-
-_BOM = "\ufeff"
 
 
 def code_points(text: str) -> np.ndarray:
@@ -81,53 +77,3 @@ def describe_chars(chars: list[str], limit: int = 10) -> str:
     shown = ", ".join(repr(c) for c in chars[:limit])
     more = f" and {len(chars) - limit} more" if len(chars) > limit else ""
     return f"{shown}{more}"
-
-
-def read_corpus(path: str | Path, encoding: str = "utf-8", what: str = "corpus") -> str:
-    """Read a text file for training or evaluation, with a clear error for anything unusable;
-    `what` the file is to the user names it in those errors (a corpus, a prime file)."""
-    path = Path(path)
-    check_readable(path, encoding, what)
-    data = path.read_bytes()
-    if not data.strip():
-        raise CharnnError(f"{path} holds only whitespace: a {what} needs some text")
-    return decode_text(data, str(path), encoding)
-
-
-def check_readable(path: Path, encoding: str, what: str = "corpus") -> None:
-    """Fail with one clear line if `path` is missing, unreadable, empty or binary."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(65536)
-    except FileNotFoundError:
-        raise CharnnError(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise CharnnError(f"{path} is a folder: give the path of a text file") from None
-    except PermissionError:
-        raise CharnnError(f"cannot read {path}: permission denied") from None
-    except OSError as err:
-        raise CharnnError(f"cannot read {path}: {err.strerror or err}") from None
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise CharnnError(f"unknown encoding {encoding!r}: try utf-8 or latin-1") from None
-    if not head:
-        raise CharnnError(f"{path} is empty: a {what} needs some text")
-    if b"\x00" in head and not encoding.lower().replace("-", "").startswith("utf16"):
-        raise CharnnError(f"{path} looks like a binary file (it contains NUL bytes), not text")
-
-
-def decode_text(data: bytes, source: str, encoding: str = "utf-8") -> str:
-    """Bytes -> text, dropping a leading BOM; a bad byte is reported with its offset."""
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise CharnnError(f"unknown encoding {encoding!r}: try utf-8 or latin-1") from None
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as err:
-        raise CharnnError(
-            f"{source} is not valid {encoding}: bad byte 0x{data[err.start]:02x} at byte offset "
-            f"{err.start}; convert the file or pass --encoding (for example latin-1)"
-        ) from None
-    return text.removeprefix(_BOM)

@@ -9,8 +9,7 @@ second here), and the plan's passes follow the speed measured: each width's spee
 median of TIMED_STEPS steps, after WARMUP_STEPS steps that allocate and are not timed. A width
 that does not fit is timed once more before it is given up, and keeps the faster median: a slow
 stretch longer than a few steps must not narrow the model (the README's quickstart, run straight
-after its installs, once timed 2x256 at about half its usual speed or less and trained 2x128 to
-1.6161 bits/char, where 2x256 reached 1.5475-1.5958 in eight runs)."""
+after its installs, once timed 2x256 at half its usual speed and trained 2x128)."""
 
 from __future__ import annotations
 
@@ -21,9 +20,11 @@ from dataclasses import replace
 import torch
 from torch.nn import functional as F
 
-from charnn.config.train import FALLBACK, TrainConfig
-from charnn.nn.devices import adamw, autocast, check_precision
-from charnn.nn.model import CharRNN, num_parameters
+from charnn.config.model import ModelSpec
+from charnn.config.train import RunConfig, TrainConfig
+from charnn.nn.devices import autocast, check_precision
+from charnn.nn.model import CharRNN, check_model_fits, num_parameters
+from charnn.training.optim import adamw
 from charnn.training.plan import WIDTHS, Facts, Width, affordable
 
 WARMUP_STEPS = 2
@@ -47,9 +48,12 @@ def calibrate(config: TrainConfig, facts: Facts, vocab_size: int, device: torch.
     try:
         given = config.model.hidden_size
         for width in (given,) if given is not None else WIDTHS:
-            shape = replace(config.model, hidden_size=width, dropout=0.0, vocab_size=vocab_size)
+            shape = ModelSpec.of(
+                config.model, hidden_size=width, dropout=0.0, vocab_size=vocab_size
+            )
+            check_model_fits(shape, device)  # a width given explicitly can be any
             model = CharRNN(shape).to(device)
-            optimizer = adamw(model.parameters(), 1e-4, 0.0, device, FALLBACK["beta1"])
+            optimizer = adamw(model.parameters(), 1e-4, 0.0, device, RunConfig.beta1)
             seconds = _step_seconds(model, optimizer, inputs, targets, device, precision)
             widths[width] = Width(batch * seq_len / seconds, num_parameters(model))
             if given is None and not fits(width):  # once more, in case the machine was busy

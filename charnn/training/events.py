@@ -6,13 +6,12 @@ turns them into a progress bar or log lines. Drawing them needs none of the trai
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-BEST, LAST = (
-    "best.pt",
-    "last.pt",
-)  # a run folder's checkpoints, named once (see charnn.checkpoints.format)
+from charnn.checkpoints.folder import BEST, LAST
+from charnn.errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,16 @@ class Saved:
 
 @dataclass(frozen=True)
 class Notice:
-    message: str
+    message: str  # in the library's words (settings named by field)
+    template: str | None = None  # where it names settings: as a SettingError's template
+
+    @classmethod
+    def naming(cls, template: str) -> Notice:
+        """A notice that names settings as `{field}`, for each front end to word its own way."""
+        return cls(str(SettingError(template)), template)
+
+    def render(self, name: Callable[[str], str]) -> str:
+        return self.message if self.template is None else SettingError(self.template).render(name)
 
 
 Event = Progress | Evaluated | Saved | Notice

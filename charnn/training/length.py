@@ -1,16 +1,49 @@
-"""How long a run lasts and how its learning rate moves: warm-up, then a decay to zero."""
+"""How long a run lasts and how its learning rate moves: warm-up, then a decay to zero.
+
+One rule decides when a run ends: the first of its limits reached, `max_steps`, `epochs` and
+`time_budget` (DEFAULT_EPOCHS when none is set). The plan asks it how many characters a run
+will train; the trainer asks it how far through the run it is.
+"""
 
 from __future__ import annotations
 
 import math
 
-from charnn.config.train import FALLBACK, TrainConfig, decided
-from charnn.training.plan import DEFAULT_EPOCHS
+from charnn.config.train import RunConfig, TrainConfig
 
+DEFAULT_EPOCHS = 10  # when no max_steps, epochs or time_budget is given
 WARMUP = 0.02  # fraction of training spent raising the learning rate from zero
 
 
-def lr_at(fraction: float, peak: float, decay: str = FALLBACK["lr_decay"]) -> float:
+def windows_per_pass(train_chars: int, batch_size: int, seq_len: int) -> int:
+    """Windows of `seq_len` characters in one pass of `batch_size` streams over the text."""
+    return ((train_chars - 1) // batch_size) // seq_len
+
+
+def step_limit(config: TrainConfig, windows: int | None) -> int | None:
+    """The steps a run may take, `windows` a pass (None: unknown, so epochs say nothing);
+    None where the time budget alone ends it."""
+    limits = [] if config.max_steps is None else [config.max_steps]
+    if windows is not None and config.epochs is not None:
+        limits.append(max(1, round(config.epochs * windows)))
+    if windows is not None and (config.max_steps, config.epochs, config.time_budget) == (None,) * 3:
+        limits.append(DEFAULT_EPOCHS * windows)
+    return min(limits) if limits else None
+
+
+def expected_chars(
+    config: TrainConfig, windows: int | None, chars_per_sec: float | None
+) -> float | None:
+    """Characters a run will train: the first of its limits reached, in steps or in seconds at
+    `chars_per_sec` (None when no limit can be counted)."""
+    steps = step_limit(config, windows)
+    limits = [] if steps is None else [float(steps * config.batch_size * config.seq_len)]
+    if config.time_budget is not None and chars_per_sec is not None:
+        limits.append(config.time_budget * chars_per_sec)
+    return min(limits) if limits and all(math.isfinite(x) for x in limits) else None
+
+
+def lr_at(fraction: float, peak: float, decay: str = RunConfig.lr_decay) -> float:
     """Linear warm-up, then a linear (or cosine) decay to zero at the end of the run."""
     if fraction < WARMUP:
         return peak * fraction / WARMUP
@@ -23,18 +56,11 @@ def lr_at(fraction: float, peak: float, decay: str = FALLBACK["lr_decay"]) -> fl
 class Schedule:
     """A run's length in steps and/or seconds (the first limit reached ends it)."""
 
-    def __init__(self, config: TrainConfig, windows_per_pass: int) -> None:
+    def __init__(self, config: RunConfig, windows_per_pass: int) -> None:
         self.time_budget = config.time_budget
         self.peak_lr = config.lr
-        self.decay = decided(config.complete().lr_decay)
-        limits = []
-        if config.max_steps is not None:
-            limits.append(config.max_steps)
-        if config.epochs is not None:
-            limits.append(max(1, round(config.epochs * windows_per_pass)))
-        if not limits and config.time_budget is None:
-            limits.append(DEFAULT_EPOCHS * windows_per_pass)
-        self.total_steps: int | None = min(limits) if limits else None  # None: time decides
+        self.decay = config.lr_decay
+        self.total_steps = step_limit(config, windows_per_pass)  # None: time decides
 
     def fraction(self, step: int, elapsed: float) -> float:
         """How far through the run we are: the further of steps done and time used."""

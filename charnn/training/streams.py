@@ -31,21 +31,7 @@ import numpy as np
 import torch
 
 from charnn.errors import CharnnError
-
-
-def split_train_val(
-    ids: np.ndarray, val_frac: float, val_start: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The last `val_frac` of the text is validation (or, for a corpus of many documents, the
-    documents from `val_start` on); both parts need at least two characters."""
-    n_val = int(len(ids) * val_frac) if val_start is None else len(ids) - val_start
-    if n_val < 2 or len(ids) - n_val < 2:
-        minimum = int(np.ceil(2 / min(val_frac, 1 - val_frac)))
-        raise CharnnError(
-            f"corpus is too short: {len(ids)} characters, but --val-frac {val_frac} needs at "
-            f"least {minimum} so that both splits hold two characters"
-        )
-    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+from charnn.training.length import windows_per_pass
 
 
 @dataclass(frozen=True)
@@ -87,7 +73,7 @@ class TrainStreams:
         self.ids = ids
         self.row_starts = np.arange(B, dtype=np.int64) * self.stream_len  # where each row begins
         self.offsets = np.arange(T + 1, dtype=np.int64)  # a window and the target after it
-        self.windows_per_pass = self.stream_len // T
+        self.windows_per_pass = windows_per_pass(len(ids), B, T)
 
     @property
     def chars_per_window(self) -> int:

@@ -1,0 +1,89 @@
+"""A saved model, ready to use: loading a checkpoint file or a run folder, and finding the
+newest run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charnn.checkpoints import folder
+from charnn.checkpoints.format import read_payload
+from charnn.checkpoints.summary import summarize_checkpoint
+from charnn.config.model import ModelSpec
+from charnn.config.train import RunConfig
+from charnn.errors import CharnnError
+from charnn.nn.model import CharRNN
+from charnn.text.vocab import Vocab
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to use, with what it was trained on."""
+
+    model: CharRNN
+    vocab: Vocab
+    path: Path
+    train_config: RunConfig
+    step: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    corpus_sha256: str | None = None  # of the text it trained on, to recognise its corpus
+
+    @property
+    def in_run(self) -> bool:
+        """Whether the checkpoint is one of a run folder's own (best, last or a snapshot)."""
+        return self.path.name in (folder.BEST, folder.LAST) or self.path.match(folder.SNAPSHOTS)
+
+    @property
+    def name(self) -> str:
+        """The run folder's name for one of its checkpoints, else the file's stem."""
+        return self.path.parent.name if self.in_run else self.path.stem
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """A checkpoint file, or the checkpoint a run folder stands for (checkpoints.folder)."""
+    path = Path(path)
+    return folder.checkpoint_in(path) if path.is_dir() else path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a checkpoint file (or a run folder's best) as an eval-mode model on `device`."""
+    path = checkpoint_path(path)
+    payload = read_payload(path)
+    try:
+        config = ModelSpec.from_dict(payload["model_config"])
+        model = CharRNN(config)
+        model.load_state_dict(payload["model_state"])
+        vocab = Vocab(payload["vocab"])
+        train_config = RunConfig.from_dict(payload.get("train_config") or {})
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, CharnnError) as err:
+        raise CharnnError(f"{path} is not a usable charnn checkpoint ({err})") from None
+    model.to(device).eval()
+    return LoadedModel(model, vocab, path, train_config, payload["step"], payload["metrics"],
+                       payload.get("corpus_sha256"))  # fmt: skip
+
+
+load = load_checkpoint  # the short name
+
+
+def find_checkpoint(checkpoint_dir: str | Path = "checkpoints", cell: str | None = None) -> Path:
+    """The checkpoint of the newest run under `checkpoint_dir` (optionally of one cell)."""
+    root = Path(checkpoint_dir)
+    runs = [run for run in folder.run_folders(root) if cell is None or _cell_of(run) == cell]
+    if not runs:
+        which = f"{cell} run" if cell else "run"
+        command = f"charnn train CORPUS{' --cell ' + cell if cell else ''}"
+        raise CharnnError(
+            f"no {which} found under {root}/: train one with `{command}` or pass a checkpoint path"
+        )
+    newest = max(runs, key=folder.modified)
+    return folder.checkpoint_in(newest)
+
+
+def _cell_of(run: Path) -> str | None:
+    try:
+        return summarize_checkpoint(folder.checkpoint_in(run))["model_config"].get("cell")
+    except CharnnError:
+        return None
