@@ -10,6 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from charnn.checkpoints.loading import LoadedModel
+from charnn.config.model import ModelConfig
+from charnn.config.train import RunConfig, TrainConfig
+from charnn.text.vocab import Vocab
+from charnn.training.trainer import Trainer
+
 # Under pytest-xdist each worker, and every `charnn` it starts, computes on one thread: with
 # OpenMP's default two threads each, two workers on a 2-core machine took 557 s, not 417 s.
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -83,11 +89,11 @@ def corpus(tmp_path: Path) -> Path:
     return path
 
 
-def run_charnn(*args: str, cwd=None, input=None, timeout: float = 300, env=None):
+def run_charnn(*args: str, cwd=None, input=None, timeout: float = 300, env=None, columns=120):
     """Run `python -m charnn ARGS` as a real subprocess; returns the CompletedProcess."""
     if env is None:  # a developer's own CHARNN_* settings must not change the tests
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHARNN_")}
-    env = {**env, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+    env = {**env, "PYTHONUNBUFFERED": "1", "COLUMNS": str(columns)}
     return subprocess.run(
         [*CHARNN, *args],
         cwd=cwd,
@@ -97,3 +103,16 @@ def run_charnn(*args: str, cwd=None, input=None, timeout: float = 300, env=None)
         timeout=timeout,
         env=env,
     )
+
+
+def make_trainer(text: str, run_dir: Path | None = None, **overrides) -> Trainer:
+    vocab = Vocab.from_text(text)
+    ids = vocab.encode(text)
+    model = overrides.pop("model", ModelConfig(hidden_size=32, embed_size=8, layers=1))
+    settings = {"lr": 1e-2, "max_steps": 300, "eval_every": 10_000, "device": "cpu", "seed": 0}
+    config = RunConfig.of(TrainConfig(model=model, **{**settings, **overrides}))
+    return Trainer(config, vocab, ids, ids, run_dir=run_dir)
+
+
+def as_loaded(trainer: Trainer) -> LoadedModel:
+    return LoadedModel(trainer.model, trainer.vocab, Path("memory"), trainer.config, trainer.step)

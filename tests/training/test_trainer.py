@@ -1,13 +1,12 @@
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import charnn.nn.devices
-from charnn.checkpoints.loading import LoadedModel, load_checkpoint
+from charnn.checkpoints.loading import load_checkpoint
 from charnn.config.model import ModelConfig, ModelSpec
 from charnn.config.train import LR_DECAYS, RunConfig, TrainConfig
 from charnn.errors import CharnnError
@@ -22,18 +21,7 @@ from charnn.training.plan import (
 )
 from charnn.training.trainer import Trainer
 
-
-def make_trainer(text: str, run_dir: Path | None = None, **overrides) -> Trainer:
-    vocab = Vocab.from_text(text)
-    ids = vocab.encode(text)
-    model = overrides.pop("model", ModelConfig(hidden_size=32, embed_size=8, layers=1))
-    settings = {"lr": 1e-2, "max_steps": 300, "eval_every": 10_000, "device": "cpu", "seed": 0}
-    config = RunConfig.of(TrainConfig(model=model, **{**settings, **overrides}))
-    return Trainer(config, vocab, ids, ids, run_dir=run_dir)
-
-
-def as_loaded(trainer: Trainer) -> LoadedModel:
-    return LoadedModel(trainer.model, trainer.vocab, Path("memory"), trainer.config, trainer.step)
+from conftest import as_loaded, make_trainer
 
 
 @pytest.mark.slow

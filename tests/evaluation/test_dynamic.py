@@ -19,8 +19,7 @@ from charnn.evaluation.dynamic import (
 )
 from charnn.nn.model import detach_state
 
-from conftest import make_text, run_charnn
-from test_train import make_trainer
+from conftest import make_text, make_trainer, run_charnn
 
 STATIC = DynamicSettings(lr=0.0, decay=0.0)
 ADAPTING = DynamicSettings(lr=3e-3, decay=0.0)

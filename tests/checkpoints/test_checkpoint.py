@@ -14,8 +14,7 @@ from charnn.errors import CharnnError
 from charnn.nn.model import CharRNN
 from charnn.text.vocab import Vocab
 
-from conftest import run_charnn
-from test_train import make_trainer
+from conftest import make_trainer, run_charnn
 
 
 @pytest.fixture
