@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -73,32 +74,14 @@ def viz(
     """
     from charnn.fileio import atomic_write
     from charnn.inspect.trace import trace
-    from charnn.inspect.viz import feature, rank_units, render_html, to_json
+    from charnn.inspect.viz import render_html, to_json
     from charnn.inspect.viz import saturation as gate_saturation
 
     checkpoint, source = _split_paths(paths, text is not None)
     loaded = load_model(checkpoint, checkpoint_dir, cell)
-    if source is not None:
-        text = read_text_argument(source)
-    assert text is not None
-    if len(text) > max_chars:
-        click.echo(f"note: reading the first {max_chars:,} of {len(text):,} characters", err=True)
-        text = text[:max_chars]
+    text = _text_to_read(read_text_argument(source) if source is not None else text, max_chars)
     traced = trace(loaded, text)
-    asked = what
-    what = what or ("cell" if "cell" in traced.values else "hidden")
-    traced.unit(what, 0, 0)  # a clear error now if this cell has no such gate
-
-    ranking = None
-    if find is not None:  # search what was asked for, else every state and gate
-        whats = None if asked is None else (asked,)
-        layers = None if layer is None else (layer,)
-        ranking = rank_units(traced, feature(text, find), whats, layers)[:top]
-        if unit is None:  # show the unit that follows the feature best
-            what, layer, unit = ranking[0].what, ranking[0].layer, ranking[0].unit
-    layer = traced.layers - 1 if layer is None else layer
-    unit = 0 if unit is None else unit
-    traced.unit(what, layer, unit)
+    ranking, (what, layer, unit) = _unit_to_show(traced, find, top, what, layer, unit)
     saturations = gate_saturation(traced) if saturation else None
     if saturation and not saturations:
         raise click.ClickException(f"a {traced.cell} cell has no gates to measure")
@@ -114,6 +97,36 @@ def viz(
     _print_tables(ranking, saturations)
     if html_path is None or sys.stdout.isatty():  # the page already shows the coloured text
         _print_text(traced, what, layer, unit)
+
+
+def _text_to_read(text: str | None, max_chars: int) -> str:
+    assert text is not None
+    if len(text) > max_chars:
+        click.echo(f"note: reading the first {max_chars:,} of {len(text):,} characters", err=True)
+    return text[:max_chars]
+
+
+def _unit_to_show(
+    traced: Any, find: str | None, top: int, what: str | None, layer: int | None, unit: int | None
+) -> tuple[Any, tuple[str, int, int]]:
+    """The ranking of units by --find (None without it), and the unit to show: the one asked
+    for, else the one that follows the feature best, else the last layer's first."""
+    from charnn.inspect.viz import feature, rank_units
+
+    asked = what
+    what = what or ("cell" if "cell" in traced.values else "hidden")
+    traced.unit(what, 0, 0)  # a clear error now if this cell has no such gate
+    ranking = None
+    if find is not None:  # search what was asked for, else every state and gate
+        whats = None if asked is None else (asked,)
+        layers = None if layer is None else (layer,)
+        ranking = rank_units(traced, feature(traced.text, find), whats, layers)[:top]
+        if unit is None:
+            what, layer, unit = ranking[0].what, ranking[0].layer, ranking[0].unit
+    layer = traced.layers - 1 if layer is None else layer
+    unit = 0 if unit is None else unit
+    traced.unit(what, layer, unit)
+    return ranking, (what, layer, unit)
 
 
 def _split_paths(paths: tuple[Path, ...], has_text: bool) -> tuple[Path | None, Path | None]:

@@ -38,14 +38,12 @@ from charnn.text.reading import read_text
 
 WINDOW = 64  # characters scored between two updates
 # The end of the training split, where the scales and settings are set: 30,000 characters read
-# the splits of all six models in 0.01-1.2% fewer bits than 10,000 did, for about 30 s more
-# (bench/RESULTS.md, "Thirty-second pass")
+# the splits of six models in fewer bits than 10,000 did (docs/experiments.md#dynamic-evaluation)
 TUNE_CHARS = 30_000
 MIN_TUNE_CHARS = 1_000  # fewer leave the scales and the choice to a handful of windows
-# Steps in units of each weight's own gradient scale: plain SGD steps (θ − lr·∇, 0.01 to 1) read
-# the validation splits of six 800-step models in 1.0-5.1% more bits than these; its grid's
-# 0.01 decay lost on every split where tried, though a 10,000-character slice, too short to see
-# what a steady pull back forgets, once chose it (bench/RESULTS.md, "Thirty-second pass")
+# Steps in units of each weight's own gradient scale: plain SGD steps read the validation splits
+# of six models in more bits than these, and a 0.01 decay lost on every split where tried
+# (docs/experiments.md#dynamic-evaluation)
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 DECAYS = (0.0, 0.001)
 # of the tuning slice: one for the gradient scales, then each setting once

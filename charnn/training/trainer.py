@@ -468,7 +468,7 @@ def train(
             config, corpus, measure=measure, native_bf16=native_bf16_on(device, config.model.cell),
             resume=resume, init_from=init_from, given=explicit, on_main=ranks.on_main,
         )  # fmt: skip
-        run = in_arithmetic_here(run, device, explicit)
+        run = trainable_here(run, device, explicit)
         owner = ranks.is_main  # only rank 0 writes to the run folder
         try:  # from here a failure removes the run folder it claimed, if nothing was saved
             check_model_fits(replace(run.config.model, vocab_size=len(run.vocab)), device)
@@ -503,7 +503,7 @@ def _trainer(run, corpus, train_ids, val_ids, on_event, stop_requested, ranks, d
     return trainer
 
 
-def in_arithmetic_here(run: PreparedRun, device: torch.device, given: set[str]) -> PreparedRun:
+def trainable_here(run: PreparedRun, device: torch.device, given: set[str]) -> PreparedRun:
     """A run trains in its precision unless this machine cannot compute in it (a run planned in
     bf16 on a CPU with the kernel and resumed on one without, or trained in fp16 on a GPU and
     resumed on a CPU): then in fp32, with a notice. A precision given now is left for the
