@@ -63,7 +63,7 @@ def main() -> None:
     results = {}
     for cell in CELLS:
         torch.manual_seed(0)
-        model = CharRNN(ModelConfig(vocab_size=VOCAB, cell=cell, hidden_size=args.hidden_size))
+        model = CharRNN(ModelSpec(vocab_size=VOCAB, cell=cell, hidden_size=args.hidden_size))
         path = "fused" if cell in ("rnn", "rnn-relu", "lstm", "gru") else "hand-written"
         results[cell] = (
             path,

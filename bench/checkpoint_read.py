@@ -19,19 +19,19 @@ from pathlib import Path
 import torch
 
 from charnn.checkpoints.format import make_payload, save_atomic
-from charnn.config.model import ModelConfig
-from charnn.config.train import TrainConfig
+from charnn.config.model import ModelSpec
+from charnn.config.train import RunConfig
 from charnn.nn.model import CharRNN
 from charnn.text.vocab import Vocab
 
 
 def write_checkpoints(root: Path, runs: int, hidden_size: int) -> list[Path]:
     vocab = Vocab("".join(chr(c) for c in range(32, 97)))
-    model = CharRNN(ModelConfig(vocab_size=len(vocab), layers=2, hidden_size=hidden_size))
+    model = CharRNN(ModelSpec(vocab_size=len(vocab), layers=2, hidden_size=hidden_size))
     optimizer = torch.optim.AdamW(model.parameters())
     model(torch.zeros(1, 4, dtype=torch.long))[0].sum().backward()
     optimizer.step()  # fills the optimizer's state: two tensors per weight
-    config = TrainConfig(corpus="corpus.txt", model=model.config)
+    config = RunConfig(corpus="corpus.txt", model=model.config).to_dict()
     payload = make_payload(model, vocab, config, optimizer.state_dict(), 100, {})
     paths = [root / f"run{i}.pt" for i in range(runs)]
     for path in paths:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from charnn.config.model import CELLS, ModelConfig
-from charnn.config.train import TrainConfig
+from charnn.config.train import RunConfig, TrainConfig
 from charnn.text.vocab import Vocab
 from charnn.training.trainer import Trainer
 
@@ -73,7 +73,7 @@ def main() -> None:
                 seed=0,
             )
             ids = vocab.encode(train_text)
-            trainer = Trainer(config, vocab, ids, np.asarray(ids[:2000]))
+            trainer = Trainer(RunConfig.of(config), vocab, ids, np.asarray(ids[:2000]))
             trainer.run()
             row.append(recall_accuracy(trainer, held_out))
         print(f"{cell:10}" + "".join(f"{accuracy:8.3f}" for accuracy in row), flush=True)

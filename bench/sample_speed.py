@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from charnn.checkpoints.loading import LoadedModel
-from charnn.config.model import ModelConfig, ModelSpec
+from charnn.config.model import ModelSpec
 from charnn.config.sample import SampleConfig
-from charnn.config.train import TrainConfig
+from charnn.config.train import RunConfig
 from charnn.generation.sampler import generate
 from charnn.nn.model import CharRNN
 from charnn.nn.stepper import Stepper
@@ -106,8 +106,8 @@ def main() -> None:
     )
     for name, hidden in (("2x512 LSTM", 512), ("default", ModelSpec.hidden_size)):
         torch.manual_seed(0)
-        model = CharRNN(ModelConfig(vocab_size=len(VOCAB), hidden_size=hidden)).eval()
-        loaded = LoadedModel(model, VOCAB, Path("bench"), TrainConfig(), 0)
+        model = CharRNN(ModelSpec(vocab_size=len(VOCAB), hidden_size=hidden)).eval()
+        loaded = LoadedModel(model, VOCAB, Path("bench"), RunConfig(), 0)
         naive = best_of(args.rounds, naive_chars_per_sec, model, max(300, args.chars // 10))
         one = best_of(args.rounds, charnn_chars_per_sec, loaded, args.chars, 1)
         batch = best_of(args.rounds, charnn_chars_per_sec, loaded, args.chars // 4, 32)

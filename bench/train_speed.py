@@ -43,7 +43,7 @@ def bare(hidden: int, steps: int, ids: np.ndarray, precision: str, fused: bool =
     """The least a truncated-BPTT loop can do, on the same text, rate and optimizer (with
     fused=False: PyTorch's default AdamW)."""
     torch.manual_seed(0)
-    model = CharRNN(charnn.ModelConfig(vocab_size=VOCAB, hidden_size=hidden))
+    model = CharRNN(charnn.ModelSpec(vocab_size=VOCAB, hidden_size=hidden))
     lr, cpu = charnn.TrainConfig.lr, torch.device("cpu")
     optimizer = (
         adamw(model.parameters(), lr, 0.0, cpu, RunConfig.beta1)

@@ -8,11 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-# The files of a run folder
-LAST, BEST = "last.pt", "best.pt"  # the latest state, and the best by validation
-METRICS_LOG = "metrics.jsonl"  # one JSON object per save, appended by the trainer
-LOCK = ".lock"  # held by the one process writing the folder
-
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call `write` on a temporary file beside `path`, make it durable, then rename it."""

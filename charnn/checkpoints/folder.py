@@ -82,9 +82,15 @@ def run_folders(root: Path) -> list[Path]:
 
 
 def modified(folder: Path) -> float:
-    """When the folder's newest checkpoint was written."""
-    files = [folder / BEST, folder / LAST, *snapshots(folder)]
-    return max(path.stat().st_mtime for path in files if path.is_file())
+    """When the folder's newest checkpoint was written (0: none is left: a run that keeps
+    snapshots can remove one while we look)."""
+    times = [0.0]
+    for path in [folder / BEST, folder / LAST, *snapshots(folder)]:
+        try:
+            times.append(path.stat().st_mtime)
+        except FileNotFoundError:
+            continue
+    return max(times)
 
 
 def default_name(corpus: Path, cell: str) -> str:

@@ -42,7 +42,7 @@ def report_novelty(
     if corpus_path is not None:
         if checkpoint is not None:
             raise click.UsageError("give a CHECKPOINT or --corpus, not both")
-        corpus = load_corpus(corpus_path, encoding=encoding)
+        corpus = load_corpus(corpus_path, encoding)
         ids, vocab, against = corpus.ids, corpus.vocab, str(corpus_path)
     else:
         loaded = load_model(checkpoint, checkpoint_dir, cell)

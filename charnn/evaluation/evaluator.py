@@ -101,8 +101,9 @@ def model_corpus(loaded: LoadedModel, purpose: str, remedy: str) -> EncodedCorpu
     try:
         return load_corpus(corpus_spec(config), val_frac=config.val_frac)
     except CharnnError as err:
+        inner = err.template if isinstance(err, SettingError) else literal(err)
         raise SettingError(
-            f"{purpose}, and the model's corpus cannot be read ({literal(err)}; a relative path "
+            f"{purpose}, and the model's corpus cannot be read ({inner}; a relative path "
             f"is read from the current folder): {remedy}"
         ) from None
 

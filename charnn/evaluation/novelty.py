@@ -83,7 +83,11 @@ def training_ids(loaded: LoadedModel) -> tuple[np.ndarray, Vocab]:
     validation split, which the model never learned from."""
     from charnn.evaluation.evaluator import model_corpus
 
-    corpus = model_corpus(loaded, "novelty compares with the training text", "pass {corpus} FILE")
+    corpus = model_corpus(
+        loaded,
+        "novelty compares with the training text",
+        "compare with another text (--corpus FILE on the command line)",
+    )
     train_end = corpus.train_end(loaded.train_config.val_frac)
     return corpus.ids[:train_end], corpus.vocab
 

@@ -1,6 +1,7 @@
 """The rows in flight: every sample being generated, stepped together one character a tick.
 
-`charnn sample`, beam search's neighbour `generate` and the server's engine all generate here:
+`charnn sample` (generation.sampler) and the server's engine generate here; beam search, which
+keeps its own rows (the best beams), shares the prime, the stepper and the row operations:
 
     tick:  choose next characters  ->  hand out the pieces  ->  drop what ended  ->  one step
     rows:  [ generation A: 1 row | generation B: 3 rows (num_samples=3) | C: 1 row ]  (B=5, vocab)

@@ -10,6 +10,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from charnn.config.model import ModelSpec
+from charnn.errors import CharnnError
 from charnn.nn.cells import SPECS
 from charnn.nn.devices import check_fits
 from charnn.nn.stack import RecurrentStack
@@ -138,6 +139,14 @@ def check_model_fits(config: ModelSpec, device: torch.device) -> None:
     """Refuse, before it is built, a model too big to train in `device`'s memory."""
     shape = f"{config.layers}x{config.hidden_size} {config.cell}"
     check_fits(count_parameters(config), shape, device)
+
+
+def fits_in_memory(config: ModelSpec, device: torch.device) -> bool:
+    try:
+        check_model_fits(config, device)
+    except CharnnError:
+        return False
+    return True
 
 
 def drop_mask(like: torch.Tensor, shape: tuple[int, ...] | torch.Size, p: float) -> torch.Tensor:

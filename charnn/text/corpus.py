@@ -83,9 +83,9 @@ def split_train_val(
 
 def load_corpus(
     source: str | Path | CorpusSpec,
+    encoding: str = "utf-8",
     on_notice: Callable[[str], None] | None = None,
     val_frac: float = 0.1,
-    encoding: str = "utf-8",
 ) -> EncodedCorpus:
     """A corpus as ids, from the cache when this text was encoded before. `source` is one file
     (in `encoding`), or a CorpusSpec naming files and folders (text.sources)."""
@@ -147,7 +147,7 @@ def _key(spec: CorpusSpec, digests: tuple[tuple[str, str], ...], val_frac: float
     share where it cannot cut whole documents (a few files, each its own document)."""
     cuts_documents = spec.doc_per_line or len(digests) >= MANY_DOCUMENTS
     return cache.key_of([codecs.lookup(spec.encoding).name, spec.joiner, str(spec.doc_per_line),
-                         repr(val_frac) if cuts_documents else "",
+                         str(spec.one_document), repr(val_frac) if cuts_documents else "",
                          *(sha for _, sha in digests)])  # fmt: skip
 
 
@@ -163,6 +163,8 @@ def _scan(spec: CorpusSpec, files: list[Path]) -> tuple[Vocab, int]:
     if not spec.one_document:
         seen[code_points(spec.joiner)] = True
     chars = np.flatnonzero(seen).astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+    if not documents:
+        raise CharnnError(f"{', '.join(spec.paths)} holds no text: a corpus needs some")
     if not chars.strip():
         raise CharnnError(
             f"{', '.join(spec.paths)} holds only whitespace: a corpus needs some text"

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from charnn.config.model import ModelSpec
 from charnn.config.train import RunConfig, TrainConfig
 from charnn.nn.devices import autocast, check_precision
-from charnn.nn.model import CharRNN, check_model_fits, num_parameters
+from charnn.nn.model import CharRNN, check_model_fits, fits_in_memory, num_parameters
 from charnn.training.optim import adamw
 from charnn.training.plan import WIDTHS, Facts, Width, affordable
 
@@ -51,7 +51,10 @@ def calibrate(config: TrainConfig, facts: Facts, vocab_size: int, device: torch.
             shape = ModelSpec.of(
                 config.model, hidden_size=width, dropout=0.0, vocab_size=vocab_size
             )
-            check_model_fits(shape, device)  # a width given explicitly can be any
+            if given is not None:
+                check_model_fits(shape, device)  # a width given explicitly can be any
+            elif not fits_in_memory(shape, device):
+                break  # wider ones need more: the plan chooses among those measured
             model = CharRNN(shape).to(device)
             optimizer = adamw(model.parameters(), 1e-4, 0.0, device, RunConfig.beta1)
             seconds = _step_seconds(model, optimizer, inputs, targets, device, precision)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 import torch
 from torch import distributed as dist
 
-from charnn.errors import CharnnError
+from charnn.errors import CharnnError, SettingError
 
 T = TypeVar("T")
 
@@ -54,9 +54,9 @@ class Ranks:
     def rows(self, batch_size: int) -> slice:
         """This rank's block of the B stream rows."""
         if batch_size % self.world_size:
-            raise CharnnError(
+            raise SettingError(
                 f"batch size {batch_size} cannot be split evenly across {self.world_size} "
-                f"processes: use a --batch-size that is a multiple of {self.world_size}"
+                f"processes: use a {{batch_size}} that is a multiple of {self.world_size}"
             )
         share = batch_size // self.world_size
         return slice(self.rank * share, (self.rank + 1) * share)
@@ -69,10 +69,14 @@ class Ranks:
         if self.is_main:
             try:
                 box[0] = ("ok", work())
+            except SettingError as err:  # its template, so each rank names settings alike
+                box[0] = ("setting", err.template)
             except CharnnError as err:
                 box[0] = ("error", str(err))
         dist.broadcast_object_list(box, src=0)
         kind, value = box[0]
+        if kind == "setting":
+            raise SettingError(value)
         if kind == "error":
             raise CharnnError(value)
         return cast(T, value)

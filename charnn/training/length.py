@@ -2,22 +2,51 @@
 
 One rule decides when a run ends: the first of its limits reached, `max_steps`, `epochs` and
 `time_budget` (DEFAULT_EPOCHS when none is set). The plan asks it how many characters a run
-will train; the trainer asks it how far through the run it is.
+will train; the trainer asks it how far through the run it is. Both count a pass in the
+windows of the shape the streams really take (`fit_shape`: a short text gets fewer rows).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from charnn.config.train import RunConfig, TrainConfig
+from charnn.errors import CharnnError
 
 DEFAULT_EPOCHS = 10  # when no max_steps, epochs or time_budget is given
 WARMUP = 0.02  # fraction of training spent raising the learning rate from zero
 
 
-def windows_per_pass(train_chars: int, batch_size: int, seq_len: int) -> int:
-    """Windows of `seq_len` characters in one pass of `batch_size` streams over the text."""
-    return ((train_chars - 1) // batch_size) // seq_len
+@dataclass(frozen=True)
+class StreamShape:
+    batch_size: int  # B: rows
+    seq_len: int  # T: characters per window
+
+    @property
+    def chars_per_window(self) -> int:
+        return self.batch_size * self.seq_len
+
+
+def fit_shape(n_chars: int, batch_size: int, seq_len: int, multiple: int = 1) -> StreamShape:
+    """The shape itself, or for a text of `n_chars` too short to give each of B rows a window of
+    T: fewer rows, each read as one window of its whole length (none of the text left out).
+
+    B stays a multiple of `multiple` (the number of processes sharing the rows).
+    """
+    targets = n_chars - 1
+    if targets < multiple:
+        raise CharnnError("the training split needs at least two characters per process")
+    if batch_size <= targets // seq_len:
+        return StreamShape(batch_size, seq_len)
+    fitted = targets // seq_len
+    batch_size = max(multiple, fitted - fitted % multiple)
+    return StreamShape(batch_size, targets // batch_size)
+
+
+def windows_per_pass(train_chars: int, shape: StreamShape) -> int:
+    """Windows in one pass of the shape's streams over the text."""
+    return ((train_chars - 1) // shape.batch_size) // shape.seq_len
 
 
 def step_limit(config: TrainConfig, windows: int | None) -> int | None:
@@ -32,12 +61,15 @@ def step_limit(config: TrainConfig, windows: int | None) -> int | None:
 
 
 def expected_chars(
-    config: TrainConfig, windows: int | None, chars_per_sec: float | None
+    config: TrainConfig,
+    shape: StreamShape,
+    windows: int | None,
+    chars_per_sec: float | None,
 ) -> float | None:
-    """Characters a run will train: the first of its limits reached, in steps or in seconds at
-    `chars_per_sec` (None when no limit can be counted)."""
+    """Characters a run will train in windows of `shape`, `windows` a pass: the first of its
+    limits reached, in steps or in seconds at `chars_per_sec` (None when none can be counted)."""
     steps = step_limit(config, windows)
-    limits = [] if steps is None else [float(steps * config.batch_size * config.seq_len)]
+    limits = [] if steps is None else [float(steps * shape.chars_per_window)]
     if config.time_budget is not None and chars_per_sec is not None:
         limits.append(config.time_budget * chars_per_sec)
     return min(limits) if limits and all(math.isfinite(x) for x in limits) else None

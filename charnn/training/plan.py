@@ -85,11 +85,17 @@ class Facts:
     widths: Mapping[int, Width] = field(default_factory=dict)  # measured, for a time budget
     eval_chars_read: int = 0  # characters an evaluation reads, warm-ups included (0: unknown)
 
+    def shape(self, config: TrainConfig) -> length.StreamShape:
+        """The streams' shape on this split: fewer rows for a short one (training.length)."""
+        if self.train_chars < 2:
+            return length.StreamShape(config.batch_size, config.seq_len)
+        return length.fit_shape(self.train_chars, config.batch_size, config.seq_len)
+
     def windows(self, config: TrainConfig) -> int | None:
         """Training windows in one pass over the split (None: its size is unknown)."""
-        if not self.train_chars:
+        if self.train_chars < 2:
             return None
-        return length.windows_per_pass(self.train_chars, config.batch_size, config.seq_len)
+        return length.windows_per_pass(self.train_chars, self.shape(config))
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,7 @@ def expected_chars(config: TrainConfig, facts: Facts, width: int) -> float | Non
     the width's calibrated speed."""
     known = width in facts.widths
     speed = TRAINING_SHARE * facts.widths[width].chars_per_sec if known else None
-    return length.expected_chars(config, facts.windows(config), speed)
+    return length.expected_chars(config, facts.shape(config), facts.windows(config), speed)
 
 
 def affordable(config: TrainConfig, facts: Facts, width: int) -> bool:
@@ -222,14 +228,20 @@ def patience_for(eval_every: int) -> int:
 
 
 def replan(
-    config: RunConfig, planned: Iterable[str], chars_per_sec: float, train_chars: int
+    config: RunConfig,
+    planned: Iterable[str],
+    chars_per_sec: float,
+    train_chars: int,
+    shape: length.StreamShape | None = None,
 ) -> tuple[RunConfig, dict[str, Any], float]:
     """A time-budgeted run's regularisation re-decided from the speed it measured itself, which
     already counts the loop's costs (a few calibration steps can catch the machine in a slow
     second). Only the settings in `planned` (the plan's, not the user's) change; the width stays.
-    Returns the config, what changed (name: value), and the passes it rests on."""
-    windows = length.windows_per_pass(train_chars, config.batch_size, config.seq_len)
-    chars = length.expected_chars(config, windows, chars_per_sec)
+    `shape` is the streams' (default: as the plan fits it). Returns the config, what changed
+    (name: value), and the passes it rests on."""
+    shape = shape or Facts(train_chars).shape(config)
+    windows = length.windows_per_pass(train_chars, shape)
+    chars = length.expected_chars(config, shape, windows, chars_per_sec)
     if config.time_budget is None or chars is None:
         raise ValueError("only a time-budgeted run is re-planned")
     passes, planned = chars / train_chars, set(planned)

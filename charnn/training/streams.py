@@ -25,35 +25,12 @@ split into its beginning, as if the text were a loop.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from charnn.errors import CharnnError
-from charnn.training.length import windows_per_pass
-
-
-@dataclass(frozen=True)
-class StreamShape:
-    batch_size: int  # B: rows
-    seq_len: int  # T: characters per window
-
-
-def fit_shape(n_chars: int, batch_size: int, seq_len: int, multiple: int = 1) -> StreamShape:
-    """The shape itself, or for a text of `n_chars` too short to give each of B rows a window of
-    T: fewer rows, each read as one window of its whole length (none of the text left out).
-
-    B stays a multiple of `multiple` (the number of processes sharing the rows).
-    """
-    targets = n_chars - 1
-    if targets < multiple:
-        raise CharnnError("the training split needs at least two characters per process")
-    if batch_size <= targets // seq_len:
-        return StreamShape(batch_size, seq_len)
-    fitted = targets // seq_len
-    batch_size = max(multiple, fitted - fitted % multiple)
-    return StreamShape(batch_size, targets // batch_size)
+from charnn.training.length import StreamShape, fit_shape, windows_per_pass
 
 
 class TrainStreams:
@@ -73,11 +50,11 @@ class TrainStreams:
         self.ids = ids
         self.row_starts = np.arange(B, dtype=np.int64) * self.stream_len  # where each row begins
         self.offsets = np.arange(T + 1, dtype=np.int64)  # a window and the target after it
-        self.windows_per_pass = windows_per_pass(len(ids), B, T)
+        self.windows_per_pass = windows_per_pass(len(ids), shape)
 
     @property
     def chars_per_window(self) -> int:
-        return self.shape.batch_size * self.shape.seq_len
+        return self.shape.chars_per_window
 
     def shift(self, pass_index: int) -> int:
         """How many characters after the first pass's the windows of pass `pass_index` begin."""
@@ -98,3 +75,6 @@ class TrainStreams:
         """The first pass over the data, window by window."""
         for index in range(self.windows_per_pass):
             yield self.window(index)
+
+
+__all__ = ["StreamShape", "TrainStreams", "fit_shape"]  # the shape is training.length's

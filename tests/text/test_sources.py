@@ -5,6 +5,7 @@ import json
 import pytest
 
 import charnn.text.reading as reading
+from charnn.errors import CharnnError
 from charnn.text.corpus import MANY_DOCUMENTS, load_corpus, split_train_val
 from charnn.text.reading import lines
 from charnn.text.sources import CorpusSpec
@@ -120,3 +121,22 @@ def test_an_empty_folder_is_a_clear_error(tmp_path):
     proc = run_charnn("train", str(tmp_path / "empty"), "--max-steps", "1", "--quiet")
     assert proc.returncode != 0 and "no text files" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_file_and_a_folder_holding_only_it_are_two_corpora(tmp_path):
+    """A folder's corpus may be joined with others, so its vocabulary holds the separator; the
+    plain file's does not, whichever of the two was encoded first."""
+    (tmp_path / "dir").mkdir()
+    plain = tmp_path / "dir" / "a.txt"
+    plain.write_text("abc abc", encoding="utf-8")
+    as_folder = load_corpus(CorpusSpec((str(tmp_path / "dir"),)))
+    as_file = load_corpus(plain)
+    assert "\n" in as_folder.vocab and "\n" not in as_file.vocab
+    assert as_file.sha256 == as_folder.sha256  # the same text
+
+
+def test_lines_that_are_all_blank_are_no_documents(tmp_path):
+    path = tmp_path / "blank.txt"
+    path.write_text("\n  \n\n", encoding="utf-8")
+    with pytest.raises(CharnnError, match="holds no text"):
+        load_corpus(CorpusSpec((str(path),), doc_per_line=True, separator="<|end|>"))

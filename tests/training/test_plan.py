@@ -221,3 +221,9 @@ def test_a_planned_run_has_every_setting_decided():
                         config.model.weight_drop)  # fmt: skip
     with pytest.raises(SettingError, match="precision must be text"):
         replace(config, precision=None)
+
+
+def test_a_short_text_is_planned_for_the_passes_its_fitted_streams_make():
+    # 1,000 training characters: fewer rows than 32, each one window, 10 passes by default
+    assert planned(TrainConfig(), train_chars=1_000).model.dropout == 0.2
+    assert planned(TrainConfig(epochs=20), train_chars=500).model.dropout == 0.3
