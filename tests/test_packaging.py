@@ -1,5 +1,6 @@
 """The wheel and sdist build, and the wheel alone gives a working charnn in a fresh venv."""
 
+import os
 import subprocess
 import sys
 import tarfile
@@ -58,3 +59,21 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path):
     )
     sample = run(charnn, "sample", "--checkpoint-dir", tmp_path / "ck", "--length", "20")
     assert len(sample.stdout) == 20
+
+
+@pytest.mark.slow
+def test_pipx_installs_charnn_as_a_tool_in_a_folder_of_its_own(tmp_path):
+    """`pipx install` as the README shows it: torch pinned first, the extras named."""
+    env = {**os.environ, "PIPX_HOME": str(tmp_path / "pipx"), "PIPX_BIN_DIR": str(tmp_path / "bin")}
+    run(sys.executable, "-m", "pipx", "install", "--preinstall", "torch==2.13.0",
+        f"{ROOT}[serve]", env=env, timeout=900)  # fmt: skip
+    charnn = tmp_path / "bin" / "charnn"
+    assert "charnn" in run(charnn, "--version").stdout
+    imported = run(charnn.resolve().parent / "python", "-c",
+                   "import charnn; print(charnn.__file__)", cwd=tmp_path).stdout  # fmt: skip
+    assert str(tmp_path / "pipx") in imported  # its own copy, not this checkout
+    run(charnn, "data", "get", "pydoc", "--data-dir", tmp_path / "data")
+    run(charnn, "train", tmp_path / "data" / "pydoc.txt", "--max-steps", "2", "--hidden-size",
+        "16", "--checkpoint-dir", tmp_path / "ck", "--quiet", timeout=300)  # fmt: skip
+    venv_python = charnn.resolve().parent / "python"
+    run(venv_python, "-c", "import uvicorn, starlette")  # the extra came along

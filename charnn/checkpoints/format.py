@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from charnn import __version__
+from charnn.checkpoints import folder, hf
 from charnn.errors import CharnnError, SettingError, literal
 from charnn.fileio import atomic_write
 from charnn.text.vocab import Vocab
@@ -83,14 +84,28 @@ def make_payload(
     }
 
 
+def checkpoint_path(path: str | Path) -> Path:
+    """A checkpoint file, a shared model's folder (checkpoints.hf), or the checkpoint a run
+    folder stands for (checkpoints.folder)."""
+    path = Path(path)
+    if path.is_dir() and not hf.is_hf_folder(path):
+        return folder.checkpoint_in(path)
+    return path
+
+
 def read_payload(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint dict safely, turning every way it can be unusable into one clear line,
-    a field of MODEL_FIELDS that is missing or of another type among them.
+    a field of MODEL_FIELDS that is missing or of another type among them. A shared model's
+    folder reads as a checkpoint that holds no training state.
 
     `mmap`: map the tensors' bytes from the file instead of reading them, for a caller that only
     reads the plain fields and tensor shapes (weights and optimizer state are most of the file).
     """
     path = Path(path)
+    if hf.is_hf_folder(path):
+        payload = hf.read_payload(path, tensors=not mmap)
+        check_fields(payload, path, MODEL_FIELDS)
+        return payload
     if not path.is_file():
         raise CharnnError(f"checkpoint not found: {path}")
     try:  # torch.save writes a zip archive: a text file, or half a checkpoint, is not one

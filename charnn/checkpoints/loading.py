@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from charnn.checkpoints import folder
-from charnn.checkpoints.format import read_payload
+from charnn.checkpoints.format import checkpoint_path, read_payload
 from charnn.checkpoints.summary import summarize_checkpoint
 from charnn.config.model import ModelSpec
 from charnn.config.train import RunConfig
@@ -42,14 +42,9 @@ class LoadedModel:
         return self.path.parent.name if self.in_run else self.path.stem
 
 
-def checkpoint_path(path: str | Path) -> Path:
-    """A checkpoint file, or the checkpoint a run folder stands for (checkpoints.folder)."""
-    path = Path(path)
-    return folder.checkpoint_in(path) if path.is_dir() else path
-
-
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a checkpoint file (or a run folder's best) as an eval-mode model on `device`."""
+    """Load a checkpoint file (or a run folder's best, or a shared model's folder) as an
+    eval-mode model on `device`."""
     path = checkpoint_path(path)
     payload = read_payload(path)
     try:
@@ -59,7 +54,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         vocab = Vocab(payload["vocab"])
         train_config = RunConfig.from_dict(payload.get("train_config") or {})
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, CharnnError) as err:
-        raise CharnnError(f"{path} is not a usable charnn checkpoint ({err})") from None
+        reason = " ".join(str(err).split())  # PyTorch's own message spans lines
+        raise CharnnError(f"{path} is not a usable charnn checkpoint ({reason})") from None
     model.to(device).eval()
     return LoadedModel(model, vocab, path, train_config, payload["step"], payload["metrics"],
                        payload.get("corpus_sha256"))  # fmt: skip

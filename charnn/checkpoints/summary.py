@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from charnn.checkpoints import folder
-from charnn.checkpoints.format import optional, read_payload
+from charnn.checkpoints.format import checkpoint_path, optional, read_payload
 from charnn.config.model import ModelSpec
 from charnn.errors import CharnnError
 
@@ -43,9 +43,18 @@ def summarize_checkpoint(path: str | Path) -> dict[str, Any]:
                 if isinstance(pair, list | tuple) and [type(half) for half in pair] == [str, str]
             ],
             "plan": saved_plan(payload.get("plan")),  # what training.plan chose, and why
+            **_history(payload),
         }
     except (KeyError, TypeError, ValueError, AttributeError, CharnnError) as err:
         raise CharnnError(f"{path} is not a usable charnn checkpoint ({err})") from None
+
+
+def _history(payload: dict[str, Any]) -> dict[str, Any]:
+    """A shared model's validation history (a run folder keeps its own in metrics.jsonl)."""
+    history = payload.get("val_bpc_history")
+    if not isinstance(history, list):
+        return {}
+    return {"val_bpc_history": [v for v in history if isinstance(v, int | float)]}
 
 
 def _usable_shape(model_config: dict[str, Any]) -> dict[str, Any]:
@@ -57,14 +66,16 @@ def _usable_shape(model_config: dict[str, Any]) -> dict[str, Any]:
 def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     """What a checkpoint (or a run folder's best) holds, as plain data: configs, vocabulary,
     step, metrics and the history of validation bits/char."""
-    path = Path(path)
-    path = folder.checkpoint_in(path) if path.is_dir() else path
+    path = checkpoint_path(path)
+    summary = summarize_checkpoint(path)
+    if isinstance(summary.get("val_bpc_history"), list):  # a shared model's folder keeps it
+        return summary
     history = [
         record["val_bpc"]
         for record in folder.read_metrics_log(path.parent)
         if record.get("evaluated", True) and isinstance(record.get("val_bpc"), int | float)
     ]
-    return {**summarize_checkpoint(path), "val_bpc_history": history}
+    return {**summary, "val_bpc_history": history}
 
 
 def list_runs(checkpoint_dir: str | Path) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from charnn.cli.common import CONTEXT, checkpoint_options, load_model
+from charnn.export.formats import FORMATS
 
 
 @click.command(context_settings=CONTEXT)
@@ -15,26 +16,30 @@ from charnn.cli.common import CONTEXT, checkpoint_options, load_model
 @click.option(
     "--format",
     "export_format",
-    type=click.Choice(["html", "ml5"]),
+    type=click.Choice(FORMATS),
     default="html",
-    help="html: one page that generates in the browser; ml5: the folder ml5.js charRNN loads.",
+    help="html: one page that generates in the browser; ml5: the folder ml5.js charRNN loads; "
+    "hf: a folder for the Hugging Face Hub (safetensors, config.json, a model card); onnx: one "
+    "step of the model for ONNX runtimes (the onnx extra).",
 )
 @click.option(
     "-o",
     "--out",
     type=click.Path(path_type=Path),
     required=True,
-    help="The page to write (a folder gets MODEL.html), or the ml5 folder.",
+    help="The file to write (html, onnx: a folder gets MODEL.html or MODEL.onnx), or the folder "
+    "(ml5, hf).",
 )
 def export(
     checkpoint: Path | None, checkpoint_dir: Path, cell: str | None, export_format: str, out: Path
 ) -> None:
-    """Export CHECKPOINT (a .pt file or run folder) for use outside charnn.
+    """Export CHECKPOINT (a .pt file, a run folder or a shared model's folder) for use outside
+    charnn.
 
     Without CHECKPOINT, the best checkpoint of the newest run under --checkpoint-dir.
     Prints the path written on stdout.
     """
-    from charnn.export import export as write
+    from charnn.export.formats import export as write
 
     loaded = load_model(checkpoint, checkpoint_dir, cell)
     try:

@@ -53,7 +53,8 @@ def serve(
     cors_origin: tuple[str, ...],
     no_access_log: bool,
 ) -> None:
-    """Serve CHECKPOINT over HTTP: torch-rnn-server's /generate (for rnn-writer) and /v1/sample.
+    """Serve CHECKPOINT over HTTP: torch-rnn-server's /generate (for rnn-writer), /v1/sample,
+    and a page to try it at /ui.
 
     Without CHECKPOINT, the best checkpoint of the newest run under --checkpoint-dir.
     Ctrl-C stops it.
@@ -77,6 +78,7 @@ def serve(
         )
 
     def ready(url: str) -> None:
-        click.echo(f"charnn serve: {loaded.path} on {url} (Ctrl-C stops)", err=True)
+        click.echo(f"charnn serve: {loaded.path} on {url} (Ctrl-C stops); try it at {url}/ui",
+                   err=True)  # fmt: skip
 
     serving.serve(loaded, settings, host, port, access_log=not no_access_log, on_ready=ready)

@@ -253,6 +253,13 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
 )
 @click.option("--name", default=None, help="Run folder name [default: CORPUS-CELL, numbered].")
 @click.option(
+    "--tensorboard",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Also write training curves and samples for TensorBoard here (the tensorboard extra).",
+)
+@click.option(
     "--save-every",
     type=click.IntRange(min=1),
     default=TrainConfig.save_every,

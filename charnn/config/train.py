@@ -62,6 +62,7 @@ class TrainConfig:
     encoding: str = "utf-8"
     checkpoint_dir: str = "checkpoints"
     name: str | None = None
+    tensorboard: str | None = None  # a folder for TensorBoard's event files (the extra)
 
     def __post_init__(self) -> None:
         if isinstance(self.corpus, list | tuple):  # one path stays a plain string

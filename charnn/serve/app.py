@@ -5,6 +5,7 @@
     POST /v1/sample          {"samples": [...], "prime", "seed", ...}  or server-sent events
     GET  /v1/model           what the model is and the server's limits
     GET  /v1/health          rows being generated, requests waiting
+    GET  /ui                 a page to try the model: its form streams text from /v1/sample
 
 Every error is JSON with a 4xx status: {"error": "<what is wrong>", "message": "<the same>"}
 ("message" is what rnn-writer shows; for a missing or wrong API key it is "Forbidden", the text
@@ -23,6 +24,7 @@ import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -31,7 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -42,6 +44,8 @@ from charnn.generation.beam import beam_search
 from charnn.nn.model import num_parameters
 from charnn.serve import requests as rq
 from charnn.serve.engine import Engine, Job, Result, Until
+
+PAGE = "/ui"  # beside torch-rnn-server's routes, which rnn-writer calls
 
 
 @dataclass(frozen=True)
@@ -254,6 +258,12 @@ async def health(request: Request) -> Response:
     })  # fmt: skip
 
 
+async def page(request: Request) -> Response:
+    """The live page (no data of its own: with an API key it asks for it, and sends it)."""
+    text = resources.files("charnn.serve").joinpath("page.html").read_text(encoding="utf-8")
+    return HTMLResponse(text, headers={"Cache-Control": "no-cache"})
+
+
 async def bad_request(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, rq.BadRequest)
     return error(str(exc), exc.status)
@@ -279,6 +289,7 @@ ROUTES = [
     Route("/v1/sample", sample, methods=["POST"]),
     Route("/v1/model", model_info),
     Route("/v1/health", health),
+    Route(PAGE, page),
 ]
 
 
@@ -317,14 +328,15 @@ def create_app(loaded: LoadedModel, settings: ServeSettings) -> Starlette:
 
 
 class ApiKey:
-    """Refuses every request without the right x-api-key header (when a key is set)."""
+    """Refuses every request without the right x-api-key header (when a key is set), but for
+    the page, which holds no data and asks for the key itself."""
 
     def __init__(self, app: ASGIApp, key: str | None) -> None:
         self.app = app
         self.key = key.encode() if key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.key is not None and scope["type"] == "http":
+        if self.key is not None and scope["type"] == "http" and scope["path"] != PAGE:
             sent = dict(scope["headers"]).get(b"x-api-key", b"")
             if not hmac.compare_digest(sent, self.key):
                 problem = "wrong x-api-key header" if sent else "missing x-api-key header"

@@ -6,6 +6,7 @@ turns them into a progress bar or log lines. Drawing them needs none of the trai
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ class Progress:
     elapsed: float
     remaining: float | None
     val_bpc: float | None  # the latest evaluation, if any
+    grad_norm: float = math.nan  # the mean global gradient norm since the previous Progress
 
 
 @dataclass(frozen=True)

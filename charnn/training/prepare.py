@@ -13,9 +13,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from charnn.checkpoints import folder
-from charnn.checkpoints.format import TRAINING_FIELDS, check_fields, read_payload
-from charnn.checkpoints.loading import checkpoint_path
+from charnn.checkpoints import folder, hf
+from charnn.checkpoints.format import TRAINING_FIELDS, check_fields, checkpoint_path, read_payload
 from charnn.checkpoints.summary import saved_plan
 from charnn.config.model import ModelConfig, ModelSpec
 from charnn.config.train import RunConfig, TrainConfig
@@ -29,7 +28,7 @@ from charnn.training.plan import Facts, Plan, needs_speeds, plan_run
 # Everything else decides the arithmetic and must match the run being continued.
 RESUMABLE = {
     "max_steps", "epochs", "time_budget", "eval_every", "patience", "save_every", "keep",
-    "on_nan", "device", "threads", "checkpoint_dir", "name", "corpus",
+    "on_nan", "device", "threads", "checkpoint_dir", "name", "corpus", "tensorboard",
 }  # fmt: skip
 
 
@@ -118,6 +117,9 @@ def _resumed(request: TrainConfig, corpus: EncodedCorpus, path: Path, given: set
     vocab = Vocab(payload["vocab"])
     check_same_corpus(payload, corpus, vocab, path)
     plan = saved_plan(payload.get("plan"))
+    followed = payload["model_config"].get("decoder_dropout") is None  # saved before 900f2c9
+    if plan and followed and "dropout" in plan.get("from_passes", []):
+        plan = {**plan, "from_passes": [*plan["from_passes"], "decoder_dropout"]}
     return PreparedRun(config, vocab, path.parent, False, payload, True, [], plan)
 
 
@@ -129,6 +131,16 @@ def resume_checkpoint(resume: str, config: TrainConfig, corpus: Path) -> Path | 
         name = config.name or folder.default_name(corpus, config.model.cell)
         return folder.latest_checkpoint(Path(config.checkpoint_dir) / name)
     path = Path(resume)
+    if path.is_dir() and folder.holds_checkpoint(path) and not folder.latest_checkpoint(path):
+        raise CharnnError(
+            f"nothing to resume: {path} holds only best.pt, not the last state (last.pt or a "
+            "step-N.pt snapshot)"
+        )
+    if hf.is_hf_folder(path):
+        raise SettingError(
+            f"{literal(path)} is a shared model's folder, which holds no training state to "
+            f"continue: {{init_from}} {literal(path)} starts a new run from its weights"
+        )
     if path.is_dir():
         return folder.latest_checkpoint(path)
     if not path.is_file():

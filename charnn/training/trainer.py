@@ -23,10 +23,13 @@ from torch.nn import functional as F
 
 from charnn.checkpoints import folder
 from charnn.checkpoints.format import clone_tensors, make_payload, to_cpu
+from charnn.checkpoints.loading import LoadedModel
 from charnn.checkpoints.writer import RunWriter
+from charnn.config.sample import SampleConfig
 from charnn.config.train import RunConfig, TrainConfig
-from charnn.errors import SettingError
+from charnn.errors import SettingError, literal
 from charnn.evaluation.scoring import stream_bounds, stream_nats
+from charnn.generation.sampler import sample_batch
 from charnn.nn.devices import (
     autocast,
     check_precision,
@@ -39,6 +42,7 @@ from charnn.nn.model import CharRNN, State, check_model_fits, detach_state
 from charnn.text.corpus import load_corpus, split_train_val
 from charnn.text.sources import corpus_spec
 from charnn.text.vocab import Vocab
+from charnn.training.board import Board
 from charnn.training.calibrate import calibrate
 from charnn.training.distributed import Ranks, process_group
 from charnn.training.events import Evaluated, Event, Notice, Progress, Saved, TrainResult
@@ -50,6 +54,7 @@ from charnn.training.state import RunState, capture_rng, restore_rng
 from charnn.training.streams import TrainStreams, fit_shape
 
 PROGRESS_INTERVAL = 0.25  # seconds between Progress events
+SAMPLE_CHARS, SAMPLE_TEMPERATURE = 200, 0.8  # the sample TensorBoard shows at each evaluation
 
 
 def loss_on(
@@ -70,25 +75,28 @@ def native_bf16_on(device: torch.device, cell: str) -> bool:
 
 
 class _LossMeter:
-    """The mean training loss and chars/s since the last Progress event."""
+    """The mean training loss, gradient norm and chars/s since the last Progress event."""
 
     def __init__(self) -> None:
         self.since = time.perf_counter()
-        self.total, self.count, self.chars = 0.0, 0, 0
+        self.total, self.norms, self.count, self.chars = 0.0, 0.0, 0, 0
         self.last_mean = math.nan  # the latest mean reported, for evaluations between reports
 
-    def add(self, loss: float, chars: int) -> None:
-        self.total, self.count, self.chars = self.total + loss, self.count + 1, self.chars + chars
+    def add(self, loss: float, grad_norm: float, chars: int) -> None:
+        self.total, self.norms = self.total + loss, self.norms + grad_norm
+        self.count, self.chars = self.count + 1, self.chars + chars
 
     @property
     def mean(self) -> float:
         return self.total / self.count if self.count else self.last_mean
 
-    def take(self, now: float) -> tuple[float, float]:
-        """(mean loss, chars/s) since the last take; starts the next interval."""
+    def take(self, now: float) -> tuple[float, float, float]:
+        """(mean loss, mean gradient norm, chars/s) since the last take; starts the next."""
         mean, rate = self.mean, self.chars / (now - self.since)
-        self.since, self.total, self.count, self.chars, self.last_mean = now, 0.0, 0, 0, mean
-        return mean, rate
+        norm = self.norms / self.count if self.count else math.nan
+        self.since, self.total, self.norms, self.count, self.chars = now, 0.0, 0.0, 0, 0
+        self.last_mean = mean
+        return mean, norm, rate
 
 
 class Trainer:
@@ -112,6 +120,8 @@ class Trainer:
         ranks: Ranks | None = None,
         device: torch.device | None = None,
     ) -> None:
+        if not isinstance(config, RunConfig):
+            raise TypeError("a Trainer runs a RunConfig (every setting decided: training.plan)")
         self.config = config
         self.vocab = vocab
         self.ranks = ranks = ranks or Ranks()
@@ -138,6 +148,7 @@ class Trainer:
         self.corpus_files: list[list[str]] = []  # [path, SHA-256] of each file
         self.plan: dict[str, Any] | None = None  # how the run's settings were planned
         self.chars_trained = 0  # by this process, for chars/s in metrics.jsonl
+        self.board: Board | None = None  # TensorBoard's event files, where asked for
 
     def _streams(self, train_ids: np.ndarray) -> TrainStreams:
         config = self.config
@@ -187,10 +198,10 @@ class Trainer:
                 break
             if fraction >= REPLAN_AT and self._replan_due():
                 self._replan(elapsed)
-            loss = self._train_window(net, fraction)
-            if loss is None:  # a non-finite batch, skipped
+            measured = self._train_window(net, fraction)
+            if measured is None:  # a non-finite batch, skipped
                 continue
-            meter.add(loss, self.streams.chars_per_window)
+            meter.add(*measured, self.streams.chars_per_window)
             now = time.perf_counter()
             if now - meter.since >= PROGRESS_INTERVAL or state.step == self.total_steps:
                 self._report(meter, now - start, now)
@@ -227,7 +238,9 @@ class Trainer:
         agrees on `elapsed` and the steps, so on the result)."""
         speed = self.state.step * self.streams.chars_per_window / elapsed
         planned = self.plan["from_passes"] if self.plan else []
-        config, changed, passes = replan(self.config, planned, speed, len(self.streams.ids))
+        streams = self.streams
+        config, changed, passes = replan(self.config, planned, speed, len(streams.ids),
+                                         streams.shape)  # fmt: skip
         self.config = config
         self.model.regularise(config.model)
         for group in self.optimizer.param_groups:
@@ -252,8 +265,9 @@ class Trainer:
             torch.manual_seed(self.config.seed + 1_000_003 * self.ranks.rank + self.state.step)
         return torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
-    def _train_window(self, net: torch.nn.Module, fraction: float) -> float | None:
-        """One step of truncated BPTT on the next window: the loss, or None if it was skipped."""
+    def _train_window(self, net: torch.nn.Module, fraction: float) -> tuple[float, float] | None:
+        """One step of truncated BPTT on the next window: the loss and the gradient norm, or
+        None if it was skipped."""
         config, streams, state = self.config, self.streams, self.state
         if state.window == streams.windows_per_pass:  # a new pass starts from a zero state
             state.window, self.carried = 0, None
@@ -272,32 +286,36 @@ class Trainer:
         loss_value = self.ranks.mean_loss(loss)
         state.window += 1
         state.step += 1
+        norm = grad_norm.item()
         overflow = self.scaler.is_enabled() and math.isfinite(loss_value)  # the scale's fault
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm.item())) and not overflow:
+        if not (math.isfinite(loss_value) and math.isfinite(norm)) and not overflow:
             self._non_finite(loss_value)  # raises, or skips this batch
             return None
         self.scaler.step(self.optimizer)  # skipped by the scaler if a gradient overflowed
         self.scaler.update()
         self.carried = detach_state(new_carried)
         self.chars_trained += streams.chars_per_window
-        return loss_value
+        return loss_value, norm
 
     def _report(self, meter: _LossMeter, elapsed: float, now: float) -> None:
         fraction = self.schedule.fraction(self.state.step, elapsed)
-        train_loss, chars_per_sec = meter.take(now)
-        last = self.state.last_val_bpc
+        train_loss, grad_norm, chars_per_sec = meter.take(now)
+        last, lr = self.state.last_val_bpc, self.optimizer.param_groups[0]["lr"]
         self.emit(
             Progress(
                 step=self.state.step,
                 fraction=min(fraction, 1.0),
                 train_loss=train_loss,
-                lr=self.optimizer.param_groups[0]["lr"],
+                lr=lr,
                 chars_per_sec=chars_per_sec,
                 elapsed=elapsed,
                 remaining=elapsed / fraction * (1 - fraction) if fraction > 0 else None,
                 val_bpc=None if math.isnan(last) else last,
+                grad_norm=grad_norm,
             )
         )
+        if self.board is not None:
+            self.board.progress(self.state.step, train_loss, lr, chars_per_sec, grad_norm)
 
     def _to_device(self, inputs: torch.Tensor, targets: torch.Tensor):
         """This rank's rows of a window, on the training device (copied asynchronously to a GPU)."""
@@ -312,7 +330,11 @@ class Trainer:
         if self.config.on_nan == "stop":
             last = self.run_dir / folder.LAST if self.run_dir else None
             saved = last is not None and last.is_file()  # none yet: the run's folder goes
-            kept = f"; {last} (the last good state) is kept" if saved else "; nothing was saved"
+            kept = (
+                f"; {literal(last)} (the last good state) is kept"
+                if saved
+                else "; nothing was saved"
+            )
             raise SettingError(
                 f"training diverged at step {self.state.step}: the loss or a gradient is not "
                 f"finite (loss {loss}){kept}; try a lower {{lr}}, or {{on_nan}} skip"
@@ -339,7 +361,17 @@ class Trainer:
         state.best_val_bpc = min(state.best_val_bpc, val_bpc)
         state.evals_since_best = 0 if best else state.evals_since_best + 1
         self.emit(Evaluated(state.step, train_loss, val_bpc, best, elapsed))
+        if self.board is not None:
+            self.board.evaluated(state.step, val_bpc, self.sample_text())
         self._save(train_loss, elapsed, best, evaluated=True)
+
+    def sample_text(self, length: int = SAMPLE_CHARS) -> str:
+        """A short sample of what the model writes now, at temperature SAMPLE_TEMPERATURE,
+        always from the same seed (its draws are NumPy's: the run's own generators, and so an
+        exact resume, are left alone)."""
+        loaded = LoadedModel(self.model, self.vocab, Path("training"), self.config, self.step)
+        config = SampleConfig(length=length, temperature=SAMPLE_TEMPERATURE, seed=0)
+        return "".join(sample_batch(loaded, config))
 
     def _metrics(self, train_loss: float, elapsed: float, evaluated: bool) -> dict[str, Any]:
         def known(value: float) -> float | None:  # JSON has no NaN or infinity
@@ -456,7 +488,7 @@ def train(
     come from the run being resumed, or the model's shape from `init_from`.
     """
     notices: list[str] = []
-    corpus = load_corpus(corpus_spec(config), notices.append, config.val_frac)
+    corpus = load_corpus(corpus_spec(config), on_notice=notices.append, val_frac=config.val_frac)
     device = resolve_device(config.device)  # fail on a bad device before creating any folder
     explicit = config.chosen() if given is None else set(given)
     with process_group(device) as (ranks, device):
@@ -479,7 +511,11 @@ def train(
             with folder.locked(run.run_dir) if owner else nullcontext():
                 trainer = _trainer(run, corpus, train_ids, val_ids, on_event, stop_requested,
                                    ranks, device, notices)  # fmt: skip
-                return trainer.run()
+                try:
+                    return trainer.run()
+                finally:
+                    if trainer.board is not None:
+                        trainer.board.close()
         finally:
             if owner and run.fresh:
                 folder.release(run.run_dir)
@@ -500,6 +536,9 @@ def _trainer(run, corpus, train_ids, val_ids, on_event, stop_requested, ranks, d
         trainer.restore(run.checkpoint)
     elif run.checkpoint is not None:
         trainer.transplant(run.checkpoint)
+    if run.config.tensorboard is not None and ranks.is_main:
+        trainer.board = Board(run.config.tensorboard, trainer.step)
+        trainer.board.plan(run.plan, run.config.to_dict(), trainer.step)
     return trainer
 
 
