@@ -28,7 +28,7 @@ from charnn.fileio import atomic_write
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 HF_FORMAT = 1
 KEPT = ("model_config", "train_config", "vocab", "step", "metrics", "corpus_sha256",
-        "corpus_files", "plan", "val_bpc_history")  # fmt: skip
+        "corpus_files", "plan", "val_bpc_history", "labels", "label_chars")  # fmt: skip
 
 
 def is_hf_folder(path: Path) -> bool:

@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from charnn.checkpoints import folder
-from charnn.checkpoints.format import checkpoint_path, read_payload
+from charnn.checkpoints.format import checkpoint_path, optional, read_payload
 from charnn.checkpoints.summary import summarize_checkpoint
 from charnn.config.model import ModelSpec
+from charnn.config.sample import label_weights
 from charnn.config.train import RunConfig
-from charnn.errors import CharnnError
+from charnn.errors import CharnnError, SettingError, literal
 from charnn.nn.model import CharRNN
 from charnn.text.vocab import Vocab
 
@@ -30,6 +32,7 @@ class LoadedModel:
     step: int
     metrics: dict[str, Any] = field(default_factory=dict)
     corpus_sha256: str | None = None  # of the text it trained on, to recognise its corpus
+    labels: tuple[str, ...] = ()  # a conditioned model's labels: label k + 1 is labels[k]
 
     @property
     def in_run(self) -> bool:
@@ -57,8 +60,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         reason = " ".join(str(err).split())  # PyTorch's own message spans lines
         raise CharnnError(f"{path} is not a usable charnn checkpoint ({reason})") from None
     model.to(device).eval()
+    labels = tuple(optional(payload, "labels", list, []))
+    if len(labels) != config.labels or not all(isinstance(name, str) for name in labels):
+        raise CharnnError(f"{path} is not a usable charnn checkpoint (its labels do not match its "
+                          f"model: {len(labels)} names for {config.labels} labels)")  # fmt: skip
     return LoadedModel(model, vocab, path, train_config, payload["step"], payload["metrics"],
-                       payload.get("corpus_sha256"))  # fmt: skip
+                       payload.get("corpus_sha256"), labels)  # fmt: skip
 
 
 load = load_checkpoint  # the short name
@@ -83,3 +90,25 @@ def _cell_of(run: Path) -> str | None:
         return summarize_checkpoint(folder.checkpoint_in(run))["model_config"].get("cell")
     except CharnnError:
         return None
+
+
+def label_weights_for(labels: tuple[str, ...], label: str | None) -> np.ndarray | None:
+    """Weights over a model's labels, "any" first (labels + 1,), for SampleConfig.label; None
+    for an unconditioned model asked for no label."""
+    if not labels:
+        if label is not None:
+            raise SettingError(
+                "this model was trained without labels: leave out {label}, or train it on a "
+                "labelled corpus ({label_from})"
+            )
+        return None
+    weights = np.zeros(len(labels) + 1)
+    for name, weight in label_weights(label or "any").items():
+        if name != "any" and name not in labels:
+            known = ", ".join(labels)
+            raise SettingError(
+                f"{{label}} {literal(repr(name))} is not a label of this model: it knows "
+                f"{literal(known)} (and any)"
+            )
+        weights[0 if name == "any" else labels.index(name) + 1] += weight
+    return weights

@@ -43,10 +43,19 @@ def summarize_checkpoint(path: str | Path) -> dict[str, Any]:
                 if isinstance(pair, list | tuple) and [type(half) for half in pair] == [str, str]
             ],
             "plan": saved_plan(payload.get("plan")),  # what training.plan chose, and why
+            "labels": _labels(payload),  # a conditioned model's, each with its characters
             **_history(payload),
         }
     except (KeyError, TypeError, ValueError, AttributeError, CharnnError) as err:
         raise CharnnError(f"{path} is not a usable charnn checkpoint ({err})") from None
+
+
+def _labels(payload: dict[str, Any]) -> dict[str, int | None]:
+    """A conditioned model's labels, in order, with their characters in its corpus."""
+    names = optional(payload, "labels", list, [])
+    chars = optional(payload, "label_chars", dict, {})
+    return {str(name): chars.get(name) if isinstance(chars.get(name), int) else None
+            for name in names}  # fmt: skip
 
 
 def _history(payload: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from charnn.config.model import CELLS
 from charnn.config.train import TrainConfig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
-NOT_FLAGS = {"corpus": "CORPUS", "vocab_size": "vocab_size", "model": "model"}
+NOT_FLAGS = {"corpus": "CORPUS", "vocab_size": "vocab_size", "model": "model", "labels": "labels"}
 PIPE_WIDTH = 10_000  # a table printed into a pipe takes the width it needs, up to this
 
 

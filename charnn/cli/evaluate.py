@@ -51,6 +51,18 @@ from charnn.config.train import DEVICES
     help="--novelty compares with this text instead (no checkpoint needed).",
 )
 @click.option("--n", "ns", default="5,10,20,30,40,50", help="--novelty's n-gram lengths.")
+@click.option(
+    "--label",
+    default=None,
+    help="A conditioned model reads each FILE in this label [default: any; the validation "
+    "split: each character in its own].",
+)
+@click.option(
+    "--by-label",
+    is_flag=True,
+    help="Instead: a conditioned model's validation text of each label, read in its own label, "
+    "in any, and in each other label.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def evaluate(
     paths: tuple[Path, ...],
@@ -64,6 +76,8 @@ def evaluate(
     novelty: str | None,
     corpus: Path | None,
     ns: str,
+    label: str | None,
+    by_label: bool,
     quiet: bool,
 ) -> None:
     """Bits per character of a model on each FILE, the state carried through the whole file;
@@ -88,8 +102,13 @@ def evaluate(
     if paths and (paths[0].suffix == ".pt" or paths[0].is_dir()):
         checkpoint, paths = paths[0], paths[1:]
     loaded = load_model(checkpoint, checkpoint_dir, cell, device)
+    if by_label:
+        if paths or dynamic:
+            raise click.UsageError("--by-label reads the model's validation split: no FILE")
+        _report_by_label(loaded, as_json, quiet)
+        return
     files: list[Path | None] = list(paths) or [None]  # None: the model's validation split
-    results = _evaluate(loaded, files, encoding, dynamic, tune_on, quiet)
+    results = _evaluate(loaded, files, encoding, dynamic, tune_on, quiet, label)
     if as_json:
         for result, adapted in results:
             extra = {} if adapted is None else {"dynamic": adapted.to_dict()}
@@ -105,6 +124,7 @@ def _evaluate(
     dynamic: bool,
     tune_on: Path | None,
     quiet: bool,
+    label: str | None = None,
 ) -> list[tuple[Any, Any]]:
     """Each file's result, and its dynamic evaluation's (None unless asked for), with a bar
     for each text read on a terminal."""
@@ -118,7 +138,7 @@ def _evaluate(
         for file in files:
             name = "the validation split" if file is None else str(file)
             result = run_eval(loaded, file, encoding=encoding, device=device,
-                              on_progress=display.reading(name))  # fmt: skip
+                              on_progress=display.reading(name), label=label)  # fmt: skip
             adapted = None
             if dynamic:
                 adapted = evaluate_dynamic(
@@ -131,6 +151,31 @@ def _evaluate(
                 )
             results.append((result, adapted))
     return results
+
+
+def _report_by_label(loaded: Any, as_json: bool, quiet: bool) -> None:
+    """Each label's validation text, read in its own label, in any and in the others."""
+    from rich.table import Table
+
+    from charnn.cli.display import ReadDisplay
+    from charnn.evaluation.evaluator import evaluate_by_label
+
+    device = next(loaded.model.parameters()).device
+    with ReadDisplay(quiet) as display:
+        scores = evaluate_by_label(loaded, device=device, on_progress=display.reading("labels"))
+    if as_json:
+        for score in scores:
+            sys.stdout.write(json.dumps(score.to_dict(), ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"{loaded.path}: bits/char of each label's validation text, read in",
+                  title_justify="left")  # fmt: skip
+    for column in ("label", "chars", "its own label", "any", "the others (mean)", *loaded.labels):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for s in scores:
+        cells = [f"{s.others[name]:.4f}" if name in s.others else "" for name in loaded.labels]
+        table.add_row(s.label, f"{s.chars:,}", f"{s.own:.4f}", f"{s.any:.4f}", f"{s.wrong:.4f}",
+                      *cells)  # fmt: skip
+    print_table(table)
 
 
 def _print_results(loaded: Any, results: list[tuple[Any, Any]], dynamic: bool) -> None:

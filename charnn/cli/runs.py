@@ -81,6 +81,14 @@ def info(checkpoint: Path, as_json: bool) -> None:
     for key in ("val_bpc", "best_val_bpc", "train_loss", "elapsed"):
         if metrics.get(key) is not None:
             lines.append(f"{key:12} {metrics[key]:.4f}")
+    labels = described.get("labels") or {}
+    if labels:
+        total = sum(count or 0 for count in labels.values()) or 1
+        shares = ", ".join(
+            name if count is None else f"{name} {count / total:.1%}"
+            for name, count in labels.items()
+        )
+        lines.append(f"labels       {len(labels)} and any: {shares}")
     files = described.get("corpus_files") or []
     if files:
         shown = ", ".join(path for path, _ in files[:5]) + (" ..." if len(files) > 5 else "")

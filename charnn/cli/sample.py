@@ -68,6 +68,12 @@ def _unescape(text: str) -> str:
     metavar="WIDTH",
     help="Beam search: the likeliest text of --length characters, deterministic.",
 )
+@click.option(
+    "--label",
+    default=None,
+    metavar="LABEL|LABEL=W,...",
+    help="A conditioned model's label, or a mix such as poems=0.7,letters=0.3 [default: any].",
+)
 @click.option("-p", "--prime", default=None, help="Text the model reads first.")
 @click.option(
     "--prime-file",
@@ -155,9 +161,11 @@ def _config(loaded: Any, prime: str, greedy: bool, options: dict[str, Any]) -> A
     refused, or left out with a note (--unknown skip); an unset seed is drawn, to be recorded."""
     import random
 
+    from charnn.checkpoints.loading import label_weights_for
     from charnn.config.sample import SampleConfig
     from charnn.generation.prime import check_prime
 
+    label_weights_for(loaded.labels, options["label"])  # a clear error before any output
     checked = check_prime(prime, loaded.vocab, options["unknown"])
     if checked != prime:
         click.echo(
@@ -189,6 +197,8 @@ def _write_jsonl(loaded: Any, config: Any) -> None:
             record["repetition_penalty"] = config.repetition_penalty
         if config.beam is not None:
             record["beam"] = config.beam
+        if config.label is not None:
+            record["label"] = config.label
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 

@@ -11,7 +11,15 @@ import click
 from charnn.cli.common import CONTEXT, FiniteRange
 from charnn.config.files import parse_duration, read_config_file
 from charnn.config.model import CELLS, DECODER_DROPOUT_SHARE, ModelConfig
-from charnn.config.train import DEVICES, LR_DECAYS, ON_NAN, PRECISIONS, RunConfig, TrainConfig
+from charnn.config.train import (
+    DEVICES,
+    LABEL_FROM,
+    LR_DECAYS,
+    ON_NAN,
+    PRECISIONS,
+    RunConfig,
+    TrainConfig,
+)
 from charnn.errors import CharnnError
 from charnn.training.plan import (
     BETA1_MANY_PASSES,
@@ -245,6 +253,30 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     is_flag=True,
     default=False,
     help="Each line is a document of its own (names, titles, short texts).",
+)
+@click.option(
+    "--label-from",
+    type=click.Choice(LABEL_FROM),
+    default=None,
+    help="Label each document, and condition the model on its label: folder (the first folder "
+    "under each corpus folder), file (each file's name), field (rows of JSONL or CSV files).",
+)
+@click.option("--text-field", default=TrainConfig.text_field, help="--label-from field: the text.")
+@click.option(
+    "--label-field", default=TrainConfig.label_field, help="--label-from field: the label."
+)
+@click.option(
+    "--label-size",
+    type=click.IntRange(min=1),
+    default=ModelConfig.label_size,
+    help="Width of a label's embedding.",
+)
+@click.option(
+    "--any-label",
+    type=FiniteRange(0, 1, max_open=True),
+    default=TrainConfig.any_label,
+    help='Share of a labelled run\'s windows trained as the "any" label (sampling without a '
+    "label uses it).",
 )
 @click.option(
     "--checkpoint-dir",

@@ -37,6 +37,11 @@ class ModelConfig:
     # LSTM-family forget-gate bias at the start (char-rnn uses 1.0); None keeps PyTorch's
     # initialisation, which reached lower bits/char within short budgets
     forget_bias: float | None = None
+    # a model conditioned on labels (styles, authors, languages): each has a learned embedding,
+    # label_size wide, that joins the character's at every step; one more, "any", stands for
+    # none (0 labels: an unconditioned model)
+    labels: int = 0
+    label_size: int = 16
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -47,6 +52,8 @@ class ModelConfig:
         check(self.layers >= 1, "{layers} must be at least 1")
         check(self.hidden_size is None or self.hidden_size >= 1, "{hidden_size} must be at least 1")
         check(self.embed_size >= 1, "{embed_size} must be at least 1")
+        check(self.labels >= 0, "{labels} must be 0 (none) or more")
+        check(self.label_size >= 1, "{label_size} must be at least 1")
         for name in ("dropout", "decoder_dropout", "weight_drop", "embed_dropout"):
             rate = getattr(self, name)
             check(rate is None or 0.0 <= rate < 1.0, f"{{{name}}} must be in [0, 1)")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from charnn.config.checks import check, check_types
+from charnn.errors import literal
 
 UNKNOWN = ("error", "skip")  # what to do with prime characters the model never saw
 MAX_SEED = 2**63 - 1  # NumPy's generators take any whole number of at least 0
@@ -26,6 +28,8 @@ class SampleConfig:
     unknown: str = "error"  # prime characters outside the vocabulary: "error" or "skip"
     repetition_penalty: float = 1.0  # above 1 discounts copying recent text (generation.penalty)
     beam: int | None = None  # beam search of this width for the likeliest text
+    # a conditioned model's label: "poems", or a mix "poems=0.7,letters=0.3" (None: "any")
+    label: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, list):
@@ -43,6 +47,8 @@ class SampleConfig:
               f"{{seed}} must be from 0 to {MAX_SEED}")  # fmt: skip
         if self.beam is not None:
             self._check_beam(self.beam)
+        if self.label is not None:
+            label_weights(self.label)  # a clear error now for a mix that does not read
 
     def _check_beam(self, beam: int) -> None:
         check(beam >= 1, "{beam} must be at least 1")
@@ -51,3 +57,22 @@ class SampleConfig:
                          "{temperature}, {top_k} and {top_p}")  # fmt: skip
         check(self.num_samples == 1, "{beam} finds one text: leave out {num_samples}")
         check(self.length > 0, "{beam} needs a {length} above 0")
+
+
+def label_weights(text: str) -> dict[str, float]:
+    """ "poems" -> {"poems": 1.0}; "poems=0.7,letters=0.3" -> each label's share of the mix,
+    summing to 1."""
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, weight = part.strip().partition("=")
+        try:
+            value = float(weight) if weight else 1.0
+        except ValueError:
+            value = math.nan
+        check(bool(name) and math.isfinite(value) and value >= 0,
+              f"{{label}} {literal(repr(text))} must be a label, or labels with weights such as "
+              "poems=0.7,letters=0.3")  # fmt: skip
+        weights[name] = weights.get(name, 0.0) + value
+    total = sum(weights.values())
+    check(total > 0, f"{{label}} {literal(repr(text))}: the weights must not all be 0")
+    return {name: value / total for name, value in weights.items()}

@@ -20,6 +20,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 LR_DECAYS = ("linear", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ON_NAN = ("stop", "skip")
+LABEL_FROM = ("folder", "file", "field")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,13 @@ class TrainConfig:
     glob: str | None = None  # which files of the folders in `corpus`, by name (`*.py`)
     separator: str | None = None  # between documents; None: a blank line (a newline by line)
     doc_per_line: bool = False  # each line of the corpus is a document of its own
+    # labelled documents, a label each: "folder" (the first folder under each corpus folder),
+    # "file" (each file its own), or "field" (JSONL or CSV files, one row a document, its text
+    # and label in text_field and label_field)
+    label_from: str | None = None
+    text_field: str = "text"
+    label_field: str = "label"
+    any_label: float = 0.1  # of a labelled run's windows, the share trained as the "any" label
     model: ModelConfig = field(default_factory=ModelConfig)
     # optimisation (the evidence: docs/experiments.md#optimiser)
     lr: float = 1e-2  # peak AdamW learning rate, warmed up, then decayed to zero
@@ -94,6 +102,11 @@ class TrainConfig:
         check(self.precision in (None, *PRECISIONS),
               f"{{precision}} must be one of {', '.join(PRECISIONS)}")  # fmt: skip
         check(self.threads is None or self.threads >= 1, "{threads} must be at least 1")
+        check(self.label_from in (None, *LABEL_FROM),
+              f"{{label_from}} must be one of {', '.join(LABEL_FROM)}")  # fmt: skip
+        check(0 <= self.any_label < 1, "{any_label} must be in [0, 1)")
+        check(bool(self.text_field) and bool(self.label_field),
+              "{text_field} and {label_field} must not be empty")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

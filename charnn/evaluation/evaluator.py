@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from charnn.checkpoints.loading import LoadedModel
+from charnn.checkpoints.loading import LoadedModel, label_weights_for
 from charnn.errors import CharnnError, SettingError, literal
 from charnn.evaluation.scoring import model_on, total_nats
 from charnn.text.corpus import EncodedCorpus, load_corpus, split_train_val
@@ -45,15 +45,23 @@ def evaluate(
     encoding: str = "utf-8",
     device: torch.device | str = "cpu",
     on_progress: Callable[[float], None] | None = None,
+    label: str | None = None,
 ) -> EvalResult:
     """Evaluate a loaded model on a text file, or with no file on its own validation split (the
     text its training held out), each character given the text before it (see stream_nats). The
     model runs on `device` (on a copy if it is elsewhere), in eval mode, and is left as it was.
-    `on_progress` hears the fraction of the text read, now and then."""
+    `on_progress` hears the fraction of the text read, now and then. A conditioned model reads
+    in `label` (default: a file in "any", its validation split each in its own label)."""
     ids, unknown, missing = ids_to_score(loaded, file, encoding)
+    labels = None
+    if label is not None:
+        labels = np.full(len(ids), label_id(loaded, label))
+    elif file is None and loaded.labels:
+        labels = validation_split(loaded)[1]
     name, split = (corpus_name(loaded), "validation") if file is None else (str(file), None)
     model = model_on(loaded.model, device)
-    nats = total_nats(model, ids, next(model.parameters()).device, on_progress) / (len(ids) - 1)
+    where = next(model.parameters()).device
+    nats = total_nats(model, ids, where, on_progress, labels) / (len(ids) - 1)
     return EvalResult(
         file=name,
         chars=len(ids),
@@ -73,7 +81,7 @@ def ids_to_score(
     """What a model is scored on: the ids of the characters of `file` it knows, how many it does
     not (left out) and which; with no file, its validation split."""
     if file is None:
-        return validation_ids(loaded), 0, ""
+        return validation_split(loaded)[0], 0, ""
     text = read_text(file, encoding)
     ids, unknown = loaded.vocab.encode_known(text)
     missing = loaded.vocab.unknown(text) if unknown else []
@@ -108,10 +116,11 @@ def model_corpus(loaded: LoadedModel, purpose: str, remedy: str) -> EncodedCorpu
         ) from None
 
 
-def validation_ids(loaded: LoadedModel) -> np.ndarray:
-    """The model's validation split: the part of its corpus that training held out and measured
-    it on, whole (a run's own evaluations may score a sample of it: --eval-chars). Refused
-    unless the corpus is, to its SHA-256, the text the model trained on."""
+def validation_split(loaded: LoadedModel) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's validation split, and a labelled corpus's label of each character: the part
+    of its corpus that training held out and measured it on, whole (a run's own evaluations may
+    score a sample of it: eval_chars). Refused unless the corpus is, to its SHA-256, the text
+    the model trained on."""
     remedy = "pass a FILE of held-out text to evaluate on (not the training corpus)"
     purpose = "with no FILE the model is scored on its validation split"
     corpus = model_corpus(loaded, purpose, remedy)
@@ -122,4 +131,70 @@ def validation_ids(loaded: LoadedModel) -> np.ndarray:
             f"validation split may not be the text held out: {remedy}"
         )
     ids = corpus.ids_in(loaded.vocab)  # the same text: the model knows every character
-    return split_train_val(ids, loaded.train_config.val_frac, corpus.val_start)[1]
+    val_frac, val_start = loaded.train_config.val_frac, corpus.val_start
+    labels = corpus.label_ids
+    if labels is not None:
+        labels = split_train_val(labels, val_frac, val_start)[1]
+    return split_train_val(ids, val_frac, val_start)[1], labels
+
+
+def label_id(loaded: LoadedModel, label: str) -> int:
+    """The id of one of a model's labels ("any": 0), for scoring a text in it."""
+    weights = label_weights_for(loaded.labels, label)
+    assert weights is not None
+    if np.count_nonzero(weights) != 1:
+        raise SettingError("{label}: evaluation reads a text in one label, not a mix")
+    return int(np.flatnonzero(weights)[0])
+
+
+@dataclass(frozen=True)
+class LabelScores:
+    """How well a conditioned model predicts one label's validation text: read in its own
+    label, in "any", and in each other label (bits/char)."""
+
+    label: str
+    chars: int
+    own: float
+    any: float
+    others: dict[str, float]
+
+    @property
+    def wrong(self) -> float:
+        """The other labels' mean: how much the model leans on the label (own < wrong)."""
+        return sum(self.others.values()) / len(self.others)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "wrong": self.wrong}
+
+
+def evaluate_by_label(
+    loaded: LoadedModel,
+    *,
+    device: torch.device | str = "cpu",
+    on_progress: Callable[[float], None] | None = None,
+) -> list[LabelScores]:
+    """Each label's validation text read in every label a conditioned model knows."""
+    if not loaded.labels:
+        raise SettingError("{by_label} needs a model trained on labels; this one has none")
+    ids, labels = validation_split(loaded)
+    assert labels is not None
+    model = model_on(loaded.model, device)
+    where = next(model.parameters()).device
+    names = ("any", *loaded.labels)
+    readings = len(loaded.labels) * len(names)
+    found: list[LabelScores] = []
+    for k, name in enumerate(loaded.labels, start=1):
+        text = ids[labels == k]
+        bits = []
+        for read_as in range(len(names)):
+            done = len(found) * len(names) + read_as
+            heard = None if on_progress is None else _part(on_progress, done, readings)
+            nats = total_nats(model, text, where, heard, np.full(len(text), read_as))
+            bits.append(nats / (len(text) - 1) / math.log(2))
+        others = {names[j]: bits[j] for j in range(1, len(names)) if j != k}
+        found.append(LabelScores(name, len(text), bits[k], bits[0], others))
+    return found
+
+
+def _part(on_progress: Callable[[float], None], done: int, of: int) -> Callable[[float], None]:
+    return lambda fraction: on_progress((done + fraction) / of)

@@ -88,13 +88,15 @@ def stream_nats(
     sample: int = 0,
     on_progress: Callable[[float], None] | None = None,
     budget: int = PASS_BYTES,
+    labels: np.ndarray | None = None,
 ) -> np.ndarray:
     """Summed negative log-likelihood (nats) of each stream's targets, in float64.
 
     Target j is ids[j + 1] given ids[: j + 1]. `streams` picks which streams to compute (the
     others stay 0), for sharing the work between processes; with `sample`, the streams are that
     many targets' pieces of the text (see stream_bounds). A forward pass takes at most `budget`
-    bytes (pass_shape). `on_progress` hears the fraction read after each pass.
+    bytes (pass_shape). `on_progress` hears the fraction read after each pass. A conditioned
+    model reads each character in its label (`labels`, aligned with `ids`; None: "any").
     """
     bounds = stream_bounds(len(ids) - 1, sample)
     picked = list(range(len(bounds)) if streams is None else streams)
@@ -112,7 +114,8 @@ def stream_nats(
             if on_progress is not None:
                 on_progress((done + read) / total)
 
-        nats[rows] = _rows_nats(model, ids, [bounds[i] for i in rows], device, budget, heard)
+        nats[rows] = _rows_nats(model, ids, [bounds[i] for i in rows], device, budget, heard,
+                                labels)  # fmt: skip
         done += sum(bounds[i][1] - max(0, bounds[i][0] - WARMUP_CHARS) for i in rows)
     model.train(was_training)
     return nats
@@ -125,6 +128,7 @@ def _rows_nats(
     device: torch.device | str,
     budget: int,
     heard: Callable[[int], None],
+    labels: np.ndarray | None = None,
 ) -> np.ndarray:
     """The summed nats of each of these streams, read side by side, the state carried;
     `heard` hears the characters read so far."""
@@ -142,7 +146,11 @@ def _rows_nats(
         scored = inside & (positions >= scored_from[:, None])  # not padding, not warm-up
         inputs = np.where(inside, ids[safe], 0).astype(np.int64)
         targets = np.where(scored, ids[safe + 1].astype(np.int64), IGNORE)
-        logits, state = model(torch.from_numpy(inputs).to(device), state)  # (S, T, vocab)
+        label_ids = None
+        if labels is not None:
+            label_ids = torch.from_numpy(np.where(inside, labels[safe], 0).astype(np.int64))
+            label_ids = label_ids.to(device)
+        logits, state = model(torch.from_numpy(inputs).to(device), state, label_ids)
         losses = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(),
             torch.from_numpy(targets).reshape(-1).to(device),
@@ -160,10 +168,11 @@ def total_nats(
     ids: np.ndarray,
     device: torch.device | str = "cpu",
     on_progress: Callable[[float], None] | None = None,
+    labels: np.ndarray | None = None,
 ) -> float:
     """Summed negative log-likelihood (nats) of ids[1:], each character given the text before it
     (up to WARMUP_CHARS of it at the start of each stream: see stream_nats)."""
-    return float(stream_nats(model, ids, device, on_progress=on_progress).sum())
+    return float(stream_nats(model, ids, device, on_progress=on_progress, labels=labels).sum())
 
 
 def model_on(model: CharRNN, device: torch.device | str) -> CharRNN:

@@ -34,6 +34,11 @@ TF_FORGET_BIAS = 1.0
 
 def check_exportable(loaded: LoadedModel) -> None:
     config = loaded.model.config
+    if loaded.labels:
+        raise SettingError(
+            "ml5's charRNN has no labels, and this model was trained on them: export it with "
+            "{format} html instead"
+        )
     if config.cell not in ("lstm", "cifg"):
         why = {
             "peephole": "its basic LSTM cell has no peephole connections",

@@ -63,6 +63,11 @@ def export_onnx(loaded: LoadedModel, out: str | Path) -> Path:
         import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
     except ImportError:
         raise CharnnError(EXTRA_HINT) from None
+    if loaded.labels:
+        raise CharnnError(
+            "ONNX export writes unconditioned models: this one was trained on labels; export "
+            "it with --format html or hf instead"
+        )
     path = Path(out)
     if path.is_dir():
         path = path / f"{loaded.name}.onnx"

@@ -20,8 +20,9 @@
     return bytes.buffer;
   }
 
-  // spec: {cell, layers, hidden, embed, vocab, gates, peepholes, tensors: {name: [offset, shape]},
-  // data: base64 float32}
+  // spec: {cell, layers, hidden, embed, vocab, gates, peepholes, labels, labelSize,
+  // tensors: {name: [offset, shape]}, data: base64 float32}; a conditioned model's labels (its
+  // "label_embed.weight" row 0 is "any", row k + 1 labels[k]) join layer 0's input
   function loadModel(spec) {
     const buffer = decodeBase64(spec.data);
     const tensor = (name) => {
@@ -32,7 +33,7 @@
     const layers = [];
     for (let k = 0; k < spec.layers; k++) {
       layers.push({
-        inputs: k === 0 ? spec.embed : spec.hidden,
+        inputs: k === 0 ? spec.embed + (spec.labelSize || 0) : spec.hidden,
         wIh: tensor(`weight_ih_l${k}`), // (G·H, inputs)
         wHh: tensor(`weight_hh_l${k}`), // (G·H, H)
         bIh: tensor(`bias_ih_l${k}`),
@@ -48,6 +49,9 @@
       peepholes: spec.peepholes,
       embed: tensor("embed.weight"), // (vocab, E)
       embedSize: spec.embed,
+      labels: spec.labels || [],
+      labelSize: spec.labelSize || 0,
+      labelEmbed: spec.labels && spec.labels.length ? tensor("label_embed.weight") : null,
       decoderW: tensor("decoder.weight"), // (vocab, H)
       decoderB: tensor("decoder.bias"),
       layers,
@@ -117,10 +121,28 @@
     return { h, c };
   }
 
-  // one character id in; the logits for the next one and the new state out
-  function step(model, state, id) {
+  // a conditioned model's label vector from weights over "any" and its labels (a mix)
+  function labelVector(model, weights) {
+    const L = model.labelSize;
+    const vector = new Float64Array(L);
+    weights.forEach((w, k) => {
+      for (let j = 0; j < L; j++) vector[j] += w * model.labelEmbed[k * L + j];
+    });
+    return vector;
+  }
+
+  // one character id in (in the label `label`, a conditioned model's labelVector; none: "any");
+  // the logits for the next one and the new state out
+  function step(model, state, id, label) {
     const E = model.embedSize;
     let x = Float64Array.from(model.embed.subarray(id * E, (id + 1) * E));
+    if (model.labelEmbed) {
+      const vector = label || labelVector(model, [1]);
+      const joined = new Float64Array(E + model.labelSize);
+      joined.set(x);
+      joined.set(vector, E);
+      x = joined;
+    }
     const next = [];
     model.layers.forEach((layer, k) => {
       const s = layerStep(model, layer, x, state[k]);
@@ -159,7 +181,7 @@
     return probs.length - 1; // rounding left u above the last sum
   }
 
-  const api = { loadModel, initialState, step, probabilities, draw };
+  const api = { loadModel, initialState, step, labelVector, probabilities, draw };
   if (typeof module === "object" && module.exports) module.exports = api;
   else root.charnnStepper = api;
 })(this);

@@ -46,6 +46,8 @@ def model_json(loaded: LoadedModel) -> dict[str, Any]:
         "vocab": loaded.vocab.chars,
         "gates": list(spec.gates),
         "peepholes": list(spec.peepholes),
+        "labels": list(loaded.labels),
+        "labelSize": config.label_size if loaded.labels else 0,
         "tensors": tensors,
         "data": base64.b64encode(np.concatenate(chunks).tobytes()).decode("ascii"),
     }

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from charnn.checkpoints.loading import LoadedModel
+from charnn.checkpoints.loading import LoadedModel, label_weights_for
 from charnn.config.sample import SampleConfig
 from charnn.generation.penalty import RepetitionPenalty
 from charnn.generation.prime import check_prime, read_prime
@@ -28,8 +28,9 @@ def beam_search(loaded: LoadedModel, config: SampleConfig) -> str:
     chars = loaded.vocab.chars
     stepper = Stepper(loaded.model)
     prime = check_prime(config.prime, loaded.vocab, config.unknown)
-    primed = read_prime(loaded.model, loaded.vocab, prime, stepper)
-    logits, state = primed.logits, primed.state
+    weights = label_weights_for(loaded.labels, config.label)
+    primed = read_prime(loaded.model, loaded.vocab, prime, stepper, weights)
+    logits, state, bias = primed.logits, primed.state, primed.bias
     vocab_size = logits.shape[1]
     penalty = None
     if config.repetition_penalty != 1:
@@ -69,10 +70,12 @@ def beam_search(loaded: LoadedModel, config: SampleConfig) -> str:
         if best_finished is not None and scores.max() <= best_finished[0]:
             break  # scores only fall: no live beam can overtake the finished one
         state = take_rows(state, parents)
+        if primed.bias is not None:  # every beam writes in the one label
+            bias = np.repeat(primed.bias, len(parents), axis=0)
         if penalty is not None:
             penalty.select(parents)
             penalty.append(ids)
-        logits, state = stepper.step(ids, state)
+        logits, state = stepper.step(ids, state, bias)
 
     live = [(float(s), _text(t, chars, config)) for s, t in zip(scores, texts, strict=True)]
     return max(finished + live, key=lambda c: c[0])[1]

@@ -134,14 +134,18 @@ class Rows:
         self.generations: list[Generation] = []
         self.logits = np.empty((0, len(vocab)), dtype=np.float32)
         self.state: StepperState = []
+        self.bias: np.ndarray | None = None  # each row's label, for a conditioned model
 
     def __len__(self) -> int:
         return len(self.logits)
 
     def admit(self, generation: Generation, primed: Primed) -> None:
         """Add a generation's rows, each starting from what reading its prime left."""
-        logits, state = primed.rows(generation.rows)
-        self.state = state if not self.generations else join_rows(self.state, state)
+        logits, state, bias = primed.rows(generation.rows)
+        first = not self.generations
+        self.state = state if first else join_rows(self.state, state)
+        if bias is not None:
+            self.bias = bias if first or self.bias is None else np.concatenate([self.bias, bias])
         self.logits = np.concatenate([self.logits, logits])
         self.generations.append(generation)
 
@@ -166,6 +170,7 @@ class Rows:
             rows = np.repeat(keep, [generation.rows for generation in self.generations])
             self.generations = [g for g, kept in zip(self.generations, keep, strict=True) if kept]
             self.logits, self.state = self.logits[rows], take_rows(self.state, rows)
+            self.bias = None if self.bias is None else self.bias[rows]
 
     def _blocks(self) -> list[slice]:
         starts = np.cumsum([0] + [generation.rows for generation in self.generations])
@@ -197,7 +202,8 @@ class Rows:
         self.generations = [g for g, kept in zip(self.generations, keep, strict=True) if kept]
         if not all(keep):
             ids, self.state = ids[rows], take_rows(self.state, rows)
+            self.bias = None if self.bias is None else self.bias[rows]
         if self.generations:
-            self.logits, self.state = self.stepper.step(ids, self.state)
+            self.logits, self.state = self.stepper.step(ids, self.state, self.bias)
         else:
-            self.logits, self.state = self.logits[:0], []
+            self.logits, self.state, self.bias = self.logits[:0], [], None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from charnn.checkpoints.loading import LoadedModel
+from charnn.checkpoints.loading import LoadedModel, label_weights_for
 from charnn.config.sample import SampleConfig
 from charnn.generation.beam import beam_search
 from charnn.generation.prime import check_prime, read_prime
@@ -32,9 +32,11 @@ def generate(loaded: LoadedModel, config: SampleConfig) -> Iterator[tuple[int, s
             yield 0, text
         return
     prime = check_prime(config.prime, loaded.vocab, config.unknown)
+    weights = label_weights_for(loaded.labels, config.label)
     stepper = Stepper(loaded.model)
     rows = Rows(stepper, loaded.vocab)
-    rows.admit(Generation(config), read_prime(loaded.model, loaded.vocab, prime, stepper))
+    primed = read_prime(loaded.model, loaded.vocab, prime, stepper, weights)
+    rows.admit(Generation(config), primed)
     while rows.generations:
         for _, pieces in rows.tick():
             yield from pieces
@@ -44,7 +46,7 @@ def sample(loaded: LoadedModel, length: int = 500, **options: object) -> Iterato
     """Yield the text of one sample piece by piece (the prime is not included).
 
     Options are those of `SampleConfig`: temperature, top_k, top_p, prime, stop, include_stop,
-    seed, unknown, repetition_penalty, beam.
+    seed, unknown, repetition_penalty, beam, label.
     """
     config = SampleConfig(length=length, num_samples=1, **options)  # type: ignore[arg-type]
     for _, piece in generate(loaded, config):

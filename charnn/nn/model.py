@@ -39,11 +39,12 @@ class CharRNN(nn.Module):
         self.hidden_size = hidden = config.hidden_size
         self.embed = nn.Embedding(config.vocab_size, config.embed_size)
         dropout = config.dropout
+        inputs = config.embed_size + (config.label_size if config.labels else 0)
         self.rnn: nn.RNNBase | RecurrentStack
         if config.cell in FUSED and not hand_written:
             extra = {"nonlinearity": "relu"} if config.cell == "rnn-relu" else {}
             self.rnn = FUSED[config.cell](
-                config.embed_size,
+                inputs,
                 hidden,
                 num_layers=config.layers,
                 dropout=dropout if config.layers > 1 else 0.0,
@@ -51,13 +52,15 @@ class CharRNN(nn.Module):
                 **extra,
             )
         else:
-            self.rnn = RecurrentStack(
-                config.cell, config.embed_size, hidden, config.layers, dropout
-            )
+            self.rnn = RecurrentStack(config.cell, inputs, hidden, config.layers, dropout)
         self.drop = (LockedDropout if config.locked_dropout else Dropout)(config.decoder_dropout)
         self.decoder = nn.Linear(hidden, config.vocab_size)
         if "forget" in SPECS[config.cell].gates and config.forget_bias is not None:
             self._set_forget_bias(config.forget_bias)
+        # a conditioned model: each label's embedding (row 0: "any") joins every character's
+        self.label_embed = (
+            nn.Embedding(config.labels + 1, config.label_size) if config.labels else None
+        )
 
     @torch.no_grad()
     def _set_forget_bias(self, value: float) -> None:
@@ -67,11 +70,35 @@ class CharRNN(nn.Module):
             getattr(self.rnn, f"bias_ih_l{k}")[rows] = value
             getattr(self.rnn, f"bias_hh_l{k}")[rows] = 0.0
 
-    def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """ids (B, T) -> logits (B, T, vocab) and the state after the last character."""
+    def forward(
+        self, ids: torch.Tensor, state: State | None = None, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """ids (B, T) -> logits (B, T, vocab) and the state after the last character.
+
+        `labels`, for a conditioned model: each character's label id (B, T), each row's (B,),
+        or each row's label vector (B, label_size) (a mix: `mixed`); None: the "any" label."""
         x = self._embed(ids)  # (B, T, embed)
+        if self.label_embed is not None:
+            x = torch.cat([x, self._condition(labels, ids.shape)], dim=-1)
         out, state = self._recur(x, state)  # (B, T, hidden)
         return self.decoder(self.drop(out)), state
+
+    def _condition(self, labels: torch.Tensor | None, shape: torch.Size) -> torch.Tensor:
+        """The label vectors (B, T, label_size) to join the characters' embeddings."""
+        assert self.label_embed is not None
+        B, T = shape
+        if labels is None:
+            labels = torch.zeros(B, dtype=torch.long, device=self.label_embed.weight.device)
+        if labels.is_floating_point():  # a vector per row
+            return labels[:, None, :].expand(B, T, -1)
+        vectors = self.label_embed(labels)
+        return vectors if labels.dim() == 2 else vectors[:, None, :].expand(B, T, -1)
+
+    def mixed(self, weights: torch.Tensor) -> torch.Tensor:
+        """Label vectors from weights over the labels (B, labels + 1): each row between the
+        styles it weighs (a one-hot row is that label's own vector)."""
+        assert self.label_embed is not None, "an unconditioned model has no labels"
+        return weights.to(self.label_embed.weight.dtype) @ self.label_embed.weight
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Embedding dropout (Gal & Ghahramani 2016): in training, drop whole characters'
@@ -129,10 +156,12 @@ def count_parameters(config: ModelSpec) -> int:
     is refused before it is allocated (nn.devices.check_fits)."""
     spec, hidden, vocab = SPECS[config.cell], config.hidden_size, config.vocab_size
     rows = spec.blocks * hidden  # W (rows x inputs), U (rows x H), two biases, per layer
-    first = rows * (config.embed_size + hidden + 2)
+    labels = (config.labels + 1) * config.label_size if config.labels else 0
+    inputs = config.embed_size + (config.label_size if config.labels else 0)
+    first = rows * (inputs + hidden + 2)
     others = (config.layers - 1) * rows * (2 * hidden + 2)
     peepholes = config.layers * len(spec.peepholes) * hidden
-    return vocab * config.embed_size + first + others + peepholes + (hidden + 1) * vocab
+    return vocab * config.embed_size + labels + first + others + peepholes + (hidden + 1) * vocab
 
 
 def check_model_fits(config: ModelSpec, device: torch.device) -> None:

@@ -66,8 +66,16 @@ class Stepper:
                     )
                 )
             first = self.layers[0]
+            E = config.embed_size  # layer 0's inputs: the character's embedding, then the label
             # W_ih·embed(c) + b_ih (+ b_hh when folded) for every character c: (vocab, G·H)
-            self.input_table = _numpy(model.embed.weight) @ first[0] + first[1]
+            self.input_table = _numpy(model.embed.weight) @ first[0][:E] + first[1]
+            # W_ih·label(l) for every label l, "any" first: (labels + 1, G·H); a row's label (or
+            # mix of labels) adds its combination to layer 0's input at every step
+            self.label_table = (
+                None
+                if model.label_embed is None
+                else _numpy(model.label_embed.weight) @ first[0][E:]
+            )
             self.decoder = (_numpy(model.decoder.weight.T), _numpy(model.decoder.bias))
 
     def state_from_torch(self, state: State) -> StepperState:
@@ -77,25 +85,41 @@ class Stepper:
             return [(_numpy(state[0][k]), _numpy(state[1][k])) for k in layers]
         return [_numpy(state[k]) for k in layers]
 
-    def step(self, ids: np.ndarray, state: StepperState) -> tuple[np.ndarray, StepperState]:
-        """ids (B,) -> logits (B, vocab) and the new state."""
+    def label_bias(self, weights: np.ndarray) -> np.ndarray:
+        """What rows with these weights over the labels (B, labels + 1) add to layer 0's
+        input: (B, G·H)."""
+        assert self.label_table is not None, "an unconditioned model has no labels"
+        return (weights @ self.label_table).astype(np.float32)
+
+    def step(
+        self, ids: np.ndarray, state: StepperState, bias: np.ndarray | None = None
+    ) -> tuple[np.ndarray, StepperState]:
+        """ids (B,) -> logits (B, vocab) and the new state; `bias` (B, G·H): each row's label
+        (label_bias), for a conditioned model (None: the "any" label)."""
+        if bias is None and self.label_table is not None:
+            bias = np.broadcast_to(self.label_table[0], (len(ids), self.label_table.shape[1]))
         spec = self.spec
         new_state: list = []
         h: np.ndarray = np.empty(0)  # the output of the layer below; layer 0 reads the table
         for k, (w_ih, b_ih, w_hh, b_hh, w_both) in enumerate(self.layers):
             h_prev, c = state[k] if spec.has_cell_state else (state[k], None)
             if spec.separate_projections:  # the GRU: W·x + b_i and U·h + b_h apart
-                xw = self.input_table[ids] if k == 0 else h @ w_ih + b_ih
+                xw = self._layer0(ids, bias) if k == 0 else h @ w_ih + b_ih
                 h, c = step(spec, xw, h_prev @ w_hh + b_hh, h_prev, c, NUMPY)
             else:
                 if k == 0:
-                    a = self.input_table[ids] + h_prev @ w_hh  # W_ih·x + W_hh·h + b
+                    a = self._layer0(ids, bias) + h_prev @ w_hh  # W_ih·x + W_hh·h + b
                 else:
                     a = np.concatenate([h, h_prev], axis=1) @ w_both + b_ih
                 h, c = step(spec, a, None, h_prev, c, NUMPY, self.peepholes[k])
             new_state.append((h, c) if spec.has_cell_state else h)
         w_out, b_out = self.decoder
         return h @ w_out + b_out, new_state
+
+    def _layer0(self, ids: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        """Layer 0's input projection: the characters' rows of the table, plus the labels'."""
+        rows = self.input_table[ids]
+        return rows if bias is None else rows + bias
 
 
 def take_rows(state: StepperState, rows: np.ndarray) -> StepperState:

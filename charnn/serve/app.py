@@ -180,7 +180,8 @@ async def generate(request: Request) -> Response:
 
 async def sample(request: Request) -> Response:
     here = served(request)
-    parsed = rq.sample_request(rq.parse_body(await request.body()), here.loaded.vocab, here.limits)
+    body = rq.parse_body(await request.body())
+    parsed = rq.sample_request(body, here.loaded.vocab, here.limits, here.loaded.labels)
     config = parsed.config
     if config.beam is not None:  # a search, not a draw: run beside the batch, whole
         started = time.perf_counter()
@@ -236,6 +237,7 @@ async def model_info(request: Request) -> Response:
         "parameters": num_parameters(loaded.model),
         "vocab": loaded.vocab.chars,
         "vocab_size": len(loaded.vocab),
+        "labels": list(loaded.labels),  # a conditioned model's; "any" besides them
         "step": loaded.step,
         "metrics": loaded.metrics,
         "charnn_version": __version__,

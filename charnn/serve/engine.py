@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from charnn.checkpoints.loading import LoadedModel
+from charnn.checkpoints.loading import LoadedModel, label_weights_for
 from charnn.config.sample import SampleConfig
 from charnn.generation.prime import Primed, read_prime
 from charnn.generation.rows import Generation, Piece, Rows, Until
@@ -78,7 +78,7 @@ class Engine:
         self.stepper = Stepper(loaded.model)
         self.max_rows = max_rows  # rows stepped together at most; later jobs wait their turn
         self.incoming: queue.Queue[Job | None] = queue.Queue()
-        self.primes: OrderedDict[str, Primed] = OrderedDict()
+        self.primes: OrderedDict[tuple[str, str | None], Primed] = OrderedDict()
         self.prime_cache = prime_cache
         self.thread = threading.Thread(target=self._run, name="charnn-generate", daemon=True)
         self.stopping = threading.Event()
@@ -164,18 +164,21 @@ class Engine:
             if job.cancelled.is_set():
                 job.end()
                 continue
-            rows.admit(job.generation, self._primed(job.config.prime))
+            rows.admit(job.generation, self._primed(job.config.prime, job.config.label))
             jobs[id(job.generation)] = job
             block = False
 
-    def _primed(self, prime: str) -> Primed:
-        """What reading the prime leaves, as generation.prime reads it. Recent primes are
-        cached: /generate asks for several completions of one text, and an editor asks again
-        for the same text."""
-        if prime not in self.primes:
+    def _primed(self, prime: str, label: str | None) -> Primed:
+        """What reading the prime in its label leaves, as generation.prime reads it. Recent
+        primes are cached: /generate asks for several completions of one text, and an editor
+        asks again for the same text. (The label was checked with the request.)"""
+        key = (prime, label)
+        if key not in self.primes:
             loaded = self.loaded
-            self.primes[prime] = read_prime(loaded.model, loaded.vocab, prime, self.stepper)
+            weights = label_weights_for(loaded.labels, label)
+            self.primes[key] = read_prime(loaded.model, loaded.vocab, prime, self.stepper,
+                                          weights)  # fmt: skip
             if len(self.primes) > self.prime_cache:
                 self.primes.popitem(last=False)
-        self.primes.move_to_end(prime)
-        return self.primes[prime]
+        self.primes.move_to_end(key)
+        return self.primes[key]

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from charnn.checkpoints.loading import label_weights_for
 from charnn.config.sample import SampleConfig
 from charnn.errors import CharnnError
 from charnn.generation.prime import check_prime
@@ -51,6 +52,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "seed": ((int, type(None)), "an integer or null"),
     "unknown": ((str,), '"error" or "skip"'),
     "stream": ((bool,), "true or false"),
+    "label": ((str, type(None)), 'a label, or a mix such as "poems=0.7,letters=0.3"'),
 }
 
 
@@ -72,7 +74,9 @@ def parse_body(body: bytes) -> dict[str, Any]:
     return data
 
 
-def sample_request(data: dict[str, Any], vocab: Vocab, limits: Limits) -> SampleRequest:
+def sample_request(
+    data: dict[str, Any], vocab: Vocab, limits: Limits, labels: tuple[str, ...] = ()
+) -> SampleRequest:
     """Check a /v1/sample body field by field; unknown fields are refused, not ignored."""
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
@@ -115,8 +119,10 @@ def sample_request(data: dict[str, Any], vocab: Vocab, limits: Limits) -> Sample
             num_samples=num_samples,
             seed=random.SystemRandom().randrange(2**32) if seed is None else seed,
             unknown=data.get("unknown", "error"),
+            label=data.get("label"),
         )
         config = replace(config, prime=check_prime(prime, vocab, config.unknown))
+        label_weights_for(labels, config.label)  # a label the model knows
     except CharnnError as err:  # settings are named by field: the JSON keys
         raise BadRequest(str(err)) from None
     if config.beam is not None and data.get("stream", False):

@@ -3,9 +3,14 @@
 A corpus is encoded once. Its documents (a single file is one) are streamed in chunks, never
 held whole as a Python string: the vocabulary is collected in a first pass and the ids written
 in a second, as uint8, uint16 or uint32 by vocabulary size, into the cache (text.cache), which
-the next run maps straight from disk. With many documents, validation takes whole documents
-from all over the corpus (every round(1 / val_frac)-th), stored after the training documents;
-otherwise it is the last `val_frac` of the text.
+the next run maps straight from disk. The validation split is stored after the training text:
+- with many documents, whole documents from all over the corpus (every round(1 / val_frac)-th);
+- in a labelled corpus, the last documents of every label, at least val_frac of its text (a
+  label with one document: the last val_frac of it), so that every label is measured;
+- otherwise the last val_frac of the text.
+A labelled corpus also stores each character's label, 1 and up in the order the labels first
+appear (0 is the "any" label a model learns besides them); a separator takes the label of the
+document it ends.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -24,7 +29,7 @@ import numpy as np
 from charnn.errors import CharnnError, SettingError
 from charnn.text import cache
 from charnn.text.reading import file_chunks
-from charnn.text.sources import CorpusSpec
+from charnn.text.sources import CorpusSpec, Source
 from charnn.text.vocab import Vocab, code_points
 
 MANY_DOCUMENTS = 20  # from this many documents on, validation takes whole documents
@@ -51,6 +56,15 @@ class EncodedCorpus:
     val_start: int | None = None
     files: tuple[tuple[str, str], ...] = ()  # each file with the SHA-256 of its bytes
     documents: int = 1
+    labels: tuple[str, ...] = ()  # a labelled corpus's labels: label k + 1 is labels[k]
+    label_ids: np.ndarray | None = None  # (n,) each character's label, 0: "any" (none here)
+
+    def label_chars(self) -> dict[str, int]:
+        """Each label's share of the text, in characters."""
+        if self.label_ids is None:
+            return {}
+        counts = np.bincount(np.asarray(self.label_ids), minlength=len(self.labels) + 1)
+        return {name: int(counts[k + 1]) for k, name in enumerate(self.labels)}
 
     def train_end(self, val_frac: float) -> int:
         """Where the training split ends: the validation documents' start, else the last
@@ -91,30 +105,35 @@ def load_corpus(
     (in `encoding`), or a CorpusSpec naming files and folders (text.sources)."""
     spec = source if isinstance(source, CorpusSpec) else CorpusSpec((str(source),), encoding)
     files = spec.files(on_notice)
-    digests = tuple((str(f), _bytes_digest(f)) for f in files)
-    key = _key(spec, digests, val_frac)
+    digests = tuple((str(f.path), _bytes_digest(f.path)) for f in files)
+    key = _key(spec, files, digests, val_frac)
     found = _cached(key)
     if found is not None:
         return found
-    vocab, documents = _scan(spec, files)
-    every = max(2, round(1 / val_frac)) if documents >= MANY_DOCUMENTS else None
+    scan = _scan(spec, files)
+    split = _Split.plan(scan, val_frac)
+    labelled = spec.label_from is not None
 
-    def write(out: BinaryIO) -> dict[str, Any]:
-        return _write(spec, files, vocab, every, out)
+    def write(out: BinaryIO, labels_out: BinaryIO | None) -> dict[str, Any]:
+        return _write(spec, files, scan, split, out, labels_out)
 
-    described = {"vocab": vocab.chars, "dtype": id_dtype(len(vocab)).str, "files": digests,
-                 "documents": documents}  # fmt: skip
+    label_dtype = id_dtype(len(scan.labels) + 1).str if labelled else None
+    described = {"vocab": scan.vocab.chars, "dtype": id_dtype(len(scan.vocab)).str,
+                 "files": digests, "documents": scan.documents, "labels": scan.labels,
+                 "label_dtype": label_dtype}  # fmt: skip
     try:
-        cache.write_cached(key, write, described)
+        cache.write_cached(key, write, described, labelled)
     except OSError as err:  # no cache then: encode into memory
         if on_notice is not None:
             on_notice(f"cannot write the corpus cache in {cache.corpora_folder()} "
                       f"({err.strerror}); encoding in memory (set CHARNN_CACHE_DIR to a "
                       "writable folder)")  # fmt: skip
-        sink = _Collected(id_dtype(len(vocab)))
-        written = write(sink)  # type: ignore[arg-type]
-        return EncodedCorpus(sink.array(), vocab, written["sha256"], None,
-                             written["val_start"], digests, documents)  # fmt: skip
+        ids = _Collected(id_dtype(len(scan.vocab)))
+        labels = _Collected(id_dtype(len(scan.labels) + 1)) if labelled else None
+        written = write(ids, labels)  # type: ignore[arg-type]
+        return EncodedCorpus(ids.array(), scan.vocab, written["sha256"], None,
+                             written["val_start"], digests, scan.documents, tuple(scan.labels),
+                             labels.array() if labels else None)  # fmt: skip
     found = _cached(key)
     assert found is not None, "the cache was just written"
     return found
@@ -125,12 +144,13 @@ def _cached(key: str) -> EncodedCorpus | None:
     cached = cache.read_cached(key)
     if cached is None:
         return None
-    ids, meta = cached
+    ids, label_ids, meta = cached
     try:
         files = tuple((str(path), str(sha)) for path, sha in meta.get("files", ()))
         return EncodedCorpus(ids, Vocab(meta["vocab"]), meta["sha256"],
                              cache.corpora_folder() / f"{key}.ids", meta.get("val_start"),
-                             files, meta.get("documents", 1))  # fmt: skip
+                             files, meta.get("documents", 1), tuple(meta.get("labels") or ()),
+                             label_ids)  # fmt: skip
     except (CharnnError, KeyError, TypeError, ValueError):
         return None
 
@@ -142,72 +162,169 @@ def _bytes_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _key(spec: CorpusSpec, digests: tuple[tuple[str, str], ...], val_frac: float) -> str:
+def _key(
+    spec: CorpusSpec, files: list[Source], digests: tuple[tuple[str, str], ...], val_frac: float
+) -> str:
     """What decides the ids, and nothing else: not where the files are, nor the validation
     share where it cannot cut whole documents (a few files, each its own document)."""
-    cuts_documents = spec.doc_per_line or len(digests) >= MANY_DOCUMENTS
+    cuts_documents = spec.doc_per_line or spec.by_row or len(digests) >= MANY_DOCUMENTS
+    labelled = spec.label_from is not None
     return cache.key_of([codecs.lookup(spec.encoding).name, spec.joiner, str(spec.doc_per_line),
-                         str(spec.one_document), repr(val_frac) if cuts_documents else "",
+                         str(spec.one_document), repr(val_frac) if cuts_documents or labelled
+                         else "", str(spec.label_from), spec.text_field, spec.label_field,
+                         *(str(f.label) for f in files),
                          *(sha for _, sha in digests)])  # fmt: skip
 
 
-def _scan(spec: CorpusSpec, files: list[Path]) -> tuple[Vocab, int]:
+@dataclass
+class _Scan:
+    """The first pass: the vocabulary, how many documents, and each label's documents'
+    lengths in characters (labels in the order they first appear)."""
+
+    vocab: Vocab
+    documents: int
+    labels: list[str] = field(default_factory=list)
+    lengths: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _scan(spec: CorpusSpec, files: list[Source]) -> _Scan:
     """First pass: the vocabulary (with the separator's characters, unless the corpus is one
-    plain file, which nothing joins) and how many documents there are."""
+    plain file, which nothing joins), the documents, and each label's documents' lengths."""
     seen = np.zeros(UNICODE, dtype=bool)
     documents = 0
+    lengths: dict[str, list[int]] = {}
     for document in spec.documents(files):
         documents += 1
-        for text in document:
+        size = 0
+        for text in document.text:
             seen[code_points(text)] = True
+            size += len(text)
+        if document.label is not None:
+            lengths.setdefault(document.label, []).append(size)
     if not spec.one_document:
         seen[code_points(spec.joiner)] = True
     chars = np.flatnonzero(seen).astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
     if not documents:
         raise CharnnError(f"{', '.join(spec.paths)} holds no text: a corpus needs some")
     if not chars.strip():
-        raise CharnnError(
-            f"{', '.join(spec.paths)} holds only whitespace: a corpus needs some text"
+        names = ", ".join(spec.paths)
+        raise CharnnError(f"{names} holds only whitespace: a corpus needs some text")
+    if spec.label_from is not None and len(lengths) < 2:
+        raise SettingError(
+            f"{', '.join(spec.paths)} gives {len(lengths)} label with {{label_from}} "
+            f"{spec.label_from}: a labelled corpus needs two or more"
         )
-    return Vocab(chars), documents
+    return _Scan(Vocab(chars), documents, list(lengths), lengths)
+
+
+@dataclass(frozen=True)
+class _Split:
+    """Which documents go to validation: every `every`-th (many unlabelled documents); of each
+    label, those from `first_val[label]` on, or the part of its one document from `cut[label]`
+    on; neither: the text's tail (val_start None)."""
+
+    every: int | None = None
+    first_val: dict[str, int] = field(default_factory=dict)
+    cut: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def plan(cls, scan: _Scan, val_frac: float) -> _Split:
+        if not scan.labels:
+            many = scan.documents >= MANY_DOCUMENTS
+            return cls(every=max(2, round(1 / val_frac)) if many else None)
+        first_val, cut = {}, {}
+        for label, lengths in scan.lengths.items():
+            if len(lengths) == 1:
+                cut[label] = lengths[0] - int(lengths[0] * val_frac)
+                continue
+            held, start = 0, len(lengths)
+            while start > 1 and held < val_frac * sum(lengths):
+                start -= 1
+                held += lengths[start]
+            first_val[label] = start
+        return cls(first_val=first_val, cut=cut)
+
+
+class _Part:
+    """The training or the validation part: where its ids, labels and text's hash go."""
+
+    def __init__(self, ids: BinaryIO, labels: BinaryIO | None) -> None:
+        self.ids, self.labels = ids, labels
+        self.digest, self.length, self.started = hashlib.sha256(), 0, False
+        self.tag: np.ndarray | None = None  # the label of the document written last
+
+    def open(self, separator: bytes, joiner: str, tag: np.ndarray | None) -> None:
+        """A document starts here: after the first, the separator ends the one before."""
+        if self.started:
+            self.write(separator, joiner, self.tag)
+        self.started, self.tag = True, tag
+
+    def write(self, ids: bytes, text: str, tag: np.ndarray | None) -> None:
+        self.ids.write(ids)
+        if self.labels is not None and tag is not None:
+            self.labels.write(np.repeat(tag, len(text)).tobytes())
+        self.digest.update(text.encode("utf-8", "surrogatepass"))
+        self.length += len(text)
 
 
 def _write(
-    spec: CorpusSpec, files: list[Path], vocab: Vocab, every: int | None, out: BinaryIO
+    spec: CorpusSpec,
+    files: list[Source],
+    scan: _Scan,
+    split: _Split,
+    out: BinaryIO,
+    labels_out: BinaryIO | None,
 ) -> dict[str, Any]:
-    """Second pass: the ids of the training documents, then those of the validation documents
-    (every `every`-th; None: all in order, the split then the text's tail). Returns the length,
-    where validation starts and the text's SHA-256."""
-    dtype = id_dtype(len(vocab))
-    table = np.zeros(UNICODE, dtype=dtype)
-    table[code_points(vocab.chars)] = np.arange(len(vocab))
-    separator, joiner = table[code_points(spec.joiner)].tobytes(), spec.joiner.encode()
-    digests = {"train": hashlib.sha256(), "val": hashlib.sha256()}
-    lengths = {"train": 0, "val": 0}
-    started = {"train": False, "val": False}
-    with tempfile.TemporaryFile() as held_back:  # the validation documents, until the end
-        sinks = {"train": out, "val": held_back}
+    """Second pass: the ids (and labels) of the training text, then of the validation text
+    (see _Split). Returns the length, where validation starts and the text's SHA-256."""
+    table = np.zeros(UNICODE, dtype=id_dtype(len(scan.vocab)))
+    table[code_points(scan.vocab.chars)] = np.arange(len(scan.vocab))
+    label_dtype = id_dtype(len(scan.labels) + 1)
+    separator, joiner = table[code_points(spec.joiner)].tobytes(), spec.joiner
+    with tempfile.TemporaryFile() as held_ids, tempfile.TemporaryFile() as held_labels:
+        train = _Part(out, labels_out)
+        val = _Part(held_ids, held_labels if labels_out is not None else None)
+        seen: dict[str, int] = {}  # documents of each label so far
         for index, document in enumerate(spec.documents(files)):
-            part = "val" if every is not None and index % every == every - 1 else "train"
-            if started[part]:
-                sinks[part].write(separator)
-                digests[part].update(joiner)
-                lengths[part] += len(spec.joiner)
-            started[part] = True
-            for text in document:
-                sinks[part].write(table[code_points(text)].tobytes())
-                digests[part].update(text.encode("utf-8", "surrogatepass"))
-                lengths[part] += len(text)
-        val_start, digest = None, digests["train"]
-        if started["val"]:
-            out.write(separator)
-            digest.update(joiner)
-            val_start = lengths["train"] + len(spec.joiner)
-            held_back.seek(0)
-            shutil.copyfileobj(held_back, out)  # type: ignore[misc]
-            digest.update(digests["val"].digest())  # the text, train then validation documents
-    length = lengths["train"] + (len(spec.joiner) + lengths["val"] if started["val"] else 0)
-    return {"length": length, "val_start": val_start, "sha256": digest.hexdigest()}
+            label = document.label
+            tag = None if label is None else np.array([scan.labels.index(label) + 1], label_dtype)
+            number = index
+            if label is not None:
+                number = seen[label] = seen.get(label, -1) + 1
+            cut = split.cut.get(label) if label is not None else None
+            part = val if _in_validation(split, label, number, index) else train
+            part.open(separator, joiner, tag)
+            written = 0
+            for text in document.text:
+                if cut is None or written + len(text) <= cut:
+                    part.write(table[code_points(text)].tobytes(), text, tag)
+                else:  # one document of its label: the rest is validation
+                    keep = max(0, cut - written)
+                    if keep:
+                        part.write(table[code_points(text[:keep])].tobytes(), text[:keep], tag)
+                    if part is train:
+                        part = val
+                        part.open(separator, joiner, tag)
+                    part.write(table[code_points(text[keep:])].tobytes(), text[keep:], tag)
+                written += len(text)
+        val_start, digest = None, train.digest
+        if val.started:
+            train.write(separator, joiner, train.tag)
+            val_start = train.length
+            for held, sink in ((held_ids, out), (held_labels, labels_out)):
+                if sink is not None:
+                    held.seek(0)
+                    shutil.copyfileobj(held, sink)  # type: ignore[misc]
+            digest.update(val.digest.digest())  # the text, train then validation documents
+    return {"length": train.length + val.length, "val_start": val_start,
+            "sha256": digest.hexdigest()}  # fmt: skip
+
+
+def _in_validation(split: _Split, label: str | None, number: int, index: int) -> bool:
+    """Whether a document goes to validation (see _Split); `number` counts its label's."""
+    if split.every is not None:
+        return index % split.every == split.every - 1
+    return label is not None and label in split.first_val and number >= split.first_val[label]
 
 
 class _Collected:

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from charnn.checkpoints import folder, hf
-from charnn.checkpoints.format import TRAINING_FIELDS, check_fields, checkpoint_path, read_payload
+from charnn.checkpoints.format import (
+    TRAINING_FIELDS,
+    check_fields,
+    checkpoint_path,
+    optional,
+    read_payload,
+)
 from charnn.checkpoints.summary import saved_plan
 from charnn.config.model import ModelConfig, ModelSpec
 from charnn.config.train import RunConfig, TrainConfig
@@ -66,6 +72,7 @@ def prepare_run(
     `measure(request, facts, vocab_size)` finds. `on_main` runs the folder choices and the plan
     on one process of a torchrun job and hands their result to all.
     """
+    request = replace(request, model=replace(request.model, labels=len(corpus.labels)))
     given = request.chosen() if given is None else given
     corpus_path = Path(request.corpus_paths[0])  # names the run
     path = None
@@ -77,6 +84,7 @@ def prepare_run(
     if init_from is not None:
         source = checkpoint_path(init_from)
         weights = read_payload(source)
+        check_same_labels(weights, corpus, source, "start from")
         vocab = Vocab.from_text(weights["vocab"] + vocab.chars)  # both runs' characters
         shape = saved_shape(weights["model_config"], source)  # the weights' shape
         request = replace(request, model=merged_model(shape, request.model, given))
@@ -116,6 +124,7 @@ def _resumed(request: TrainConfig, corpus: EncodedCorpus, path: Path, given: set
     check_resumable(config, saved, path)
     vocab = Vocab(payload["vocab"])
     check_same_corpus(payload, corpus, vocab, path)
+    check_same_labels(payload, corpus, path, "resume")
     plan = saved_plan(payload.get("plan"))
     followed = payload["model_config"].get("decoder_dropout") is None  # saved before 900f2c9
     if plan and followed and "dropout" in plan.get("from_passes", []):
@@ -202,6 +211,19 @@ def check_same_corpus(payload: dict, corpus: EncodedCorpus, vocab: Vocab, path: 
     raise SettingError(
         f"cannot resume {literal(path)}: this corpus is not the text the run was trained on (its "
         f"SHA-256 differs); {remedy}"
+    )
+
+
+def check_same_labels(payload: dict, corpus: EncodedCorpus, path: Path, verb: str) -> None:
+    """Refuse to go on from a model whose labels are not the corpus's."""
+    saved = tuple(optional(payload, "labels", list, []))
+    if saved == corpus.labels:
+        return
+    ours = ", ".join(corpus.labels) or "none"
+    theirs = ", ".join(saved) or "none"
+    raise CharnnError(
+        f"cannot {verb} {path}: its labels ({theirs}) are not this corpus's ({ours}); train "
+        "a new model on this corpus"
     )
 
 

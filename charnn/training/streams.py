@@ -40,7 +40,13 @@ class TrainStreams:
     B x (T + 1) characters, so the corpus is never copied whole.
     """
 
-    def __init__(self, ids: np.ndarray, shape: StreamShape, seed: int = 0) -> None:
+    def __init__(
+        self,
+        ids: np.ndarray,
+        shape: StreamShape,
+        seed: int = 0,
+        label_ids: np.ndarray | None = None,
+    ) -> None:
         self.shape = shape
         self.seed = seed
         B, T = shape.batch_size, shape.seq_len
@@ -48,6 +54,7 @@ class TrainStreams:
         if self.stream_len < T:
             raise CharnnError(f"{len(ids)} characters cannot fill one window of {B} x {T}")
         self.ids = ids
+        self.label_ids = label_ids  # a labelled corpus's: each character's label
         self.row_starts = np.arange(B, dtype=np.int64) * self.stream_len  # where each row begins
         self.offsets = np.arange(T + 1, dtype=np.int64)  # a window and the target after it
         self.windows_per_pass = windows_per_pass(len(ids), shape)
@@ -64,12 +71,21 @@ class TrainStreams:
             np.random.default_rng([self.seed % 2**32, pass_index]).integers(self.shape.seq_len)
         )
 
+    def _positions(self, index: int, pass_index: int) -> np.ndarray:
+        starts = self.row_starts + index * self.shape.seq_len + self.shift(pass_index)
+        return (starts[:, None] + self.offsets) % len(self.ids)  # the last row may loop
+
     def window(self, index: int, pass_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """The `index`-th window of pass `pass_index`: inputs and targets, each (B, T) int64."""
-        starts = self.row_starts + index * self.shape.seq_len + self.shift(pass_index)
-        positions = (starts[:, None] + self.offsets) % len(self.ids)  # the last row may loop
-        block = torch.from_numpy(self.ids[positions].astype(np.int64))
+        block = torch.from_numpy(self.ids[self._positions(index, pass_index)].astype(np.int64))
         return block[:, :-1], block[:, 1:]  # targets: the inputs shifted by one character
+
+    def labels(self, index: int, pass_index: int = 0) -> torch.Tensor | None:
+        """The labels of that window's inputs (B, T) int64 (None: an unlabelled corpus)."""
+        if self.label_ids is None:
+            return None
+        positions = self._positions(index, pass_index)[:, :-1]
+        return torch.from_numpy(np.asarray(self.label_ids)[positions].astype(np.int64))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The first pass over the data, window by window."""

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Collection
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +54,20 @@ from charnn.training.state import RunState, capture_rng, restore_rng
 from charnn.training.streams import TrainStreams, fit_shape
 
 PROGRESS_INTERVAL = 0.25  # seconds between Progress events
+FEW_LABEL_CHARS, FEW_LABEL_SHARE = 5_000, 0.02  # a label with less is named at the start
 SAMPLE_CHARS, SAMPLE_TEMPERATURE = 200, 0.8  # the sample TensorBoard shows at each evaluation
 
 
 def loss_on(
-    model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, state: State | None
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    state: State | None,
+    labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, State]:
     """Mean cross-entropy (nats/char) of one window, and the state after it (`model` is a
-    CharRNN, or one wrapped in DistributedDataParallel)."""
-    logits, state = model(inputs, state)
+    CharRNN, or one wrapped in DistributedDataParallel; `labels` a conditioned model's)."""
+    logits, state = model(inputs, state, labels)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
     return loss, state
 
@@ -99,6 +104,17 @@ class _LossMeter:
         return mean, norm, rate
 
 
+@dataclass(frozen=True)
+class Labelled:
+    """A labelled corpus's labels (label k + 1 is names[k]; 0 is "any"), each one's share in
+    characters, and each character's label in the two splits."""
+
+    names: tuple[str, ...] = ()
+    chars: dict[str, int] = field(default_factory=dict)
+    train: np.ndarray | None = None
+    val: np.ndarray | None = None
+
+
 class Trainer:
     """Trains one model on already-encoded ids; `run_dir=None` keeps everything in memory.
 
@@ -119,6 +135,7 @@ class Trainer:
         stop_requested: Callable[[], bool] | None = None,
         ranks: Ranks | None = None,
         device: torch.device | None = None,
+        labels: Labelled | None = None,
     ) -> None:
         if not isinstance(config, RunConfig):
             raise TypeError("a Trainer runs a RunConfig (every setting decided: training.plan)")
@@ -137,10 +154,11 @@ class Trainer:
                                self.device, config.beta1)  # fmt: skip
         # fp16 gradients can underflow: the loss is scaled up, and steps that overflow skipped
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.labels = labels or Labelled()
         self.streams = self._streams(train_ids)
         self.rows = ranks.rows(self.streams.shape.batch_size)  # this process's streams
         self.schedule = Schedule(config, self.streams.windows_per_pass)
-        self.val_ids = val_ids
+        self.val_ids, self.val_labels = val_ids, self.labels.val
         self.val_pieces = self._validation_pieces(len(val_ids) - 1)  # what `validate` scores
         self.state = RunState()
         self.carried: State | None = None  # the state carried between windows, for self.rows
@@ -158,7 +176,7 @@ class Trainer:
                 f"training split has {len(train_ids)} characters: using {{batch_size}} "
                 f"{shape.batch_size} {{seq_len}} {shape.seq_len}, one window per row"
             ))  # fmt: skip
-        return TrainStreams(train_ids, shape, config.seed)
+        return TrainStreams(train_ids, shape, config.seed, self.labels.train)
 
     def _validation_pieces(self, targets: int) -> list[tuple[int, int]]:
         pieces = stream_bounds(targets, self.config.eval_chars)
@@ -273,11 +291,12 @@ class Trainer:
             state.window, self.carried = 0, None
             state.pass_index += 1
         inputs, targets = self._to_device(*streams.window(state.window, state.pass_index))
+        labels = self._window_labels(streams.labels(state.window, state.pass_index))
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.lr(fraction) * state.lr_scale
 
         with autocast(self.device, config.precision):
-            loss, new_carried = loss_on(net, inputs, targets, self.carried)
+            loss, new_carried = loss_on(net, inputs, targets, self.carried, labels=labels)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)  # clip the true gradients
@@ -296,6 +315,15 @@ class Trainer:
         self.carried = detach_state(new_carried)
         self.chars_trained += streams.chars_per_window
         return loss_value, norm
+
+    def _window_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """This rank's rows' labels, some rows' whole window read as the "any" label (a share
+        any_label of them, drawn from PyTorch's generator: a resume draws the same)."""
+        if labels is None:
+            return None
+        labels = labels[self.rows]
+        labels[torch.rand(len(labels)) < self.config.any_label] = 0
+        return labels.to(self.device)
 
     def _report(self, meter: _LossMeter, elapsed: float, now: float) -> None:
         fraction = self.schedule.fraction(self.state.step, elapsed)
@@ -349,7 +377,8 @@ class Trainer:
         in a torchrun job each rank reads some of its streams and the per-stream sums are added
         up, giving the single-process figure."""
         mine = range(self.ranks.rank, len(self.val_pieces), self.ranks.world_size)
-        nats = stream_nats(self.model, self.val_ids, self.device, mine, self.config.eval_chars)
+        nats = stream_nats(self.model, self.val_ids, self.device, mine, self.config.eval_chars,
+                           labels=self.val_labels)  # fmt: skip
         nats = self.ranks.all_reduce(torch.from_numpy(nats)).numpy()  # one rank per stream
         scored = sum(stop - start for start, stop in self.val_pieces)
         return float(nats.sum()) / scored / math.log(2)
@@ -369,7 +398,8 @@ class Trainer:
         """A short sample of what the model writes now, at temperature SAMPLE_TEMPERATURE,
         always from the same seed (its draws are NumPy's: the run's own generators, and so an
         exact resume, are left alone)."""
-        loaded = LoadedModel(self.model, self.vocab, Path("training"), self.config, self.step)
+        loaded = LoadedModel(self.model, self.vocab, Path("training"), self.config, self.step,
+                             labels=self.labels.names)  # fmt: skip
         config = SampleConfig(length=length, temperature=SAMPLE_TEMPERATURE, seed=0)
         return "".join(sample_batch(loaded, config))
 
@@ -462,6 +492,7 @@ class Trainer:
         payload["resume"] = self.saved_state(elapsed, carried).saved()
         payload["corpus_sha256"] = self.corpus_sha256
         payload["corpus_files"] = self.corpus_files
+        payload["labels"], payload["label_chars"] = list(self.labels.names), self.labels.chars
         payload["plan"] = self.plan
         for path in self.writer.save(payload, metrics, best):
             if path.name in (folder.BEST, folder.LAST):
@@ -504,13 +535,17 @@ def train(
         owner = ranks.is_main  # only rank 0 writes to the run folder
         try:  # from here a failure removes the run folder it claimed, if nothing was saved
             check_model_fits(replace(run.config.model, vocab_size=len(run.vocab)), device)
-            train_ids, val_ids = split_train_val(
-                corpus.ids_in(run.vocab), run.config.val_frac, corpus.val_start
-            )
+            val_frac, val_start = run.config.val_frac, corpus.val_start
+            train_ids, val_ids = split_train_val(corpus.ids_in(run.vocab), val_frac, val_start)
+            labels = Labelled(corpus.labels, corpus.label_chars())
+            if corpus.label_ids is not None:
+                train, val = split_train_val(corpus.label_ids, val_frac, val_start)
+                labels = replace(labels, train=train, val=val)
+                notices += few_characters(labels.chars)
             use_threads(run.config.threads)
             with folder.locked(run.run_dir) if owner else nullcontext():
                 trainer = _trainer(run, corpus, train_ids, val_ids, on_event, stop_requested,
-                                   ranks, device, notices)  # fmt: skip
+                                   ranks, device, notices, labels)  # fmt: skip
                 try:
                     return trainer.run()
                 finally:
@@ -521,10 +556,22 @@ def train(
                 folder.release(run.run_dir)
 
 
-def _trainer(run, corpus, train_ids, val_ids, on_event, stop_requested, ranks, device, notices):
+def few_characters(chars: dict[str, int]) -> list[str]:
+    """A notice for each label with little text to learn it from."""
+    total = sum(chars.values())
+    return [
+        f"label {name!r} has {count:,} characters, {count / total:.1%} of the corpus: too few "
+        "to learn its style well"
+        for name, count in chars.items()
+        if count < FEW_LABEL_CHARS or count < FEW_LABEL_SHARE * total
+    ]
+
+
+def _trainer(run, corpus, train_ids, val_ids, on_event, stop_requested, ranks, device, notices,
+             labels):  # fmt: skip
     """The Trainer for a prepared run, restored or transplanted from its checkpoint."""
     trainer = Trainer(run.config, run.vocab, train_ids, val_ids, run.run_dir, on_event,
-                      stop_requested, ranks=ranks, device=device)  # fmt: skip
+                      stop_requested, ranks=ranks, device=device, labels=labels)  # fmt: skip
     if trainer.writer is not None:
         trainer.writer.remove_stale()
     trainer.corpus_sha256 = corpus.sha256

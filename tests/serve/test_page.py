@@ -45,8 +45,8 @@ def test_the_page_streams_what_the_api_gives(trained, chromium):
     with server(trained[2]) as (url, _):
         page = chromium.new_page()
         page.goto(f"{url}/ui")
-        page.wait_for_function("document.title === 'charnn serve'")
-        assert page.inner_text("#title") == "corpus-lstm/best.pt"  # the served model, by name
+        page.locator("#title", has_text="corpus-lstm").wait_for()  # the served model, by name
+        assert page.inner_text("#title") == "corpus-lstm/best.pt"
         page.eval_on_selector("#length", "el => { el.value = '300'; }")
         shown = generate_on_the_page(page, url, "The ", seed=3)
         api = httpx.post(f"{url}/v1/sample", timeout=60, json={
@@ -63,7 +63,7 @@ def test_with_an_api_key_the_page_asks_for_it_and_sends_it(trained, chromium):
         page.wait_for_selector("#keyrow:not([hidden])")
         page.fill("#key", "s3cret")
         page.dispatch_event("#key", "change")
-        page.wait_for_function("document.getElementById('title').textContent !== 'charnn'")
+        page.locator("#title", has_text="corpus-lstm").wait_for()  # described, with the key
         shown = generate_on_the_page(page, url, "The ", seed=5)
         assert shown.startswith("The ") and len(shown) > 100
         assert httpx.get(f"{url}/v1/model", timeout=30).status_code == 403  # still guarded

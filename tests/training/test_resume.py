@@ -152,8 +152,8 @@ def test_a_run_diverging_before_its_first_save_says_nothing_was_saved(
 
     real = trainer_module.loss_on
 
-    def poisoned(model, inputs, targets, state):
-        loss, new_state = real(model, inputs, targets, state)
+    def poisoned(model, inputs, targets, state, labels=None):
+        loss, new_state = real(model, inputs, targets, state, labels)
         return loss * float("nan"), new_state
 
     monkeypatch.setattr(trainer_module, "loss_on", poisoned)
@@ -168,9 +168,9 @@ def test_non_finite_loss_stops_without_saving_it(tmp_path, small_corpus, monkeyp
     real = trainer_module.loss_on
     calls = {"n": 0}
 
-    def poisoned(model, inputs, targets, state):
+    def poisoned(model, inputs, targets, state, labels=None):
         calls["n"] += 1
-        loss, new_state = real(model, inputs, targets, state)
+        loss, new_state = real(model, inputs, targets, state, labels)
         return (loss * float("nan") if calls["n"] == 8 else loss), new_state
 
     monkeypatch.setattr(trainer_module, "loss_on", poisoned)

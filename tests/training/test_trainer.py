@@ -68,7 +68,7 @@ def test_state_is_carried_between_windows_and_reset_each_pass(monkeypatch):
     states = []
     real_loss_on = train_module.loss_on
 
-    def spy(model, inputs, targets, state):
+    def spy(model, inputs, targets, state, labels=None):
         states.append(state)
         loss, new_state = real_loss_on(model, inputs, targets, state)
         states.append(new_state)

@@ -1,0 +1,240 @@
+"""A model conditioned on labels: each label's text read with its label, samples in one label or
+a mix of two, a resumed labelled run, and the errors a labelled corpus or model can meet."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import charnn
+from charnn.checkpoints.loading import load_checkpoint
+from charnn.config.model import CELLS, ModelConfig, ModelSpec
+from charnn.config.train import TrainConfig
+from charnn.errors import CharnnError
+from charnn.evaluation.evaluator import evaluate_by_label
+from charnn.generation.sampler import sample_batch
+from charnn.nn.model import CharRNN
+from charnn.nn.stepper import Stepper
+from charnn.text.corpus import load_corpus
+from charnn.text.sources import CorpusSpec
+from charnn.training.trainer import train
+
+from conftest import make_text, run_charnn
+
+
+def write_styles(root, lines: int = 400) -> None:
+    """Two labels whose texts share nothing but the line end: a's, and b's."""
+    rng = random.Random(0)
+    for label, char in (("ayes", "a"), ("bees", "b")):
+        (root / label).mkdir(parents=True)
+        text = "\n".join(char * rng.randint(3, 30) for _ in range(lines)) + "\n"
+        (root / label / "text.txt").write_text(text, encoding="utf-8")
+
+
+SMALL = ModelConfig(hidden_size=24, embed_size=8, layers=1, dropout=0.0, weight_drop=0.0)
+
+
+def labelled(tmp_path, **settings) -> TrainConfig:
+    defaults = dict(corpus=str(tmp_path / "styles"), label_from="folder", model=SMALL,
+                    device="cpu", checkpoint_dir=str(tmp_path / "ck"), name="styles",
+                    eval_every=100)  # fmt: skip
+    return TrainConfig(**{**defaults, **settings})
+
+
+@pytest.fixture(scope="module")
+def styled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("labels")
+    write_styles(root / "styles")
+    train(labelled(root, max_steps=600))
+    return root, load_checkpoint(root / "ck" / "styles")
+
+
+def letters(loaded, **options) -> list[str]:
+    """The letters of 16 samples of 300 characters (line ends left out), one string a sample."""
+    config = charnn.SampleConfig(length=300, seed=1, num_samples=16, **options)
+    return [text.replace("\n", "") for text in sample_batch(loaded, config)]
+
+
+def share(texts: list[str], char: str) -> float:
+    return sum(text.count(char) for text in texts) / sum(len(text) for text in texts)
+
+
+def test_each_label_writes_its_own_characters_and_a_mix_writes_both(styled):
+    _, loaded = styled
+    assert loaded.labels == ("ayes", "bees")
+    assert share(letters(loaded, label="ayes"), "a") > 0.97
+    assert share(letters(loaded, label="bees"), "b") > 0.97
+    mixed = letters(loaded, label="ayes=0.5,bees=0.5")  # each sample settles on one style
+    assert {max(set(text), key=text.count) for text in mixed} == {"a", "b"}
+    beam = sample_batch(loaded, charnn.SampleConfig(length=40, beam=3, label="bees"))[0]
+    assert set(beam) - {"\n"} == {"b"}
+
+
+def test_the_label_is_what_the_model_reads_its_text_by(styled):
+    _, loaded = styled
+    for score in evaluate_by_label(loaded):
+        assert score.own < score.wrong - 0.05  # the wrong label makes the text a surprise
+        assert score.own <= score.any + 0.05
+    assert charnn.evaluate(loaded, label="ayes").bits_per_char > 0
+
+
+def test_the_stepper_reads_a_label_and_a_mix_as_the_model_does():
+    torch.manual_seed(0)
+    for cell in CELLS:
+        model = CharRNN(ModelSpec(vocab_size=9, cell=cell, hidden_size=12, embed_size=5,
+                                  labels=3, label_size=4)).eval()  # fmt: skip
+        stepper = Stepper(model)
+        weights = np.array([[0.0, 0.3, 0.7, 0.0]])
+        ids = torch.tensor([[1, 4, 2, 8, 0]])
+        with torch.no_grad():
+            expected, _ = model(ids, labels=model.mixed(torch.tensor(weights)))
+        state = stepper.state_from_torch(model.initial_state(1))
+        bias = stepper.label_bias(weights)
+        for t in range(ids.shape[1]):
+            logits, state = stepper.step(ids[0, t : t + 1].numpy(), state, bias)
+            assert logits[0] == pytest.approx(expected[0, t].numpy(), abs=1e-5), cell
+
+
+def test_a_resumed_labelled_run_is_the_run_not_interrupted(tmp_path):
+    write_styles(tmp_path / "styles", lines=100)
+    whole = train(labelled(tmp_path, max_steps=40, name="whole", save_every=10))
+    steps = iter(range(10**6))
+    config = labelled(tmp_path, max_steps=40, name="parts", save_every=10)
+    train(config, stop_requested=lambda: next(steps) >= 20)
+    train(config, resume=tmp_path / "ck" / "parts")
+    one = load_checkpoint(whole.run_dir / "last.pt").model.state_dict()
+    two = load_checkpoint(tmp_path / "ck" / "parts" / "last.pt").model.state_dict()
+    assert all(torch.equal(one[name], two[name]) for name in one)
+
+
+def test_validation_holds_out_text_of_every_label(tmp_path):
+    root = tmp_path / "styles"
+    for label in ("poems", "letters"):
+        for i in range(4):
+            (root / label).mkdir(parents=True, exist_ok=True)
+            (root / label / f"{i}.txt").write_text(f"{label} {i} " * 20, encoding="utf-8")
+    corpus = load_corpus(CorpusSpec((str(root),), label_from="folder"), val_frac=0.2)
+    val_labels = np.asarray(corpus.label_ids)[corpus.val_start :]
+    text = corpus.vocab.decode(corpus.ids[corpus.val_start :])
+    assert {corpus.labels[k - 1] for k in set(val_labels.tolist())} == {"poems", "letters"}
+    assert "poems 3" in text and "letters 3" in text and "poems 0" not in text  # whole, last
+    chars = corpus.label_chars()  # each text, and the separators that end its documents
+    assert sum(chars.values()) == len(corpus.ids) and chars["letters"] > chars["poems"] > 640
+
+
+def test_labels_come_from_files_and_from_jsonl_and_csv_fields(tmp_path):
+    (tmp_path / "a.jsonl").write_text(
+        "\n".join(json.dumps({"body": f"text {i}", "who": "ann" if i % 2 else "bob"})
+                  for i in range(30)), encoding="utf-8")  # fmt: skip
+    rows = load_corpus(CorpusSpec((str(tmp_path / "a.jsonl"),), label_from="field",
+                                  text_field="body", label_field="who"))  # fmt: skip
+    assert rows.labels == ("bob", "ann") and rows.documents == 30
+    (tmp_path / "b.csv").write_text("text,label\nhello,x\nworld,y\n", encoding="utf-8")
+    table = load_corpus(CorpusSpec((str(tmp_path / "b.csv"),), label_from="field"))
+    assert table.labels == ("x", "y") and table.vocab.decode(table.ids) == "hello\nworld"
+    for name in ("one.txt", "two.txt"):
+        (tmp_path / name).write_text(name * 10, encoding="utf-8")
+    files = load_corpus(CorpusSpec((str(tmp_path / "one.txt"), str(tmp_path / "two.txt")),
+                                   label_from="file"))  # fmt: skip
+    assert files.labels == ("one", "two")
+
+
+def test_a_row_without_its_fields_is_named_by_number(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{"text": "b"}\n', encoding="utf-8")
+    with pytest.raises(CharnnError, match=r"rows.jsonl row 2 has no 'label' field"):
+        load_corpus(CorpusSpec((str(path),), label_from="field"))
+
+
+def test_unknown_and_unwanted_labels_are_refused_in_one_line(styled, trained):
+    root, _ = styled
+    unknown = run_charnn("sample", str(root / "ck" / "styles"), "--label", "cees")
+    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1
+    assert "--label 'cees' is not a label of this model: it knows ayes, bees" in unknown.stderr
+    plain = run_charnn("sample", str(trained[2]), "--label", "ayes")
+    assert plain.returncode == 1 and "trained without labels" in plain.stderr
+
+
+def test_a_label_with_little_text_is_named_at_the_start(tmp_path):
+    root = tmp_path / "styles"
+    (root / "big").mkdir(parents=True)
+    (root / "tiny").mkdir()
+    (root / "big" / "t.txt").write_text(make_text(30_000), encoding="utf-8")
+    (root / "tiny" / "t.txt").write_text(make_text(400, seed=1), encoding="utf-8")
+    notices: list = []
+    train(labelled(tmp_path, max_steps=2), notices.append)
+    said = [getattr(n, "message", "") for n in notices]
+    assert any(re.match(r"label 'tiny' has 40\d characters, 1.\d% of the corpus", m) for m in said)
+
+
+def test_info_and_serve_name_the_labels(styled):
+    root, _ = styled
+    info = run_charnn("info", str(root / "ck" / "styles"))
+    assert "labels       2 and any: ayes 49." in info.stdout or "ayes 50." in info.stdout
+
+
+LABELLED_DRIVER = """
+const S = require(process.argv[2]);
+const input = JSON.parse(require("fs").readFileSync(process.argv[3], "utf8"));
+const model = S.loadModel(input.model);
+const label = S.labelVector(model, input.weights);
+let state = S.initialState(model);
+const out = [];
+for (const id of input.ids) {
+  const r = S.step(model, state, id, label);
+  state = r.state;
+  out.push(Array.from(r.logits));
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def test_the_web_pages_stepper_reads_a_label_mix_as_numpy_does(styled, tmp_path):
+    import shutil
+    import subprocess
+    from importlib import resources
+
+    from charnn.export.web import model_json
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    _, loaded = styled
+    weights = [0.0, 0.25, 0.75]
+    ids = [0, 1, 1, 2, 0, 2, 2]
+    (tmp_path / "driver.js").write_text(LABELLED_DRIVER)
+    (tmp_path / "input.json").write_text(
+        json.dumps({"model": model_json(loaded), "ids": ids, "weights": weights})
+    )
+    stepper_js = resources.files("charnn.export").joinpath("stepper.js")
+    proc = subprocess.run([node, tmp_path / "driver.js", str(stepper_js), tmp_path / "input.json"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    stepper = Stepper(loaded.model)
+    state = stepper.state_from_torch(loaded.model.initial_state(1))
+    bias = stepper.label_bias(np.array([weights]))
+    for i, js in zip(ids, json.loads(proc.stdout), strict=True):
+        logits, state = stepper.step(np.array([i]), state, bias)
+        assert np.abs(np.array(js) - logits[0]).max() < 1e-4
+
+
+def test_the_server_samples_in_a_label_as_charnn_sample_does(styled):
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from charnn.serve.app import ServeSettings, create_app
+
+    _, loaded = styled
+    with TestClient(create_app(loaded, ServeSettings())) as client:
+        assert client.get("/v1/model").json()["labels"] == ["ayes", "bees"]
+        body = {"length": 60, "seed": 4, "label": "bees", "prime": "b"}
+        served = client.post("/v1/sample", json=body).json()["samples"][0]["text"]
+        refused = client.post("/v1/sample", json={**body, "label": "cees"})
+    config = charnn.SampleConfig(length=60, seed=4, label="bees", prime="b")
+    assert served == sample_batch(loaded, config)[0]
+    assert refused.status_code == 400 and "it knows ayes, bees" in refused.json()["error"]
