@@ -7,6 +7,8 @@ already holds: no download.
   in sorted order joined by blank lines, up to 9 MB: code.
 - ru_messages.txt: the Russian translations in the system's gettext catalogs
   (/usr/share/locale/ru/LC_MESSAGES/*.mo), one message per paragraph: a non-Latin text.
+- ja_messages.txt: the Japanese translations in the same catalogs, the same way: a CJK text with
+  a vocabulary of over a thousand characters.
 - vim_manual_small.txt: the first 100,000 characters of Vim's user manual
   (/usr/share/vim/*/doc/usr_*.txt): a small corpus.
 
@@ -47,23 +49,28 @@ def stdlib_code() -> str:
 
 
 def russian_messages() -> str:
-    def messages() -> Iterator[str]:
-        for path in sorted(Path("/usr/share/locale/ru/LC_MESSAGES").glob("*.mo")):
-            try:
-                with path.open("rb") as file:
-                    catalog = gettext.GNUTranslations(file)._catalog  # type: ignore[attr-defined]
-            except (OSError, UnicodeDecodeError, ValueError):
-                continue
-            for text in catalog.values():
-                if isinstance(text, str) and len(text) > 20 and _cyrillic_enough(text):
+    return "\n\n".join(translations("ru", first_letter=0x400))
+
+
+def japanese_messages() -> str:
+    return "\n\n".join(translations("ja", first_letter=0x3000))
+
+
+def translations(locale: str, first_letter: int) -> Iterator[str]:
+    """The system's gettext translations into `locale`, one message each, where letters from
+    U+`first_letter` on make up over a quarter of the non-space characters (untranslated and
+    mostly-Latin messages left out)."""
+    for path in sorted(Path(f"/usr/share/locale/{locale}/LC_MESSAGES").glob("*.mo")):
+        try:
+            with path.open("rb") as file:
+                catalog = gettext.GNUTranslations(file)._catalog  # type: ignore[attr-defined]
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        for text in catalog.values():
+            if isinstance(text, str) and len(text) > 20:
+                letters = sum(c.isalpha() and ord(c) >= first_letter for c in text)
+                if letters > 0.25 * len(text.replace(" ", "")):
                     yield text.strip()
-
-    return "\n\n".join(messages())
-
-
-def _cyrillic_enough(text: str) -> bool:
-    """Letters past U+0400 make up over a quarter of the non-space characters."""
-    return sum(c.isalpha() and ord(c) > 0x400 for c in text) > 0.25 * len(text.replace(" ", ""))
 
 
 def vim_manual() -> str:
@@ -78,6 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for name, make in (("stdlib_code", stdlib_code), ("ru_messages", russian_messages),
+                       ("ja_messages", japanese_messages),
                        ("vim_manual_small", vim_manual)):  # fmt: skip
         text = make()
         if not text:

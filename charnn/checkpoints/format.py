@@ -155,9 +155,15 @@ def check_fields(
         reason = f"its {', '.join(unusable)} {verb} missing or malformed"
     elif "vocab" in needs:
         try:
-            Vocab(payload["vocab"])
+            size = len(Vocab(payload["vocab"]))
         except CharnnError as err:
             reason = str(err)
+        else:  # a model of another width would read one character as another, or crash
+            config = payload["model_config"] if "model_config" in needs else {}
+            declared = config.get("vocab_size")
+            if isinstance(declared, int) and declared != size:
+                reason = (f"its vocab has {size} characters but its model_config a vocab_size "
+                          f"of {declared}")  # fmt: skip
     if reason:
         raise SettingError(f"{literal(path)} {problem} ({literal(reason)}){remedy}")
 

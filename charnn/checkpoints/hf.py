@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from charnn import __version__
-from charnn.errors import CharnnError
+from charnn.errors import CharnnError, SettingError, literal
 from charnn.fileio import atomic_write
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
@@ -36,7 +36,9 @@ def is_hf_folder(path: Path) -> bool:
 
 
 def write_folder(payload: dict[str, Any], folder: Path, card: str) -> None:
-    """Write `payload` (a checkpoint's fields, with model_state) as a shareable folder."""
+    """Write `payload` (a checkpoint's fields, with model_state) as a shareable folder: a new
+    or empty one, or a charnn model's folder, replaced."""
+    _check_replaceable(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().cpu().contiguous() for name, t in payload["model_state"].items()}
     config = {"charnn_format": HF_FORMAT, "charnn_version": __version__}
@@ -47,6 +49,23 @@ def write_folder(payload: dict[str, Any], folder: Path, card: str) -> None:
     text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
     atomic_write(folder / CONFIG, lambda out: out.write(text.encode("utf-8")))
     atomic_write(folder / CARD, lambda out: out.write(card.encode("utf-8")))
+
+
+def _check_replaceable(folder: Path) -> None:
+    """Refuse a folder that holds other files: its own README.md or config.json would be
+    overwritten, a run folder would become a shared model's. Hidden entries do not count (a
+    fresh clone of a Hub repository: .git, .gitattributes), and are left as they are."""
+    if not folder.is_dir() or not any(not p.name.startswith(".") for p in folder.iterdir()):
+        return
+    try:
+        ours = is_hf_folder(folder) and bool(_read_config(folder / CONFIG))
+    except CharnnError:
+        ours = False
+    if not ours:
+        raise SettingError(
+            f"{literal(folder)} already holds files and is not a charnn model's folder: give "
+            "{out} a new or empty folder (a shared model's folder is replaced)"
+        )
 
 
 def read_payload(folder: Path, *, tensors: bool = True) -> dict[str, Any]:

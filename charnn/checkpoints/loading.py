@@ -61,7 +61,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         raise CharnnError(f"{path} is not a usable charnn checkpoint ({reason})") from None
     model.to(device).eval()
     labels = tuple(optional(payload, "labels", list, []))
-    if len(labels) != config.labels or not all(isinstance(name, str) for name in labels):
+    if not all(isinstance(name, str) for name in labels):
+        shown = ", ".join(repr(name) for name in labels[:5]) + (", ..." if len(labels) > 5 else "")
+        raise CharnnError(f"{path} is not a usable charnn checkpoint (its label names are not all "
+                          f"strings: {shown})")  # fmt: skip
+    if len(labels) != config.labels:
         raise CharnnError(f"{path} is not a usable charnn checkpoint (its labels do not match its "
                           f"model: {len(labels)} names for {config.labels} labels)")  # fmt: skip
     return LoadedModel(model, vocab, path, train_config, payload["step"], payload["metrics"],

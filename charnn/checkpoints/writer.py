@@ -28,15 +28,22 @@ class RunWriter:
         for stale in self.folder.glob(".*.tmp"):
             stale.unlink()
 
-    def save(self, payload: dict[str, Any], metrics: dict[str, Any], best: bool) -> list[Path]:
-        """Write the checkpoints, then the metrics line; returns the checkpoint paths written."""
+    def save(
+        self,
+        payload: dict[str, Any],
+        metrics: dict[str, Any],
+        best: bool,
+        best_payload: dict[str, Any] | None = None,
+    ) -> list[Path]:
+        """Write the checkpoints (best.pt from `best_payload` where given), then the metrics
+        line; returns the checkpoint paths written."""
         written = [self.folder / LAST]
         if best:
             written.append(self.folder / BEST)
         if self.keep > 0:
             written.append(self.folder / snapshot_name(payload["step"]))
         for path in written:
-            save_atomic(payload, path)
+            save_atomic(best_payload if path.name == BEST and best_payload else payload, path)
         if self.keep > 0:
             for old in snapshots(self.folder)[: -self.keep]:
                 old.unlink()

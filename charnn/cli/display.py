@@ -92,9 +92,14 @@ class TrainDisplay:
             if self.progress is not None:
                 self.progress.update(self.task, val=f"{event.val_bpc:.3f}")
             mark = " (best)" if event.best else ""
+            both = (
+                ""
+                if event.average_bpc is None
+                else f" (live weights {event.live_bpc:.4f}, average {event.average_bpc:.4f})"
+            )
             self.log(
                 f"step {event.step}: train loss {event.train_loss:.4f} nats/char, "
-                f"val {event.val_bpc:.4f} bits/char{mark}, {_clock(event.elapsed)} elapsed"
+                f"val {event.val_bpc:.4f} bits/char{both}{mark}, {_clock(event.elapsed)} elapsed"
             )
         elif isinstance(event, Notice):
             self.log(f"note: {event.render(flag)}")

@@ -148,6 +148,7 @@ def _evaluate(
                     encoding=encoding,
                     device=device,
                     on_progress=display.reading(f"{name}, dynamically"),
+                    label=label,
                 )
             results.append((result, adapted))
     return results
@@ -166,6 +167,7 @@ def _report_by_label(loaded: Any, as_json: bool, quiet: bool) -> None:
     if as_json:
         for score in scores:
             sys.stdout.write(json.dumps(score.to_dict(), ensure_ascii=False) + "\n")
+        _note_unscored(loaded.labels, scores)
         return
     table = Table(title=f"{loaded.path}: bits/char of each label's validation text, read in",
                   title_justify="left")  # fmt: skip
@@ -176,6 +178,16 @@ def _report_by_label(loaded: Any, as_json: bool, quiet: bool) -> None:
         table.add_row(s.label, f"{s.chars:,}", f"{s.own:.4f}", f"{s.any:.4f}", f"{s.wrong:.4f}",
                       *cells)  # fmt: skip
     print_table(table)
+    _note_unscored(loaded.labels, scores)
+
+
+def _note_unscored(labels: tuple[str, ...], scores: list[Any]) -> None:
+    """A note for each label that evaluate_by_label left out."""
+    scored = {score.label for score in scores}
+    for name in labels:
+        if name not in scored:
+            click.echo(f"note: label {name!r} has too little validation text to score (under "
+                       "two characters): left out", err=True)  # fmt: skip
 
 
 def _print_results(loaded: Any, results: list[tuple[Any, Any]], dynamic: bool) -> None:

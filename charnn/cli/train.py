@@ -10,7 +10,7 @@ import click
 
 from charnn.cli.common import CONTEXT, FiniteRange
 from charnn.config.files import parse_duration, read_config_file
-from charnn.config.model import CELLS, DECODER_DROPOUT_SHARE, ModelConfig
+from charnn.config.model import CELLS, DECODER_DROPOUT_SHARE, ModelConfig, ModelSpec
 from charnn.config.train import (
     DEVICES,
     LABEL_FROM,
@@ -29,6 +29,7 @@ from charnn.training.plan import (
     MANY_PASSES,
     PATIENCE,
     REREAD_PASSES,
+    SMALL_VOCAB,
     USEFUL_PASSES,
     WIDTHS,
     by_passes,
@@ -90,7 +91,13 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     f"({_per_parameter()}), counting at most {USEFUL_PASSES:g} passes over the text (or up to "
     f"{FALLBACK_WIDTH}, that reads it {REREAD_PASSES:g} times), else {FALLBACK_WIDTH}].",
 )
-@click.option("--embed-size", type=click.IntRange(min=1), default=ModelConfig.embed_size)
+@click.option(
+    "--embed-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Width of a character's embedding [default: planned: "
+    f"{ModelSpec.embed_size}, wider for a vocabulary of over {SMALL_VOCAB} characters].",
+)
 @click.option(
     "--dropout",
     type=FiniteRange(0, 1, max_open=True),
@@ -130,6 +137,13 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     "[default: PyTorch's initialisation].",
 )
 @click.option(
+    "--mogrifier-rounds",
+    type=click.IntRange(min=0),
+    default=ModelConfig.mogrifier_rounds,
+    help="Rounds in which the input and the hidden state gate each other before each step of "
+    "--cell mogrifier (0: the LSTM).",
+)
+@click.option(
     "--lr",
     type=FiniteRange(min=0, min_open=True),
     default=TrainConfig.lr,
@@ -154,6 +168,13 @@ def _apply_config_file(ctx: click.Context, param: click.Parameter, value: str | 
     default=None,
     help="AdamW's β1, the decay of its running mean of gradients [default: planned: "
     f"{RunConfig.beta1} up to {MANY_PASSES:g} passes over the text, then {BETA1_MANY_PASSES}].",
+)
+@click.option(
+    "--average",
+    type=FiniteRange(0, 1),
+    default=None,
+    help="Keep a moving average of the weights over this share of the run, scored beside them "
+    f"at each evaluation; 0: none [default: {RunConfig.average}].",
 )
 @click.option(
     "--clip",

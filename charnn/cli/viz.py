@@ -17,7 +17,7 @@ from charnn.cli.common import (
     read_text_argument,
 )
 
-WHATS = ("hidden", "cell", "forget", "input", "output", "update", "reset")
+WHATS = ("hidden", "cell", "forget", "input", "output", "update", "reset", "mogrify")
 
 
 @click.command(context_settings=CONTEXT)
@@ -30,7 +30,8 @@ WHATS = ("hidden", "cell", "forget", "input", "output", "update", "reset")
     "--what",
     type=click.Choice(WHATS),
     default=None,
-    help="What to show: the state (hidden; cell for LSTMs) or a gate. Default: cell or hidden.",
+    help="What to show: the state (hidden; cell for LSTMs) or a gate (mogrify: what the "
+    "mogrifier's rounds multiply h by). Default: cell or hidden.",
 )
 @click.option(
     "--find",
@@ -42,6 +43,12 @@ WHATS = ("hidden", "cell", "forget", "input", "output", "update", "reset")
 @click.option("--saturation", is_flag=True, help="How often each gate is shut or open.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write an HTML page.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option(
+    "--label",
+    default=None,
+    help="A conditioned model reads the text in this label, or a mix such as "
+    "poems=0.7,letters=0.3 [default: any].",
+)
 @click.option(
     "--max-chars",
     type=click.IntRange(min=1),
@@ -61,6 +68,7 @@ def viz(
     saturation: bool,
     html_path: Path | None,
     as_json: bool,
+    label: str | None,
     max_chars: int,
 ) -> None:
     """Colour each character of a text by what one unit of the model does there.
@@ -80,7 +88,7 @@ def viz(
     checkpoint, source = _split_paths(paths, text is not None)
     loaded = load_model(checkpoint, checkpoint_dir, cell)
     text = _text_to_read(read_text_argument(source) if source is not None else text, max_chars)
-    traced = trace(loaded, text)
+    traced = trace(loaded, text, label)
     ranking, (what, layer, unit) = _unit_to_show(traced, find, top, what, layer, unit)
     saturations = gate_saturation(traced) if saturation else None
     if saturation and not saturations:

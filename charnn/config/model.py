@@ -13,7 +13,7 @@ from typing import Any
 from charnn.config.checks import check, check_types, known_fields
 from charnn.errors import literal
 
-CELLS = ("rnn", "rnn-relu", "lstm", "gru", "peephole", "cifg")
+CELLS = ("rnn", "rnn-relu", "lstm", "gru", "peephole", "cifg", "mogrifier")
 # The dropout before the decoder, as a share of the dropout between layers: half beat one rate
 # for both on two corpora (docs/experiments.md#regularisation)
 DECODER_DROPOUT_SHARE = 0.5
@@ -24,10 +24,10 @@ class ModelConfig:
     """The model a user asks for; None: planned for the run."""
 
     vocab_size: int = 0  # filled in from the corpus
-    cell: str = "lstm"  # rnn (tanh) | rnn-relu | lstm | gru | peephole | cifg
+    cell: str = "lstm"  # rnn (tanh) | rnn-relu | lstm | gru | peephole | cifg | mogrifier
     layers: int = 2
     hidden_size: int | None = None  # units per layer
-    embed_size: int = 64  # characters are few; a small embedding saves input-projection time
+    embed_size: int | None = None  # planned from the vocabulary's size
     dropout: float | None = None  # between layers
     decoder_dropout: float | None = None  # before the decoder; None: a share of `dropout`
     # regularisation of the AWD-LSTM family (Merity et al. 2017):
@@ -37,6 +37,9 @@ class ModelConfig:
     # LSTM-family forget-gate bias at the start (char-rnn uses 1.0); None keeps PyTorch's
     # initialisation, which reached lower bits/char within short budgets
     forget_bias: float | None = None
+    # the mogrifier's rounds of x and h gating each other before each step: the paper's 5
+    # (Melis et al. 2020); 0 is the LSTM. Other cells ignore it
+    mogrifier_rounds: int = 5
     # a model conditioned on labels (styles, authors, languages): each has a learned embedding,
     # label_size wide, that joins the character's at every step; one more, "any", stands for
     # none (0 labels: an unconditioned model)
@@ -51,8 +54,9 @@ class ModelConfig:
         )
         check(self.layers >= 1, "{layers} must be at least 1")
         check(self.hidden_size is None or self.hidden_size >= 1, "{hidden_size} must be at least 1")
-        check(self.embed_size >= 1, "{embed_size} must be at least 1")
+        check(self.embed_size is None or self.embed_size >= 1, "{embed_size} must be at least 1")
         check(self.labels >= 0, "{labels} must be 0 (none) or more")
+        check(self.mogrifier_rounds >= 0, "{mogrifier_rounds} must be 0 (the LSTM) or more")
         check(self.label_size >= 1, "{label_size} must be at least 1")
         for name in ("dropout", "decoder_dropout", "weight_drop", "embed_dropout"):
             rate = getattr(self, name)
@@ -64,6 +68,7 @@ class ModelSpec(ModelConfig):
     """A model as built: every setting decided. The defaults are those of a run with no plan."""
 
     hidden_size: int = 256
+    embed_size: int = 64  # characters are few; a small embedding saves input-projection time
     dropout: float = 0.0
     decoder_dropout: float = 0.0
     weight_drop: float = 0.0

@@ -64,7 +64,7 @@ def label_weights(text: str) -> dict[str, float]:
     summing to 1."""
     weights: dict[str, float] = {}
     for part in text.split(","):
-        name, _, weight = part.strip().partition("=")
+        name, _, weight = (side.strip() for side in part.partition("="))  # "poems = 0.7"
         try:
             value = float(weight) if weight else 1.0
         except ValueError:

@@ -45,6 +45,9 @@ class TrainConfig:
     weight_decay: float | None = None  # AdamW's decoupled weight decay
     beta1: float | None = None  # AdamW's β1
     clip: float = 5.0  # max global gradient norm; 0 disables clipping
+    # the horizon of the weights' moving average, as a share of the run (training.average);
+    # 0: no averaging
+    average: float | None = None
     # T: characters per window of truncated BPTT; on a CPU a step costs in proportion to its
     # characters, so 32 makes twice the updates of 64 (docs/experiments.md#windows-and-batches)
     seq_len: int = 32
@@ -86,6 +89,8 @@ class TrainConfig:
               "{weight_decay} must be 0 or more")  # fmt: skip
         check(self.beta1 is None or 0 <= self.beta1 < 1, "{beta1} must be in [0, 1)")
         check(self.clip >= 0, "{clip} must be 0 (no clipping) or more")
+        check(self.average is None or 0 <= self.average <= 1,
+              "{average} must be a share of the run in [0, 1] (0: no averaging)")  # fmt: skip
         check(self.seq_len >= 1, "{seq_len} must be at least 1")
         check(self.batch_size >= 1, "{batch_size} must be at least 1")
         check(self.max_steps is None or self.max_steps >= 1, "{max_steps} must be at least 1")
@@ -139,6 +144,7 @@ class RunConfig(TrainConfig):
     lr_decay: str = "linear"  # reached lower bits/char than cosine in three of four comparisons
     weight_decay: float = 0.1  # beat 0 in the same steps on two corpora
     beta1: float = 0.5  # a short memory of past gradients; the plan raises it for long runs
+    average: float = 0.0  # none: after a decay to zero it never beat the live weights
     eval_every: int = 1000  # about a million characters apart
     patience: int = 0  # never stop early
     precision: str = "fp32"
@@ -162,8 +168,11 @@ class RunConfig(TrainConfig):
         known.setdefault("eval_chars", 0)  # runs from before eval_chars scored the whole split
         known.setdefault("lr_decay", "cosine")  # runs from before lr_decay followed a cosine
         known.setdefault("beta1", 0.9)  # runs from before beta1 trained with PyTorch's 0.9
+        known.setdefault("average", 0.0)  # runs from before averaging kept the live weights
         return cls.of(TrainConfig(**known, model=model))
 
 
 # The settings a run decides for itself when left unset (training.plan, or RunConfig's default)
-PLANNED = ("lr_decay", "weight_decay", "beta1", "eval_every", "patience", "precision")
+PLANNED = (
+    "lr_decay", "weight_decay", "beta1", "average", "eval_every", "patience", "precision"
+)  # fmt: skip

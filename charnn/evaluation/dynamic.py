@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from charnn.checkpoints.loading import LoadedModel
 from charnn.errors import SettingError
-from charnn.evaluation.evaluator import ids_to_score, model_corpus
+from charnn.evaluation.evaluator import ids_to_score, label_id, model_corpus, score_labels
 from charnn.nn.model import CharRNN, detach_state
 from charnn.text.reading import read_text
 
@@ -86,10 +86,12 @@ def window_nats(
     scale: StepScale,
     device: torch.device | str = "cpu",
     on_progress: Callable[[float], None] | None = None,
+    labels: np.ndarray | None = None,
 ) -> np.ndarray:
     """Summed nats of each window's targets (target j is ids[j + 1]), scored before the update
     on that window. `model` is left as it was: a copy adapts. `on_progress` hears the fraction
-    read after each window."""
+    read after each window. A conditioned model reads each character in its label (`labels`,
+    aligned with `ids`; None: "any")."""
     device = torch.device(device)
     trained = [p.detach().to(device, copy=True) for p in model.parameters()]
     dtypes = [p.dtype for p in model.parameters()]
@@ -103,7 +105,7 @@ def window_nats(
         if settings.decay:  # toward θ_trained, each weight by its own pull
             torch._foreach_lerp_(params, trained, pulls)
 
-    return _read(model, ids, device, step, on_progress)
+    return _read(model, ids, device, step, on_progress, labels)
 
 
 def step_scale(
@@ -111,16 +113,18 @@ def step_scale(
     ids: np.ndarray,
     device: torch.device | str = "cpu",
     on_progress: Callable[[float], None] | None = None,
+    labels: np.ndarray | None = None,
 ) -> StepScale:
     """The step scales from each weight's root mean square gradient over the windows of `ids`
-    (training text), read at the trained weights: nothing is updated."""
+    (training text, each character in its label), read at the trained weights: nothing is
+    updated."""
     squares = [torch.zeros_like(p, device=device, dtype=torch.float32) for p in model.parameters()]
 
     def add_squares(params: list[torch.Tensor]) -> None:
         grads = [g.float() for g in _grads(params)]
         torch._foreach_addcmul_(squares, grads, grads)
 
-    windows = len(_read(model, ids, torch.device(device), add_squares, on_progress))
+    windows = len(_read(model, ids, torch.device(device), add_squares, on_progress, labels))
     rms = torch._foreach_sqrt(torch._foreach_div(squares, windows))
     mean = torch.cat([r.flatten() for r in rms]).mean().clamp_min(torch.finfo(torch.float32).tiny)
     return StepScale(list(torch._foreach_add(rms, mean)), list(torch._foreach_div(rms, mean)))
@@ -132,20 +136,24 @@ def _read(
     device: torch.device,
     after_window: Callable[[list[torch.Tensor]], None],
     on_progress: Callable[[float], None] | None,
+    labels: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Read `ids` as one stream of WINDOW-character windows with a copy of `model`: score each
-    window, backpropagate its mean loss, then hand the copy's parameters (their gradients set) to
-    `after_window`. Returns each window's summed nats."""
+    """Read `ids` (each character in its label of `labels`; None: "any") as one stream of
+    WINDOW-character windows with a copy of `model`: score each window, backpropagate its mean
+    loss, then hand the copy's parameters (their gradients set) to `after_window`. Returns each
+    window's summed nats."""
     reading = copy.deepcopy(model).to(device)
     reading.eval()  # dropout off; the gradient still flows
     params: list[torch.Tensor] = list(reading.parameters())
     tokens = torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(device)
+    tags = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64)).to(device)
     nats, state = [], None
     with torch.backends.cudnn.flags(enabled=False):  # cuDNN's backward needs train mode
         for start in range(0, len(ids) - 1, WINDOW):
             targets = tokens[start + 1 : start + WINDOW + 1]
             inputs = tokens[start : start + len(targets)][None]  # (1, T)
-            logits, new_state = reading(inputs, state)
+            read_as = None if tags is None else tags[start : start + len(targets)][None]
+            logits, new_state = reading(inputs, state, read_as)
             loss = F.cross_entropy(logits[0].float(), targets, reduction="sum")
             nats.append(loss.item())  # scored: only now may this window teach the model
             reading.zero_grad(set_to_none=True)
@@ -168,6 +176,7 @@ def choose_settings(
     scale: StepScale,
     device: torch.device | str = "cpu",
     on_progress: Callable[[float], None] | None = None,
+    labels: np.ndarray | None = None,
 ) -> DynamicSettings:
     """The step size (with a small decay), then the decay at that step size, that read
     `tune_ids` in the fewest bits. `on_progress` hears the fraction of the settings read."""
@@ -178,7 +187,7 @@ def choose_settings(
         if settings not in costs:  # the step size's winner is not read again for its decay
             done = len(costs) / reads
             heard = _part(on_progress, done, done + 1 / reads)
-            nats = window_nats(model, tune_ids, settings, scale, device, heard)
+            nats = window_nats(model, tune_ids, settings, scale, device, heard, labels)
             costs[settings] = float(nats.sum())
         return costs[settings]
 
@@ -194,10 +203,15 @@ def dynamic_bits_per_char(
     tune_ids: np.ndarray,
     device: torch.device | str = "cpu",
     on_progress: Callable[[float], None] | None = None,
+    labels: np.ndarray | None = None,
+    tune_labels: np.ndarray | None = None,
 ) -> DynamicResult:
     """Measure the step scales and choose the settings on `tune_ids` (training text), then read
-    `ids` adapting. `on_progress` hears the fraction of all three done, counted in characters."""
+    `ids` adapting. `on_progress` hears the fraction of all three done, counted in characters.
+    A conditioned model reads each character in its label (`labels` and `tune_labels`, aligned
+    with `ids` and `tune_ids`; None: "any")."""
     tune_ids = tune_ids[-TUNE_CHARS:]
+    tune_labels = None if tune_labels is None else tune_labels[-TUNE_CHARS:]
     if len(tune_ids) < MIN_TUNE_CHARS:
         raise SettingError(
             f"dynamic evaluation sets its steps on at least {MIN_TUNE_CHARS:,} characters of "
@@ -207,12 +221,13 @@ def dynamic_bits_per_char(
     total = TUNING_READS * len(tune_ids) + len(ids)
     scaled, tuned_share = len(tune_ids) / total, TUNING_READS * len(tune_ids) / total
     started = time.perf_counter()
-    scale = step_scale(model, tune_ids, device, _part(on_progress, 0.0, scaled))
+    scale = step_scale(model, tune_ids, device, _part(on_progress, 0.0, scaled), tune_labels)
     settings = choose_settings(
-        model, tune_ids, scale, device, _part(on_progress, scaled, tuned_share)
+        model, tune_ids, scale, device, _part(on_progress, scaled, tuned_share), tune_labels
     )
     tuned = time.perf_counter()
-    nats = window_nats(model, ids, settings, scale, device, _part(on_progress, tuned_share, 1.0))
+    nats = window_nats(model, ids, settings, scale, device, _part(on_progress, tuned_share, 1.0),
+                       labels)  # fmt: skip
     bits = float(nats.sum()) / (len(ids) - 1) / math.log(2)
     return DynamicResult(bits, settings, time.perf_counter() - tuned, tuned - started)
 
@@ -234,23 +249,36 @@ def evaluate_dynamic(
     encoding: str = "utf-8",
     device: torch.device | str = "cpu",
     on_progress: Callable[[float], None] | None = None,
+    label: str | None = None,
 ) -> DynamicResult:
     """Dynamic evaluation of a loaded model on a text file, or with no file on its own validation
     split. The settings are chosen on the end of the training split of `tune_on` (default: the
-    corpus the model was trained on)."""
+    corpus the model was trained on). A conditioned model reads as `evaluate` does: in `label`
+    (default: a file and `tune_on` in "any", the model's own corpus each character in its own)."""
     ids, _, _ = ids_to_score(loaded, file, encoding)
+    labels = score_labels(loaded, file, label, len(ids))
     if tune_on is not None:
         tune_ids, _ = loaded.vocab.encode_known(read_text(tune_on, encoding))
+        tune_labels = None if label is None else np.full(len(tune_ids), label_id(loaded, label))
     else:
-        tune_ids = _training_tail(loaded)
-    return dynamic_bits_per_char(loaded.model, ids, tune_ids, device, on_progress)
+        tune_ids, tune_labels = _training_tail(loaded, label)
+    return dynamic_bits_per_char(loaded.model, ids, tune_ids, device, on_progress, labels,
+                                 tune_labels)  # fmt: skip
 
 
-def _training_tail(loaded: LoadedModel) -> np.ndarray:
-    """The last TUNE_CHARS of the model's training split (never its validation text)."""
+def _training_tail(loaded: LoadedModel, label: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The last TUNE_CHARS of the model's training split (never its validation text), and a
+    labelled corpus's label of each character (or `label`'s id for every one)."""
     corpus = model_corpus(
         loaded, "dynamic evaluation sets its steps on training text", "pass {tune_on} FILE"
     )
     train_end = corpus.train_end(loaded.train_config.val_frac)
-    tail = corpus.vocab.decode(corpus.ids[max(0, train_end - TUNE_CHARS) : train_end])
-    return loaded.vocab.encode_known(tail)[0]
+    piece = np.asarray(corpus.ids[max(0, train_end - TUNE_CHARS) : train_end])
+    known = np.array([char in loaded.vocab for char in corpus.vocab.chars])[piece]
+    ids = loaded.vocab.encode(corpus.vocab.decode(piece[known]))  # the characters it knows
+    if label is not None and loaded.labels:
+        return ids, np.full(len(ids), label_id(loaded, label))
+    if corpus.label_ids is None or not loaded.labels:
+        return ids, None
+    tags = np.asarray(corpus.label_ids[max(0, train_end - TUNE_CHARS) : train_end])
+    return ids, tags[known].astype(np.int64)

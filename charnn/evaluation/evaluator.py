@@ -53,11 +53,7 @@ def evaluate(
     `on_progress` hears the fraction of the text read, now and then. A conditioned model reads
     in `label` (default: a file in "any", its validation split each in its own label)."""
     ids, unknown, missing = ids_to_score(loaded, file, encoding)
-    labels = None
-    if label is not None:
-        labels = np.full(len(ids), label_id(loaded, label))
-    elif file is None and loaded.labels:
-        labels = validation_split(loaded)[1]
+    labels = score_labels(loaded, file, label, len(ids))
     name, split = (corpus_name(loaded), "validation") if file is None else (str(file), None)
     model = model_on(loaded.model, device)
     where = next(model.parameters()).device
@@ -92,6 +88,18 @@ def ids_to_score(
             "needs at least two"
         )
     return ids, unknown, "".join(missing)
+
+
+def score_labels(
+    loaded: LoadedModel, file: str | Path | None, label: str | None, n: int
+) -> np.ndarray | None:
+    """The label a conditioned model reads each of the `n` characters it scores in: `label`'s,
+    else with no file each character's own (its validation split's); None: "any"."""
+    if label is not None:
+        return np.full(n, label_id(loaded, label))
+    if file is None and loaded.labels:
+        return validation_split(loaded)[1]
+    return None
 
 
 def corpus_name(loaded: LoadedModel) -> str:
@@ -173,7 +181,8 @@ def evaluate_by_label(
     device: torch.device | str = "cpu",
     on_progress: Callable[[float], None] | None = None,
 ) -> list[LabelScores]:
-    """Each label's validation text read in every label a conditioned model knows."""
+    """Each label's validation text read in every label a conditioned model knows; a label with
+    under two characters of it (nothing to predict) is left out."""
     if not loaded.labels:
         raise SettingError("{by_label} needs a model trained on labels; this one has none")
     ids, labels = validation_split(loaded)
@@ -185,9 +194,11 @@ def evaluate_by_label(
     found: list[LabelScores] = []
     for k, name in enumerate(loaded.labels, start=1):
         text = ids[labels == k]
+        if len(text) < 2:  # a score is of characters predicted from the ones before them
+            continue
         bits = []
         for read_as in range(len(names)):
-            done = len(found) * len(names) + read_as
+            done = (k - 1) * len(names) + read_as
             heard = None if on_progress is None else _part(on_progress, done, readings)
             nats = total_nats(model, text, where, heard, np.full(len(text), read_as))
             bits.append(nats / (len(text) - 1) / math.log(2))

@@ -22,8 +22,11 @@ def export_hf(loaded: LoadedModel, out: str | Path) -> Path:
     if folder.exists() and not folder.is_dir():
         raise CharnnError(f"{folder} is a file: a shared model is a folder, give a folder's path")
     described = describe_checkpoint(loaded.path)
+    counts = described.get("labels") or {}  # for `charnn info`: {name: characters}
     payload = {
         **{name: described.get(name) for name in hf.KEPT},
+        "labels": list(loaded.labels),  # as the model reads them: label k + 1 is labels[k]
+        "label_chars": {name: n for name, n in counts.items() if n is not None},
         "model_state": loaded.model.state_dict(),
         "corpus_sha256": loaded.corpus_sha256,
         "corpus_files": corpus_files(described, loaded),

@@ -43,6 +43,7 @@ def check_exportable(loaded: LoadedModel) -> None:
         why = {
             "peephole": "its basic LSTM cell has no peephole connections",
             "gru": "it has no GRU cell",
+            "mogrifier": "its basic LSTM cell has no mogrifier rounds",
         }.get(config.cell, "it has no plain RNN cell")
         raise SettingError(
             f"ml5's charRNN runs LSTM models only ({why}), and this is a {config.cell} model: "

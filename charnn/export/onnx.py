@@ -1,7 +1,7 @@
 """One step of a model as an ONNX graph, for runtimes in other languages (the `onnx` extra).
 
     inputs   id (B,) int64: the character just read;  h (layers, B, H) float32;  c, the cell
-             state (layers, B, H), for the LSTM family (lstm, peephole, cifg)
+             state (layers, B, H), for the LSTM family (lstm, peephole, cifg, mogrifier)
     outputs  logits (B, vocab): the next character's;  h_out;  c_out for the LSTM family
 
 The step is the cells' own (nn.cells, on torch tensors), so every cell exports alike, and a
@@ -24,7 +24,7 @@ import torch
 from charnn import __version__
 from charnn.checkpoints.loading import LoadedModel
 from charnn.errors import CharnnError
-from charnn.nn.cells import SPECS, TORCH, step
+from charnn.nn.cells import SPECS, TORCH, mogrifier_names, mogrify, step
 from charnn.nn.model import CharRNN
 
 EXTRA_HINT = "ONNX export needs the onnx extra: pip install 'charnn[onnx]'"
@@ -41,11 +41,13 @@ class OneStep(torch.nn.Module):
     def forward(
         self, ids: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
-        rnn, x = self.model.rnn, self.model.embed(ids)  # (B, embed)
+        rnn, x, config = self.model.rnn, self.model.embed(ids), self.model.config  # x (B, embed)
         hs, cs = [], []
-        for k in range(self.model.config.layers):
+        for k in range(config.layers):
+            rounds = mogrifier_names(self.spec, config.mogrifier_rounds, k)  # none but its
+            x, h_k = mogrify(x, h[k], [getattr(rnn, name) for name in rounds], TORCH)
             xw = x @ getattr(rnn, f"weight_ih_l{k}").T + getattr(rnn, f"bias_ih_l{k}")
-            hw = h[k] @ getattr(rnn, f"weight_hh_l{k}").T + getattr(rnn, f"bias_hh_l{k}")
+            hw = h_k @ getattr(rnn, f"weight_hh_l{k}").T + getattr(rnn, f"bias_hh_l{k}")
             peep = getattr(rnn, f"peephole_l{k}", None)
             x, c_k = step(self.spec, xw, hw, h[k], None if c is None else c[k], TORCH, peep)
             hs.append(x)

@@ -1,7 +1,7 @@
 // charnn's stepper in JavaScript: one character at a time through an exported model, for every
-// cell charnn has (rnn, rnn-relu, lstm, gru, peephole, cifg). The page `charnn export --format
-// html` writes embeds this file; Node runs the same file in charnn's tests, which compare its
-// probabilities with the NumPy stepper's (charnn/stepper.py).
+// cell charnn has (rnn, rnn-relu, lstm, gru, peephole, cifg, mogrifier). The page `charnn export
+// --format html` writes embeds this file; Node runs the same file in charnn's tests, which compare
+// its probabilities with the NumPy stepper's (charnn/stepper.py).
 //
 // A model is the JSON that charnn.export.web writes: the cell's gate blocks in row order (as
 // PyTorch stacks them), the vocabulary, and every tensor as float32 in one base64 string.
@@ -20,8 +20,9 @@
     return bytes.buffer;
   }
 
-  // spec: {cell, layers, hidden, embed, vocab, gates, peepholes, labels, labelSize,
-  // tensors: {name: [offset, shape]}, data: base64 float32}; a conditioned model's labels (its
+  // spec: {cell, layers, hidden, embed, vocab, gates, peepholes, rounds, labels, labelSize,
+  // tensors: {name: [offset, shape]}, data: base64 float32}; rounds[k]: the names of layer k's
+  // mogrifier matrices Q¹, R², Q³, ... (empty for other cells); a conditioned model's labels (its
   // "label_embed.weight" row 0 is "any", row k + 1 labels[k]) join layer 0's input
   function loadModel(spec) {
     const buffer = decodeBase64(spec.data);
@@ -39,6 +40,7 @@
         bIh: tensor(`bias_ih_l${k}`),
         bHh: tensor(`bias_hh_l${k}`),
         peep: spec.peepholes.length ? tensor(`peephole_l${k}`) : null, // (P·H,)
+        rounds: (spec.rounds ? spec.rounds[k] : []).map(tensor), // Q^i (inputs, H), R^i (H, inputs)
       });
     }
     return {
@@ -79,12 +81,26 @@
 
   const sigmoid = (a) => 1 / (1 + Math.exp(-a));
 
+  // the mogrifier's rounds: x ← 2σ(Q^i·h) ⊙ x for odd i, h ← 2σ(R^i·x) ⊙ h for even i; returns
+  // gated copies [x, h], which the LSTM step then reads (x and h as they were for other cells)
+  function mogrify(layer, x, h) {
+    if (!layer.rounds.length) return [x, h];
+    [x, h] = [Float64Array.from(x), Float64Array.from(h)]; // the caller's arrays are states
+    layer.rounds.forEach((weight, j) => {
+      const [target, by] = j % 2 === 0 ? [x, h] : [h, x]; // round j + 1: odd gates x
+      const gate = affine(weight, by, new Float64Array(target.length), target.length);
+      target.forEach((v, u) => (target[u] = 2 * sigmoid(gate[u]) * v));
+    });
+    return [x, h];
+  }
+
   // one layer's step: returns its new {h, c}; x is its input (embedding or the layer below's h)
   function layerStep(model, layer, x, prev) {
     const H = model.hidden;
     const G = model.gates.length;
-    const xw = affine(layer.wIh, x, layer.bIh, G * H); // W·x_t + b_ih
-    const hw = affine(layer.wHh, prev.h, layer.bHh, G * H); // U·h_{t-1} + b_hh
+    const [xIn, hIn] = mogrify(layer, x, prev.h);
+    const xw = affine(layer.wIh, xIn, layer.bIh, G * H); // W·x_t + b_ih
+    const hw = affine(layer.wHh, hIn, layer.bHh, G * H); // U·h_{t-1} + b_hh
     const at = (gate) => H * model.gates.indexOf(gate); // where a gate's block starts
     const peep = (gate) => H * model.peepholes.indexOf(gate);
     const h = new Float64Array(H);
@@ -102,7 +118,7 @@
         const z = sigmoid(a("update"));
         const n = Math.tanh(xw[at("candidate") + u] + r * hw[at("candidate") + u]);
         h[u] = (1 - z) * n + z * prev.h[u];
-      } else if (cell === "lstm" || cell === "cifg") {
+      } else if (cell === "lstm" || cell === "cifg" || cell === "mogrifier") {
         const f = sigmoid(a("forget"));
         const i = cell === "cifg" ? 1 - f : sigmoid(a("input")); // cifg: coupled gates
         c[u] = f * prev.c[u] + i * Math.tanh(a("candidate"));

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from charnn.checkpoints.loading import LoadedModel
-from charnn.nn.cells import SPECS
+from charnn.nn.cells import SPECS, mogrifier_names
 
 
 def read_asset(name: str) -> str:
@@ -25,7 +25,8 @@ def read_asset(name: str) -> str:
 
 
 def model_json(loaded: LoadedModel) -> dict[str, Any]:
-    """What stepper.js loads: the shape, the cell's gate order, and every tensor by name."""
+    """What stepper.js loads: the shape, the cell's gate order, the names of each layer's
+    mogrifier rounds (none for other cells), and every tensor by name."""
     model = loaded.model
     config = model.config
     spec = SPECS[config.cell]
@@ -46,6 +47,7 @@ def model_json(loaded: LoadedModel) -> dict[str, Any]:
         "vocab": loaded.vocab.chars,
         "gates": list(spec.gates),
         "peepholes": list(spec.peepholes),
+        "rounds": [mogrifier_names(spec, config.mogrifier_rounds, k) for k in range(config.layers)],
         "labels": list(loaded.labels),
         "labelSize": config.label_size if loaded.labels else 0,
         "tensors": tensors,
@@ -54,8 +56,9 @@ def model_json(loaded: LoadedModel) -> dict[str, Any]:
 
 
 def script_json(data: Any) -> str:
-    """JSON that is safe inside a <script> element (no "</script>" can end it early)."""
-    return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    """JSON that is safe inside a <script> element: with no "<" at all, no "</script>" can end
+    it early and no "<!--" or "<script" can change how the page around it is parsed."""
+    return json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
 
 
 def page(loaded: LoadedModel) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from charnn.checkpoints.loading import LoadedModel
+from charnn.checkpoints.loading import LoadedModel, label_weights_for
 from charnn.errors import CharnnError, SettingError
 from charnn.nn.cells import SPECS
 from charnn.nn.model import CharRNN
@@ -54,8 +54,10 @@ class Trace:
 
 
 @torch.no_grad()
-def trace(loaded: LoadedModel, text: str) -> Trace:
-    """Run the model over `text` from a zero state, recording what its cell shows."""
+def trace(loaded: LoadedModel, text: str, label: str | None = None) -> Trace:
+    """Run the model over `text` from a zero state, recording what its cell shows; a
+    conditioned model reads it in `label` (a label, or a mix as sampling takes; None: "any")."""
+    weights = label_weights_for(loaded.labels, label)  # a clear error before any work
     unknown = loaded.vocab.unknown(text)
     if unknown:
         raise CharnnError(
@@ -71,10 +73,14 @@ def trace(loaded: LoadedModel, text: str) -> Trace:
     ids = torch.from_numpy(loaded.vocab.encode(text).astype(np.int64))[None]  # (1, T)
     layers = source.config.layers
     record: list[dict[str, list[torch.Tensor]]] = [{} for _ in range(layers)]
+    vector = None if weights is None else model.mixed(torch.from_numpy(weights)[None])  # (1, L)
     state = None
     guesses = []
     for start in range(0, ids.shape[1], CHUNK):
-        out, state = model.rnn(model.embed(ids[:, start : start + CHUNK]), state, record=record)
+        x = model.embed(ids[:, start : start + CHUNK])  # (1, T, embed)
+        if vector is not None:  # the label's vector joins every character's, as in forward()
+            x = torch.cat([x, vector[:, None, :].expand(1, x.shape[1], -1)], dim=-1)
+        out, state = model.rnn(x, state, record=record)
         probs = torch.softmax(model.decoder(out[0]).float(), dim=-1)  # (T, vocab)
         guesses.append(probs.topk(min(TOP_NEXT, probs.shape[-1]), dim=-1))
     chars = loaded.vocab.chars

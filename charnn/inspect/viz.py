@@ -129,9 +129,12 @@ def saturation(trace: Trace) -> list[Saturation]:
 
 def colour_scale(values: np.ndarray, what: str) -> np.ndarray:
     """Values mapped to [-1, 1] for a diverging colour scale: gates around 0.5, hidden states
-    in tanh's range, the cell state (unbounded) by its largest magnitude in the text."""
+    in tanh's range, the cell state (unbounded) by its largest magnitude in the text, the
+    mogrifier's scaling of h around 1 (which leaves h as it was)."""
     if what in GATE_NAMES:
         return np.clip(2.0 * values - 1.0, -1.0, 1.0)
+    if what == "mogrify":
+        return np.clip(values - 1.0, -1.0, 1.0)
     if what == "cell":
         return values / max(float(np.abs(values).max()), 1e-9)
     return np.clip(values, -1.0, 1.0)

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from charnn.config.model import ModelSpec
 from charnn.errors import CharnnError
-from charnn.nn.cells import SPECS
+from charnn.nn.cells import SPECS, mogrifier_names
 from charnn.nn.devices import check_fits
 from charnn.nn.stack import RecurrentStack
 
@@ -24,8 +24,8 @@ FUSED = {"rnn": nn.RNN, "rnn-relu": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 class CharRNN(nn.Module):
     """A character-level language model: embedding -> recurrent stack -> linear decoder.
 
-    The standard cells run on PyTorch's fused modules; peephole and cifg (and any cell, with
-    hand_written=True) on the hand-written cells of nn.cells, stacked by nn.stack. Both
+    The standard cells run on PyTorch's fused modules; peephole, cifg and mogrifier (and any
+    cell, with hand_written=True) on the hand-written cells of nn.cells, stacked by nn.stack. Both
     name their parameters alike, so their checkpoints load into each other.
     """
 
@@ -52,7 +52,9 @@ class CharRNN(nn.Module):
                 **extra,
             )
         else:
-            self.rnn = RecurrentStack(config.cell, inputs, hidden, config.layers, dropout)
+            self.rnn = RecurrentStack(
+                config.cell, inputs, hidden, config.layers, dropout, config.mogrifier_rounds
+            )
         self.drop = (LockedDropout if config.locked_dropout else Dropout)(config.decoder_dropout)
         self.decoder = nn.Linear(hidden, config.vocab_size)
         if "forget" in SPECS[config.cell].gates and config.forget_bias is not None:
@@ -161,7 +163,10 @@ def count_parameters(config: ModelSpec) -> int:
     first = rows * (inputs + hidden + 2)
     others = (config.layers - 1) * rows * (2 * hidden + 2)
     peepholes = config.layers * len(spec.peepholes) * hidden
-    return vocab * config.embed_size + labels + first + others + peepholes + (hidden + 1) * vocab
+    rounds = len(mogrifier_names(spec, config.mogrifier_rounds, 0))  # each (input × H) or its ᵀ
+    mogrifier = rounds * hidden * (inputs + (config.layers - 1) * hidden)
+    return (vocab * config.embed_size + labels + first + others + peepholes + mogrifier
+            + (hidden + 1) * vocab)  # fmt: skip
 
 
 def check_model_fits(config: ModelSpec, device: torch.device) -> None:

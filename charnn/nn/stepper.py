@@ -4,7 +4,8 @@ Calling PyTorch's fused modules once per character costs more in per-call overhe
 arithmetic (a 2x512 nn.LSTM step runs a few hundred characters per second on a small CPU). Here
 each step is a handful of small NumPy operations on the model's own weights: the step functions
 of charnn.nn.cells (the same ones training and `charnn viz` run on torch tensors) over NumPy arrays,
-and the first layer's input projection is looked up from a table precomputed for every character.
+and the first layer's input projection is looked up from a table precomputed for every character
+(not the mogrifier's, whose input is gated by the state before it is projected).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from charnn.nn.cells import NUMPY, SPECS, step
+from charnn.nn.cells import NUMPY, SPECS, mogrifier_names, mogrify, step
 from charnn.nn.model import CharRNN, State
 
 # A stepper's state: per layer h, or (h, C), each (B, H). Rows of a batch are taken, joined and
@@ -33,6 +34,8 @@ class Stepper:
     - layer 0's input projection W_ih·embed(x) + b_ih is a table lookup, one row per character;
     - layers above it compute W_ih·x + W_hh·h as one product, [x, h]·[W_ih; W_hh], with the two
       biases added together beforehand (not the GRU's, which keeps its projections apart).
+    The mogrifier projects its gated x and h as one product in every layer, layer 0 too: its
+    x is gated by h first, so no table of W_ih·embed(x) holds.
     """
 
     def __init__(self, model: CharRNN) -> None:
@@ -45,6 +48,13 @@ class Stepper:
             _numpy(getattr(rnn, f"peephole_l{k}")) if spec.peepholes else None
             for k in range(config.layers)
         ]
+        self.rounds = [  # the mogrifier's Q^i and R^i, per layer
+            [
+                _numpy(getattr(rnn, name))
+                for name in mogrifier_names(spec, config.mogrifier_rounds, k)
+            ]
+            for k in range(config.layers)
+        ]
         fold_biases = not spec.separate_projections
         with torch.no_grad():
             self.layers = []
@@ -55,7 +65,8 @@ class Stepper:
                     b_ih, b_hh = b_ih + b_hh, torch.zeros_like(b_hh)
                 # stored transposed, so that a step is x @ W: (B, in) @ (in, G·H)
                 w_ih, w_hh = w_ih.T, w_hh.T
-                w_both = torch.cat([w_ih, w_hh]) if fold_biases and k > 0 else None
+                joined = fold_biases and (k > 0 or spec.mogrifies)
+                w_both = torch.cat([w_ih, w_hh]) if joined else None
                 self.layers.append(
                     (
                         _numpy(w_ih),
@@ -67,15 +78,16 @@ class Stepper:
                 )
             first = self.layers[0]
             E = config.embed_size  # layer 0's inputs: the character's embedding, then the label
-            # W_ih·embed(c) + b_ih (+ b_hh when folded) for every character c: (vocab, G·H)
-            self.input_table = _numpy(model.embed.weight) @ first[0][:E] + first[1]
-            # W_ih·label(l) for every label l, "any" first: (labels + 1, G·H); a row's label (or
-            # mix of labels) adds its combination to layer 0's input at every step
-            self.label_table = (
-                None
-                if model.label_embed is None
-                else _numpy(model.label_embed.weight) @ first[0][E:]
-            )
+            labels = None if model.label_embed is None else _numpy(model.label_embed.weight)
+            if spec.mogrifies:  # layer 0 reads [embed(c), label] itself
+                self.input_table = _numpy(model.embed.weight)  # (vocab, E)
+                self.label_table = labels  # (labels + 1, label_size)
+            else:
+                # W_ih·embed(c) + b_ih (+ b_hh when folded) for every character c: (vocab, G·H)
+                self.input_table = _numpy(model.embed.weight) @ first[0][:E] + first[1]
+                # W_ih·label(l) for every label l, "any" first: (labels + 1, G·H); a row's label
+                # (or mix of labels) adds its combination to layer 0's input at every step
+                self.label_table = None if labels is None else labels @ first[0][E:]
             self.decoder = (_numpy(model.decoder.weight.T), _numpy(model.decoder.bias))
 
     def state_from_torch(self, state: State) -> StepperState:
@@ -87,14 +99,15 @@ class Stepper:
 
     def label_bias(self, weights: np.ndarray) -> np.ndarray:
         """What rows with these weights over the labels (B, labels + 1) add to layer 0's
-        input: (B, G·H)."""
+        input: (B, G·H); for the mogrifier, which reads them before projecting, the mixed label
+        vectors themselves (B, label_size)."""
         assert self.label_table is not None, "an unconditioned model has no labels"
         return (weights @ self.label_table).astype(np.float32)
 
     def step(
         self, ids: np.ndarray, state: StepperState, bias: np.ndarray | None = None
     ) -> tuple[np.ndarray, StepperState]:
-        """ids (B,) -> logits (B, vocab) and the new state; `bias` (B, G·H): each row's label
+        """ids (B,) -> logits (B, vocab) and the new state; `bias`: each row's label
         (label_bias), for a conditioned model (None: the "any" label)."""
         if bias is None and self.label_table is not None:
             bias = np.broadcast_to(self.label_table[0], (len(ids), self.label_table.shape[1]))
@@ -106,6 +119,11 @@ class Stepper:
             if spec.separate_projections:  # the GRU: W·x + b_i and U·h + b_h apart
                 xw = self._layer0(ids, bias) if k == 0 else h @ w_ih + b_ih
                 h, c = step(spec, xw, h_prev @ w_hh + b_hh, h_prev, c, NUMPY)
+            elif spec.mogrifies:  # x and h gate each other, then [x, h]·[W_ih; W_hh] + b
+                x, h_gated = mogrify(self._layer0(ids, bias) if k == 0 else h, h_prev,
+                                     self.rounds[k], NUMPY)  # fmt: skip
+                a = np.concatenate([x, h_gated], axis=1) @ w_both + b_ih
+                h, c = step(spec, a, None, h_prev, c, NUMPY)
             else:
                 if k == 0:
                     a = self._layer0(ids, bias) + h_prev @ w_hh  # W_ih·x + W_hh·h + b
@@ -117,9 +135,12 @@ class Stepper:
         return h @ w_out + b_out, new_state
 
     def _layer0(self, ids: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-        """Layer 0's input projection: the characters' rows of the table, plus the labels'."""
+        """Layer 0's input projection: the characters' rows of the table, plus the labels'
+        (the mogrifier's: the characters' embeddings, joined by the labels' vectors)."""
         rows = self.input_table[ids]
-        return rows if bias is None else rows + bias
+        if bias is None:
+            return rows
+        return np.concatenate([rows, bias], axis=1) if self.spec.mogrifies else rows + bias
 
 
 def take_rows(state: StepperState, rows: np.ndarray) -> StepperState:

@@ -46,6 +46,9 @@ from charnn.serve import requests as rq
 from charnn.serve.engine import Engine, Job, Result, Until
 
 PAGE = "/ui"  # beside torch-rnn-server's routes, which rnn-writer calls
+# The page's own meta tag's policy, and what only a header can say: no other site may frame it
+PAGE_POLICY = ("default-src 'none'; connect-src 'self'; script-src 'unsafe-inline'; "
+               "style-src 'unsafe-inline'; frame-ancestors 'none'")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,8 @@ async def health(request: Request) -> Response:
 async def page(request: Request) -> Response:
     """The live page (no data of its own: with an API key it asks for it, and sends it)."""
     text = resources.files("charnn.serve").joinpath("page.html").read_text(encoding="utf-8")
-    return HTMLResponse(text, headers={"Cache-Control": "no-cache"})
+    headers = {"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_POLICY}
+    return HTMLResponse(text, headers=headers)
 
 
 async def bad_request(request: Request, exc: Exception) -> Response:

@@ -6,7 +6,8 @@ in a second, as uint8, uint16 or uint32 by vocabulary size, into the cache (text
 the next run maps straight from disk. The validation split is stored after the training text:
 - with many documents, whole documents from all over the corpus (every round(1 / val_frac)-th);
 - in a labelled corpus, the last documents of every label, at least val_frac of its text (a
-  label with one document: the last val_frac of it), so that every label is measured;
+  label with one document: the last val_frac of it, two characters at least where it has
+  four), so that every label is measured;
 - otherwise the last val_frac of the text.
 A labelled corpus also stores each character's label, 1 and up in the order the labels first
 appear (0 is the "any" label a model learns besides them); a separator takes the label of the
@@ -26,7 +27,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from charnn.errors import CharnnError, SettingError
+from charnn.errors import CharnnError, SettingError, literal
 from charnn.text import cache
 from charnn.text.reading import file_chunks
 from charnn.text.sources import CorpusSpec, Source
@@ -166,13 +167,15 @@ def _key(
     spec: CorpusSpec, files: list[Source], digests: tuple[tuple[str, str], ...], val_frac: float
 ) -> str:
     """What decides the ids, and nothing else: not where the files are, nor the validation
-    share where it cannot cut whole documents (a few files, each its own document)."""
+    share where it cannot cut whole documents (a few files, each its own document). Rows are
+    read as CSV or as JSONL by the file's suffix."""
     cuts_documents = spec.doc_per_line or spec.by_row or len(digests) >= MANY_DOCUMENTS
     labelled = spec.label_from is not None
+    kinds = [f.path.suffix.lower() for f in files] if spec.by_row else []
     return cache.key_of([codecs.lookup(spec.encoding).name, spec.joiner, str(spec.doc_per_line),
                          str(spec.one_document), repr(val_frac) if cuts_documents or labelled
                          else "", str(spec.label_from), spec.text_field, spec.label_field,
-                         *(str(f.label) for f in files),
+                         *(str(f.label) for f in files), *kinds,
                          *(sha for _, sha in digests)])  # fmt: skip
 
 
@@ -209,12 +212,33 @@ def _scan(spec: CorpusSpec, files: list[Source]) -> _Scan:
     if not chars.strip():
         names = ", ".join(spec.paths)
         raise CharnnError(f"{names} holds only whitespace: a corpus needs some text")
+    for label in lengths:
+        _check_label(label, spec)
     if spec.label_from is not None and len(lengths) < 2:
         raise SettingError(
             f"{', '.join(spec.paths)} gives {len(lengths)} label with {{label_from}} "
             f"{spec.label_from}: a labelled corpus needs two or more"
         )
     return _Scan(Vocab(chars), documents, list(lengths), lengths)
+
+
+def _check_label(name: str, spec: CorpusSpec) -> None:
+    """Refuse a label that could be trained on but never asked for by name."""
+    why = None
+    if name == "any":
+        why = 'it is the name of the built-in label for text of no label, "any"'
+    elif "," in name or "=" in name:
+        why = '"," and "=" write a mix of labels, such as poems=0.7,letters=0.3'
+    elif name != name.strip():
+        why = "it starts or ends with whitespace"
+    elif not name:
+        why = "it is empty"
+    if why is not None:
+        raise SettingError(
+            f"{literal(', '.join(spec.paths))}: the label {literal(repr(name))} (from "
+            f"{{label_from}} {spec.label_from}) could never be asked for, as {literal(why)}: "
+            "rename it"
+        )
 
 
 @dataclass(frozen=True)
@@ -235,7 +259,9 @@ class _Split:
         first_val, cut = {}, {}
         for label, lengths in scan.lengths.items():
             if len(lengths) == 1:
-                cut[label] = lengths[0] - int(lengths[0] * val_frac)
+                # at least two characters, the fewest a score can be of, where two stay to train
+                held = max(int(lengths[0] * val_frac), 2 if lengths[0] >= 4 else 0)
+                cut[label] = lengths[0] - held
                 continue
             held, start = 0, len(lengths)
             while start > 1 and held < val_frac * sum(lengths):

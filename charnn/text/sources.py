@@ -20,6 +20,7 @@ Everything here streams: a file is read in chunks and a line at a time, never wh
 
 from __future__ import annotations
 
+import codecs
 import csv
 import fnmatch
 import json
@@ -34,6 +35,7 @@ from charnn.text.reading import check_readable, decoded_chunks, lines, looks_bin
 FILE_SEPARATOR = "\n\n"
 LINE_SEPARATOR = "\n"
 TABLES = (".jsonl", ".csv")  # the files label_from "field" reads, one row a document
+MAX_FIELD = 2**31 - 1  # a CSV field (a document) of any size, not csv's 128 KiB; a C long
 
 
 @dataclass(frozen=True)
@@ -156,9 +158,7 @@ class CorpusSpec:
 def _table(path: Path, encoding: str) -> Iterator[tuple[int, dict]]:
     """(row number from 1, row) of a JSONL or CSV file."""
     if path.suffix.lower() == ".csv":
-        sig = "utf-8-sig" if encoding.lower().replace("-", "") == "utf8" else encoding
-        with open(path, encoding=sig, newline="") as handle:
-            yield from enumerate(csv.DictReader(handle), start=1)
+        yield from _csv_rows(path, encoding)
         return
     for number, line in enumerate(lines(path, encoding), start=1):
         if not line.strip():
@@ -168,6 +168,38 @@ def _table(path: Path, encoding: str) -> Iterator[tuple[int, dict]]:
         except json.JSONDecodeError as err:
             raise CharnnError(f"{path} row {number} is not valid JSON ({err})") from None
         yield number, row if isinstance(row, dict) else {}
+
+
+def _csv_rows(path: Path, encoding: str) -> Iterator[tuple[int, dict]]:
+    """(row number from 1, row) of a CSV file, each problem one line naming the file and the
+    row (or the line, for a byte that does not decode)."""
+    csv.field_size_limit(MAX_FIELD)
+    utf8 = codecs.lookup(encoding).name == "utf-8"  # utf_8, UTF8: a BOM is no character
+    number = 0
+    with open(path, encoding="utf-8-sig" if utf8 else encoding, newline="") as handle:
+        reader = csv.DictReader(handle)
+        try:
+            for number, row in enumerate(reader, start=1):
+                yield number, row
+        except UnicodeDecodeError as err:  # text is decoded a block at a time: find the line
+            where = literal(_bad_line(path, encoding, err))
+            raise SettingError(f"{literal(path)} {where}; convert the file or pass {{encoding}} "
+                               "(for example latin-1)") from None  # fmt: skip
+        except csv.Error as err:
+            raise CharnnError(f"{path} row {number + 1} is not valid CSV ({err})") from None
+
+
+def _bad_line(path: Path, encoding: str, err: UnicodeDecodeError) -> str:
+    """Which line of `path` first fails to decode, and its bad byte."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                decoder.decode(line)
+            except UnicodeDecodeError as bad:
+                byte = bad.object[bad.start]
+                return f"line {number} is not valid {encoding}: bad byte 0x{byte:02x}"
+    return f"is not valid {encoding} ({err.reason})"
 
 
 def corpus_spec(config: TrainConfig) -> CorpusSpec:

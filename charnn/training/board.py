@@ -7,7 +7,7 @@ At each progress report: train/bits_per_char, train/learning_rate, train/chars_p
 train/grad_norm; at each evaluation: val/bits_per_char and a short sample (text), so the text
 can be watched improving; at the start, the plan (text). A resumed run writes on into the same
 folder from its step on: what the stopped run logged past its last save is dropped (TensorBoard's
-purge step), so the curves continue as one.
+purge step, just past the saved step), so the curves continue as one.
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ class Board:
                 f"cannot write TensorBoard's files in {literal(folder)} ({literal(err.strerror)}):"
                 " choose another {tensorboard} folder"
             ) from None
-        self.writer = SummaryWriter(str(folder), purge_step=start_step or None, flush_secs=10)
+        # purge_step drops the events at it and after: keep those of the saved step itself
+        purge = start_step + 1 if start_step else None
+        self.writer = SummaryWriter(str(folder), purge_step=purge, flush_secs=10)
 
     def plan(self, record: dict[str, Any] | None, settings: dict[str, Any], step: int) -> None:
         shown = {"plan": record, "settings": settings}

@@ -20,12 +20,11 @@ from dataclasses import replace
 import torch
 from torch.nn import functional as F
 
-from charnn.config.model import ModelSpec
 from charnn.config.train import RunConfig, TrainConfig
 from charnn.nn.devices import autocast, check_precision
 from charnn.nn.model import CharRNN, check_model_fits, fits_in_memory, num_parameters
 from charnn.training.optim import adamw
-from charnn.training.plan import WIDTHS, Facts, Width, affordable
+from charnn.training.plan import WIDTHS, Facts, Width, affordable, planned_model
 
 WARMUP_STEPS = 2
 TIMED_STEPS = 5
@@ -48,9 +47,7 @@ def calibrate(config: TrainConfig, facts: Facts, vocab_size: int, device: torch.
     try:
         given = config.model.hidden_size
         for width in (given,) if given is not None else WIDTHS:
-            shape = ModelSpec.of(
-                config.model, hidden_size=width, dropout=0.0, vocab_size=vocab_size
-            )
+            shape = planned_model(config, vocab_size, hidden_size=width, dropout=0.0)
             if given is not None:
                 check_model_fits(shape, device)  # a width given explicitly can be any
             elif not fits_in_memory(shape, device):

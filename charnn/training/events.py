@@ -32,9 +32,11 @@ class Progress:
 class Evaluated:
     step: int
     train_loss: float
-    val_bpc: float
+    val_bpc: float  # of the better weights: the live ones, or their average
     best: bool
     elapsed: float
+    live_bpc: float | None = None  # each, where the run averages its weights
+    average_bpc: float | None = None
 
 
 @dataclass(frozen=True)

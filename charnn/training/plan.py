@@ -36,6 +36,11 @@ REREAD_PASSES = 5.0  # up to 256 units: enough anyway where the text is read thi
 USEFUL_PASSES = 10.0  # above 256: a text read again teaches less; passes beyond count nothing
 TRAINING_SHARE = 0.85  # of a budget spent on training steps at the calibrated speed
 
+# --- Embedding (docs/experiments.md#embedding) ----------------------------------------------
+# From the vocabulary's size: a wide vocabulary (CJK text) starves in ModelSpec's 64 dimensions.
+SMALL_VOCAB = 256  # up to it, ModelSpec's 64 (nothing changes for alphabetic text)
+WIDE_VOCAB_EMBED = 256  # above it: 256 beat 64 by 2.4% on a 1,058-character vocabulary
+
 # --- Regularisation (docs/experiments.md#regularisation) -----------------------------------
 # From the passes the run will make over its training split: a model that reads its text many
 # times memorises it unless regularised.
@@ -63,7 +68,7 @@ EVAL_SHARE = 0.05  # of the training time at most spent on evaluations
 REPLAN_AT = 0.1  # of its budget spent, a run re-decides its regularisation from its own speed
 
 MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig))
-PLANNED_MODEL = ("hidden_size", "dropout", "weight_drop")
+PLANNED_MODEL = ("hidden_size", "embed_size", "dropout", "weight_drop")
 REGULARISED = ("dropout", "weight_drop", "patience", "beta1")  # what follows from the passes
 FROM_PASSES = ("hidden_size", *REGULARISED)  # ...and the width
 
@@ -84,6 +89,7 @@ class Facts:
     native_bf16: bool = False  # the training CPU multiplies bf16 in hardware
     widths: Mapping[int, Width] = field(default_factory=dict)  # measured, for a time budget
     eval_chars_read: int = 0  # characters an evaluation reads, warm-ups included (0: unknown)
+    vocab_size: int = 0  # characters in the vocabulary (0: unknown)
 
     def shape(self, config: TrainConfig) -> length.StreamShape:
         """The streams' shape on this split: fewer rows for a short one (training.length)."""
@@ -137,6 +143,8 @@ def plan_run(request: TrainConfig, facts: Facts | None = None) -> Plan:
         if facts.native_bf16:
             wanted["precision"] = "bf16"
             reasons.append("a CPU that multiplies bf16 in hardware")
+    if facts.vocab_size:
+        wanted["embed_size"] = embed_width(facts.vocab_size)
     width = request.model.hidden_size
     if width is None and budget is not None:  # without a budget, speeds choose nothing
         measured = [w for w in WIDTHS if w in facts.widths]
@@ -161,6 +169,18 @@ def plan_run(request: TrainConfig, facts: Facts | None = None) -> Plan:
         from_passes.append("decoder_dropout")  # it follows the dropout
     config = RunConfig.of(request, **chosen)
     return Plan(config, chosen, ", ".join(reasons) or "no time budget", chars, passes, from_passes)
+
+
+def embed_width(vocab_size: int) -> int:
+    """A character embedding's width for a vocabulary of `vocab_size` characters."""
+    return ModelSpec.embed_size if vocab_size <= SMALL_VOCAB else WIDE_VOCAB_EMBED
+
+
+def planned_model(config: TrainConfig, vocab_size: int, **chosen: Any) -> ModelSpec:
+    """The model `config` asks for, with the embedding planned for the vocabulary (when unset),
+    `chosen` and ModelSpec's defaults for the rest: what calibration times."""
+    embed = config.model.embed_size or embed_width(vocab_size)
+    return ModelSpec.of(config.model, embed_size=embed, vocab_size=vocab_size, **chosen)
 
 
 def expected_chars(config: TrainConfig, facts: Facts, width: int) -> float | None:
@@ -188,14 +208,16 @@ def affordable(config: TrainConfig, facts: Facts, width: int) -> bool:
 def eval_interval(config: TrainConfig, facts: Facts) -> int | None:
     """Steps between evaluations: RunConfig's, or fewer where EVAL_PASSES passes over the
     training split take fewer, but never so few (in hundreds) that they take more than
-    EVAL_SHARE of the training time (None when the validation split is unknown)."""
+    EVAL_SHARE of the training time, twice the cost where the weights' average is scored too
+    (None when the validation split is unknown)."""
     if not facts.eval_chars_read:
         return None
     step_chars = config.batch_size * config.seq_len
     often = RunConfig.eval_every
     if facts.train_chars:
         often = min(often, _hundreds(EVAL_PASSES * facts.train_chars / step_chars))
-    return max(often, _hundreds(facts.eval_chars_read * EVAL_COST / (EVAL_SHARE * step_chars)))
+    cost = EVAL_COST * (2 if config.average else 1)  # the live weights, and their average
+    return max(often, _hundreds(facts.eval_chars_read * cost / (EVAL_SHARE * step_chars)))
 
 
 def _hundreds(steps: float) -> int:

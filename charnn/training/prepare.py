@@ -109,7 +109,8 @@ def _planned(
 ) -> Plan:
     train_chars = corpus.train_end(request.val_frac)
     eval_read = chars_read(len(corpus.ids) - train_chars - 1, request.eval_chars)
-    facts = Facts(train_chars, native_bf16, eval_chars_read=max(0, eval_read))
+    facts = Facts(train_chars, native_bf16, eval_chars_read=max(0, eval_read),
+                  vocab_size=vocab_size)  # fmt: skip
     if measure and needs_speeds(request):
         facts = measure(request, facts, vocab_size)
     return plan_run(request, facts)

@@ -42,6 +42,7 @@ from charnn.nn.model import CharRNN, State, check_model_fits, detach_state
 from charnn.text.corpus import load_corpus, split_train_val
 from charnn.text.sources import corpus_spec
 from charnn.text.vocab import Vocab
+from charnn.training.average import WeightAverage
 from charnn.training.board import Board
 from charnn.training.calibrate import calibrate
 from charnn.training.distributed import Ranks, process_group
@@ -154,6 +155,8 @@ class Trainer:
                                self.device, config.beta1)  # fmt: skip
         # fp16 gradients can underflow: the loss is scaled up, and steps that overflow skipped
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        # the weights' running average, scored beside them at each evaluation
+        self.average = WeightAverage(self.model, config.average) if config.average > 0 else None
         self.labels = labels or Labelled()
         self.streams = self._streams(train_ids)
         self.rows = ranks.rows(self.streams.shape.batch_size)  # this process's streams
@@ -312,6 +315,8 @@ class Trainer:
             return None
         self.scaler.step(self.optimizer)  # skipped by the scaler if a gradient overflowed
         self.scaler.update()
+        if self.average is not None:
+            self.average.update(fraction)
         self.carried = detach_state(new_carried)
         self.chars_trained += streams.chars_per_window
         return loss_value, norm
@@ -384,15 +389,24 @@ class Trainer:
         return float(nats.sum()) / scored / math.log(2)
 
     def _evaluate_and_save(self, train_loss: float, elapsed: float) -> None:
-        state, val_bpc = self.state, self.validate()
+        """Score the live weights (and their average, where the run keeps one) and save; the
+        better of the two is the run's figure, and best.pt holds them on a new best."""
+        state, live_bpc = self.state, self.validate()
+        scores: dict[str, float] = {}
+        if self.average is not None and self.average.fraction is not None:
+            with self.average.swapped_in():
+                scores = {"live_val_bpc": live_bpc, "average_val_bpc": self.validate()}
+        averaged = bool(scores) and scores["average_val_bpc"] < live_bpc
+        val_bpc = scores["average_val_bpc"] if averaged else live_bpc
         best = val_bpc < state.best_val_bpc
         state.last_val_bpc = val_bpc
         state.best_val_bpc = min(state.best_val_bpc, val_bpc)
         state.evals_since_best = 0 if best else state.evals_since_best + 1
-        self.emit(Evaluated(state.step, train_loss, val_bpc, best, elapsed))
+        self.emit(Evaluated(state.step, train_loss, val_bpc, best, elapsed,
+                            scores.get("live_val_bpc"), scores.get("average_val_bpc")))  # fmt: skip
         if self.board is not None:
             self.board.evaluated(state.step, val_bpc, self.sample_text())
-        self._save(train_loss, elapsed, best, evaluated=True)
+        self._save(train_loss, elapsed, best, evaluated=True, averaged=averaged, scores=scores)
 
     def sample_text(self, length: int = SAMPLE_CHARS) -> str:
         """A short sample of what the model writes now, at temperature SAMPLE_TEMPERATURE,
@@ -451,9 +465,12 @@ class Trainer:
             ) from None
 
     def _restore(self, payload: dict[str, Any]) -> None:
-        self.model.load_state_dict(payload["model_state"])
+        resume = payload["resume"]
+        self.model.load_state_dict(resume.get("live_weights", payload["model_state"]))
+        if self.average is not None and "average" in resume:
+            self.average.load_state_dict(resume["average"])
         self.optimizer.load_state_dict(payload["optimizer_state"])
-        state = self.state = RunState.restored(payload["step"], payload["resume"])
+        state = self.state = RunState.restored(payload["step"], resume)
         if state.hidden is not None:  # all B streams were saved; this rank carries its own rows
             tensors = tuple(t[:, self.rows].to(self.device) for t in state.hidden)
             self.carried = tensors if len(tensors) == 2 else tensors[0]
@@ -481,20 +498,37 @@ class Trainer:
                 "model settings to take its shape"
             ) from None
 
-    def _save(self, train_loss: float, elapsed: float, best: bool, evaluated: bool = False) -> None:
-        """Write last.pt (and best.pt on a new best), then the metrics line."""
+    def _save(
+        self,
+        train_loss: float,
+        elapsed: float,
+        best: bool,
+        evaluated: bool = False,
+        averaged: bool = False,
+        scores: dict[str, float] | None = None,
+    ) -> None:
+        """Write last.pt (and best.pt on a new best), then the metrics line. last.pt holds the
+        live weights; best.pt the averaged ones where they scored better (`averaged`), the live
+        ones kept beside them for a resume."""
         carried = self._all_carried()  # every rank takes part; rank 0 writes
         if self.writer is None:
             return
-        metrics = self._metrics(train_loss, elapsed, evaluated)
+        metrics = {**self._metrics(train_loss, elapsed, evaluated), **(scores or {})}
         payload = make_payload(self.model, self.vocab, self.config.to_dict(),
                                self.optimizer.state_dict(), self.state.step, metrics)  # fmt: skip
         payload["resume"] = self.saved_state(elapsed, carried).saved()
+        if self.average is not None:
+            payload["resume"]["average"] = self.average.state_dict()
         payload["corpus_sha256"] = self.corpus_sha256
         payload["corpus_files"] = self.corpus_files
         payload["labels"], payload["label_chars"] = list(self.labels.names), self.labels.chars
         payload["plan"] = self.plan
-        for path in self.writer.save(payload, metrics, best):
+        best_payload = None
+        if best and averaged and self.average is not None:
+            resume = {**payload["resume"], "live_weights": payload["model_state"]}
+            best_payload = {**payload, "model_state": self.average.model_state(),
+                            "weights": "average", "resume": resume}  # fmt: skip
+        for path in self.writer.save(payload, metrics, best, best_payload):
             if path.name in (folder.BEST, folder.LAST):
                 self.emit(Saved(path))
 

@@ -308,3 +308,23 @@ def test_finding_and_listing_runs_never_read_the_tensors(tmp_path):
     assert (summary["step"], summary["metrics"], summary["vocab"]) == (7, {"val_bpc": 1.5}, "abc")
     assert (summary["parameters"], summary["model_config"]["cell"]) == (parameters, "gru")
     assert (listed["cell"], listed["parameters"], listed["steps"]) == ("gru", parameters, 7)
+
+
+def test_a_checkpoint_from_before_mogrifier_rounds_loads_and_a_mogrifier_keeps_its_own(tmp_path):
+    """Checkpoints older than the setting have no mogrifier_rounds anywhere: they still load. A
+    mogrifier's rounds come back from its checkpoint, not from the default."""
+    vocab = Vocab("abc")
+    for cell, rounds in (("lstm", None), ("mogrifier", 2)):
+        model = CharRNN(ModelSpec(vocab_size=3, hidden_size=8, cell=cell,
+                                  mogrifier_rounds=2 if rounds else 5))  # fmt: skip
+        settings = TrainConfig(corpus="c.txt", model=model.config).to_dict()
+        payload = make_payload(model, vocab, settings, {}, 1, {})
+        if rounds is None:  # as saved before the setting existed
+            del payload["model_config"]["mogrifier_rounds"]
+            del payload["train_config"]["model"]["mogrifier_rounds"]
+        save_atomic(payload, tmp_path / f"{cell}.pt")
+        loaded = load_checkpoint(tmp_path / f"{cell}.pt")
+        assert loaded.model.config.mogrifier_rounds == (rounds or 5)
+        assert loaded.model.state_dict().keys() == model.state_dict().keys()
+        for name, tensor in model.state_dict().items():
+            assert torch.equal(loaded.model.state_dict()[name], tensor), name

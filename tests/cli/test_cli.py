@@ -91,7 +91,7 @@ def test_version_and_help_on_every_command():
     for command in ([], ["train"], ["sample"], ["eval"], ["data"], ["data", "get"]):
         proc = run_charnn(*command, "-h")
         assert proc.returncode == 0 and "Usage:" in proc.stdout, command
-    assert "default: 64" in run_charnn("train", "--help").stdout  # defaults are shown
+    assert "default: 2;" in run_charnn("train", "--help").stdout  # defaults are shown
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,7 @@ def test_a_non_finite_number_is_refused_by_its_field(config, name, value):
         (lambda: TrainConfig(val_frac=1.0), "val_frac must be between 0 and 1"),
         (lambda: ModelConfig(cell="lsmt"), "cell must be one of rnn, rnn-relu, lstm"),
         (lambda: ModelConfig(dropout=1.0), "dropout must be in [0, 1)"),
+        (lambda: ModelConfig(mogrifier_rounds=-1), "mogrifier_rounds must be 0 (the LSTM) or more"),
     ],
 )  # fmt: skip
 def test_a_value_out_of_range_is_refused_in_the_words_of_its_field(make, message):

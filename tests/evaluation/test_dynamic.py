@@ -107,9 +107,9 @@ def test_tuning_reads_each_setting_once_and_the_bar_covers_it(repeated, monkeypa
     model, ids, _ = repeated
     read: list[tuple[DynamicSettings, int]] = []
 
-    def counting(model, ids, settings, scale, device="cpu", on_progress=None):
+    def counting(model, ids, settings, scale, device="cpu", on_progress=None, labels=None):
         read.append((settings, len(ids)))
-        return window_nats(model, ids, settings, scale, device, on_progress)
+        return window_nats(model, ids, settings, scale, device, on_progress, labels)
 
     monkeypatch.setattr(charnn.evaluation.dynamic, "window_nats", counting)
     tune, text = ids[:1_000], ids[1_000:1_500]

@@ -273,6 +273,7 @@ def test_ml5_export_from_the_command_line(tmp_path):
         ("gru", 2, "LSTM models only"),
         ("rnn", 2, "LSTM models only"),
         ("peephole", 2, "no peephole"),
+        ("mogrifier", 2, "no mogrifier rounds"),
         ("lstm", 1, "2-layer models only"),
         ("lstm", 3, "2-layer models only"),
     ],

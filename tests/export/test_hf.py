@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ import charnn
 from charnn.checkpoints.hf import CARD, CONFIG, WEIGHTS
 from charnn.errors import CharnnError
 
-from conftest import run_charnn
+from conftest import TINY, make_text, run_charnn
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,12 @@ def truncate(folder):
     (folder / WEIGHTS).write_bytes(data[: len(data) // 2])
 
 
+def drop_a_character(folder):
+    config = json.loads((folder / CONFIG).read_text())
+    config["vocab"] = config["vocab"][:-1]  # still distinct and in order: a Vocab of its own
+    (folder / CONFIG).write_text(json.dumps(config))
+
+
 def drop_tensor(folder):
     weights = load_file(folder / WEIGHTS)
     del weights["decoder.bias"]
@@ -121,8 +128,18 @@ def drop_tensor(folder):
         (drop_tensor, r"not a usable charnn checkpoint \(.*decoder.bias"),
         (edit_config(charnn_format=99), "config.json has charnn format 99, newer than"),
         (edit_config(vocab=None), "its vocab is missing or malformed"),
+        (drop_a_character, r"its vocab has \d+ characters but its model_config a vocab_size of"),
+        (edit_config(labels=[1, 2, 3]), "its label names are not all strings: 1, 2, 3"),
     ],
-    ids=["shapes that lie", "truncated", "a missing tensor", "a newer format", "no vocabulary"],
+    ids=[
+        "shapes that lie",
+        "truncated",
+        "a missing tensor",
+        "a newer format",
+        "no vocabulary",
+        "a vocabulary one short",
+        "labels that are no names",
+    ],  # fmt: skip
 )
 def test_a_folder_that_lies_is_refused_in_one_line_naming_it(shared, tmp_path, edit, says):
     _, folder, _ = shared
@@ -135,10 +152,76 @@ def test_a_folder_that_lies_is_refused_in_one_line_naming_it(shared, tmp_path, e
 
 def test_the_command_line_refuses_a_lying_folder_in_one_line(shared, tmp_path):
     _, folder, _ = shared
-    copy = lying(folder, tmp_path, truncate)
-    proc = run_charnn("sample", str(copy), "--length", "5")
-    assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.count("\n") == 1 and "corrupt or truncated" in proc.stderr
+    for edit, says in ((truncate, "corrupt or truncated"), (drop_a_character, "vocab_size of")):
+        (tmp_path / edit.__name__).mkdir()
+        copy = lying(folder, tmp_path / edit.__name__, edit)
+        proc = run_charnn("sample", str(copy), "--length", "5")
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
+
+
+def test_a_folder_that_holds_other_files_is_not_written_into(shared, tmp_path):
+    run = tmp_path / "run"  # a copy: the shared run must survive this test failing
+    shutil.copytree(shared[0], run)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my own notes", encoding="utf-8")
+    for target in (mine, run):  # someone's folder, and the run folder itself
+        before = sorted(p.name for p in target.iterdir())
+        proc = run_charnn("export", str(run), "--format", "hf", "--out", str(target))
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "already holds files and is not a charnn model's folder" in proc.stderr
+        assert "--out" in proc.stderr and sorted(p.name for p in target.iterdir()) == before
+    assert (mine / "README.md").read_text(encoding="utf-8") == "my own notes"
+    again = tmp_path / "again"
+    (again / ".git").mkdir(parents=True)  # a fresh clone of a Hub repository: hidden files only
+    for _ in range(2):  # a new folder, then the shared model's folder it now is: replaced
+        proc = run_charnn("export", str(run), "--format", "hf", "--out", str(again))
+        assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in again.iterdir()) == sorted([".git", WEIGHTS, CONFIG, CARD])
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """A run on three labels (each a folder of the corpus), and its shared folder."""
+    root = tmp_path_factory.mktemp("labelled")
+    for seed, label in enumerate("ABC"):
+        (root / "styles" / label).mkdir(parents=True)
+        (root / "styles" / label / "t.txt").write_text(make_text(6_000, seed), encoding="utf-8")
+    proc = run_charnn("train", str(root / "styles"), "--label-from", "folder", "--max-steps",
+                      "4", "--checkpoint-dir", str(root / "ck"), *TINY)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run, folder = root / "ck" / "styles-lstm", root / "hf" / "styles"
+    proc = run_charnn("export", str(run), "--format", "hf", "--out", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    return run, folder
+
+
+def test_a_labelled_model_shares_its_labels(labelled):
+    run, folder = labelled
+    config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    assert config["labels"] == ["A", "B", "C"]
+    assert set(config["label_chars"]) == {"A", "B", "C"}
+    assert all(isinstance(n, int) and n > 5_000 for n in config["label_chars"].values())
+    for args in (
+        ["sample", "--seed", "1", "--length", "80", "--label", "B"],
+        ["sample", "--seed", "1", "--length", "80", "--label", "A=1,C=2"],
+        ["eval", "--json"],
+        ["eval", "--by-label", "--json"],
+        ["info", "--json"],
+    ):
+        from_run, from_folder = (output(args[0], str(p), *args[1:]) for p in (run, folder))
+        if args[0] == "info":  # the paths differ
+            from_run, from_folder = (json.loads(t)["labels"] for t in (from_run, from_folder))
+        assert from_folder == from_run, args
+    model, original = charnn.load(folder), charnn.load(run)
+    assert model.labels == original.labels == ("A", "B", "C")
+    ids = torch.from_numpy(original.vocab.encode("The cell state"))[None]
+    with torch.no_grad():
+        for k in range(4):  # "any", then each label
+            labels = torch.tensor([k])
+            assert torch.equal(model.model(ids, labels=labels)[0],
+                               original.model(ids, labels=labels)[0]), k  # fmt: skip
 
 
 def test_a_shared_model_fine_tunes_but_cannot_be_resumed(shared, tmp_path):

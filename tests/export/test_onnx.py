@@ -16,6 +16,7 @@ import torch
 from charnn.checkpoints.loading import LoadedModel
 from charnn.config.model import CELLS, ModelSpec
 from charnn.config.train import RunConfig
+from charnn.nn.cells import SPECS
 from charnn.nn.model import CharRNN
 from charnn.nn.stepper import Stepper
 from charnn.text.vocab import Vocab
@@ -52,7 +53,7 @@ def test_onnxruntime_walks_200_characters_as_the_numpy_stepper(cell, tmp_path):
     path = export_onnx(loaded, tmp_path / "model.onnx")
     session = ort.InferenceSession(str(path))
     names = [i.name for i in session.get_inputs()]
-    assert names == (["id", "h", "c"] if cell in ("lstm", "peephole", "cifg") else ["id", "h"])
+    assert names == (["id", "h", "c"] if SPECS[cell].has_cell_state else ["id", "h"])
     walk = np.random.default_rng(1).integers(0, len(VOCAB), size=200)
     stepper = Stepper(loaded.model)
     state = stepper.state_from_torch(loaded.model.initial_state(1))

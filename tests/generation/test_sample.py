@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from charnn.checkpoints.loading import LoadedModel
-from charnn.config.model import ModelSpec
+from charnn.config.model import CELLS, ModelSpec
 from charnn.config.sample import SampleConfig
 from charnn.config.train import RunConfig
 from charnn.generation.choose import choose
@@ -37,7 +37,7 @@ def text(loaded, length=200, **options) -> str:
     return "".join(sample(loaded, length, **options))
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "rnn-relu", "peephole", "cifg"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_stepper_matches_the_model(cell):
     """Stepping one character at a time gives the model's own logits (fused or hand-written)."""
     loaded = random_model(cell)

@@ -24,11 +24,11 @@ from charnn.text.vocab import Vocab
 from conftest import make_text, run_charnn
 
 
-def loaded_model(cell, text, seed=0, layers=2, hidden=12, scale=1.0):
+def loaded_model(cell, text, seed=0, layers=2, hidden=12, scale=1.0, **settings):
     torch.manual_seed(seed)
     vocab = Vocab.from_text(text)
     config = ModelSpec(vocab_size=len(vocab), cell=cell, layers=layers, hidden_size=hidden,
-                         embed_size=6)  # fmt: skip
+                       embed_size=6, **settings)  # fmt: skip
     model = CharRNN(config).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -42,7 +42,7 @@ def save(loaded, path):
     return path
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "mogrifier"])
 def test_traced_states_are_what_the_fused_module_computes(cell):
     text = make_text(300)
     loaded = loaded_model(cell, text)
@@ -52,12 +52,38 @@ def test_traced_states_are_what_the_fused_module_computes(cell):
         out, state = loaded.model.rnn(loaded.model.embed(ids))
     top = traced.values["hidden"][-1]  # (T, H), the last layer
     assert np.allclose(top, out[0].numpy(), atol=1e-5)
-    if cell == "lstm":  # the cell state after the last character, every layer
+    if cell in ("lstm", "mogrifier"):  # the cell state after the last character, every layer
         assert np.allclose(traced.values["cell"][:, -1], state[1][:, 0].numpy(), atol=1e-5)
     with torch.no_grad():
         probs = torch.softmax(loaded.model(ids)[0][0, 10], -1)
     best = int(probs.argmax())
     assert traced.next_chars[10][0] == (loaded.vocab.chars[best], pytest.approx(float(probs[best])))
+
+
+def test_the_mogrifier_shows_what_its_rounds_multiply_h_by():
+    """mogrify: ∏ 2σ(R^i·x) over the even rounds, from the paper's equations by hand for
+    layer 0 (whose h_{t−1} is the traced hidden state before it); all ones without an R."""
+    text = "hello world, hello again\n"
+    loaded = loaded_model("mogrifier", text, layers=1, hidden=6, scale=3.0, mogrifier_rounds=4)
+    params = {n: p.detach().numpy() for n, p in loaded.model.rnn.named_parameters()}
+    embed = loaded.model.embed.weight.detach().numpy()
+    traced = trace(loaded, text)
+    h, expected = np.zeros(6), []
+
+    def gate(a):
+        return 2 / (1 + np.exp(-a))
+
+    for t, char in enumerate(text):
+        x = embed[loaded.vocab.chars.index(char)]
+        x = gate(params["mogrifier_q1_l0"] @ h) * x
+        r2 = gate(params["mogrifier_r2_l0"] @ x)
+        x = gate(params["mogrifier_q3_l0"] @ (r2 * h)) * x
+        expected.append(r2 * gate(params["mogrifier_r4_l0"] @ x))
+        h = traced.values["hidden"][0, t]
+    assert np.allclose(traced.values["mogrify"][0], expected, atol=1e-5)
+    assert np.abs(np.array(expected) - 1).max() > 0.5  # the rounds do scale h
+    one_round = loaded_model("mogrifier", text, layers=1, hidden=6, mogrifier_rounds=1)
+    assert np.array_equal(trace(one_round, text).values["mogrify"], np.ones((1, len(text), 6)))
 
 
 def test_features_of_the_text():

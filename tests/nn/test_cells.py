@@ -8,8 +8,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from charnn.checkpoints.loading import load_checkpoint
 from charnn.config.model import CELLS, ModelSpec
-from charnn.nn.cells import NUMPY, SPECS, TORCH, step
+from charnn.nn.cells import NUMPY, SPECS, TORCH, mogrify, step
 from charnn.nn.model import CharRNN
 from charnn.nn.sequence import lstm_family_window
 from charnn.nn.stack import RecurrentStack
@@ -30,7 +31,7 @@ def fused(cell: str) -> nn.Module:
 
 def random_state(cell: str):
     h = torch.randn(LAYERS, B, H)
-    return (h, torch.randn(LAYERS, B, H)) if cell in ("lstm", "peephole", "cifg") else h
+    return (h, torch.randn(LAYERS, B, H)) if SPECS[cell].has_cell_state else h
 
 
 def run(module: nn.Module, x: torch.Tensor, state):
@@ -61,7 +62,7 @@ def test_hand_written_cell_matches_pytorch(cell):
         assert torch.allclose(grads[name], grads_ref[name], atol=1e-5), name
 
 
-@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg", "mogrifier"])
 def test_written_out_backward_matches_autograd_through_the_steps(cell):
     """Training runs the LSTM family through charnn.nn.sequence's hand-written backward pass;
     autograd through the step functions (the path taken when gates are recorded) is the
@@ -92,7 +93,7 @@ def relative_error(found: torch.Tensor, expected: torch.Tensor) -> float:
     return float((found - expected).norm() / expected.norm())
 
 
-@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg", "mogrifier"])
 def test_written_out_backward_under_bf16_autocast(cell):
     """bf16 training (autocast on a CPU) takes the written-out backward too. Autograd through
     the steps under the same autocast is the oracle, to bf16's precision (8 bits of mantissa,
@@ -161,7 +162,7 @@ def test_under_autocast_the_window_multiplies_in_bf16_and_keeps_its_state_in_fp3
         assert relative_error(leaf.grad, leaves_fp32[name].grad) < 2e-2, name
 
 
-@pytest.mark.parametrize("cell", ["peephole", "cifg"])
+@pytest.mark.parametrize("cell", ["peephole", "cifg", "mogrifier"])
 def test_a_few_bf16_training_steps_stay_finite(cell):
     torch.manual_seed(5)
     vocab, config = 11, ModelSpec(vocab_size=11, cell=cell, hidden_size=16, embed_size=8)
@@ -197,7 +198,7 @@ def test_every_spec_matches_its_parameters():
         assert ("cell" in spec.shows) == spec.has_cell_state
 
 
-@pytest.mark.parametrize("cell", ["rnn", "rnn-relu", "lstm", "gru", "peephole", "cifg"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_a_step_is_the_same_on_numpy_arrays_and_torch_tensors(cell):
     """Sampling runs the very step functions that training runs, on NumPy arrays."""
     torch.manual_seed(6)
@@ -211,6 +212,10 @@ def test_a_step_is_the_same_on_numpy_arrays_and_torch_tensors(cell):
         return None if t is None else t.numpy()
 
     on_numpy = step(spec, numpy(xw), numpy(hw), numpy(h), numpy(c), NUMPY, numpy(peep))
+    if spec.mogrifies:  # and its rounds before the step: Q¹ (E × H), R² (H × E), Q³
+        x, rounds = torch.randn(B, E), [torch.randn(E, H), torch.randn(H, E), torch.randn(E, H)]
+        on_torch += mogrify(x, h, rounds, TORCH)
+        on_numpy += mogrify(x.numpy(), h.numpy(), [r.numpy() for r in rounds], NUMPY)
     for found, expected in zip(on_numpy, on_torch, strict=True):
         if expected is None:
             assert found is None
@@ -247,6 +252,108 @@ def test_cifg_is_an_lstm_whose_input_gate_is_one_minus_forget():
     assert torch.allclose(cifg(x, state)[0], lstm(x, state)[0], atol=1e-6)
 
 
+def mogrifier_reference(x, state, weights, rounds):
+    """The Mogrifier LSTM as the paper writes it, in plain torch ops, step by step: for
+    i = 1..r, x ← 2σ(Q^i h) ⊙ x (odd i), h ← 2σ(R^i x) ⊙ h (even i); then the LSTM on them."""
+    hs, cs = [], []
+    for k in range(LAYERS):
+        w = {
+            name.removesuffix(f"_l{k}"): p for name, p in weights.items() if name.endswith(f"_l{k}")
+        }
+        h, c = state[0][k], state[1][k]
+        outputs = []
+        for t in range(x.shape[1]):
+            x_t, h_t = x[:, t], h
+            for i in range(1, rounds + 1):
+                if i % 2:
+                    x_t = 2 * torch.sigmoid(h_t @ w[f"mogrifier_q{i}"].T) * x_t
+                else:
+                    h_t = 2 * torch.sigmoid(x_t @ w[f"mogrifier_r{i}"].T) * h_t
+            a = x_t @ w["weight_ih"].T + w["bias_ih"] + h_t @ w["weight_hh"].T + w["bias_hh"]
+            i_, f, g, o = a.chunk(4, dim=1)  # PyTorch's order
+            c = torch.sigmoid(f) * c + torch.sigmoid(i_) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outputs.append(h)
+        x = torch.stack(outputs, dim=1)
+        hs.append(h)
+        cs.append(c)
+    return x, (torch.stack(hs), torch.stack(cs))
+
+
+@pytest.mark.parametrize("rounds", [1, 4, 5])
+def test_mogrifier_matches_its_equations_written_in_torch(rounds):
+    """Outputs, final states and the gradients of every parameter, the input and the start
+    state, against the reference; E ≠ H, so a Q or R used the wrong way round cannot pass."""
+    torch.manual_seed(7)
+    stack = RecurrentStack("mogrifier", E, H, LAYERS, mogrifier_rounds=rounds)
+    x = torch.randn(B, T, E, requires_grad=True)
+    h0, c0 = (torch.randn(LAYERS, B, H, requires_grad=True) for _ in range(2))
+    weights = dict(stack.named_parameters())
+    assert weights["mogrifier_q1_l0"].shape == (E, H) and len(weights) == LAYERS * (4 + rounds)
+    leaves = [x, h0, c0, *weights.values()]
+
+    def run(forward):
+        out, (h, c) = forward(x, (h0, c0))
+        loss = (out**2).sum() + (h**3).sum() + (c**3).sum()
+        return out, h, c, torch.autograd.grad(loss, leaves)
+
+    found = run(stack)
+    expected = run(lambda x, state: mogrifier_reference(x, state, weights, rounds))
+    for a, b in zip(found[:3], expected[:3], strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    names = ["x", "h0", "c0", *weights]
+    for name, a, b in zip(names, found[3], expected[3], strict=True):
+        assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_mogrifier_with_0_rounds_is_the_lstm():
+    """No rounds: PyTorch's LSTM, weights copied; and the rounds change what it computes."""
+    torch.manual_seed(8)
+    lstm = fused("lstm")
+    plain = RecurrentStack("mogrifier", E, H, LAYERS, mogrifier_rounds=0)
+    plain.load_state_dict(lstm.state_dict())  # strict: no parameter besides the LSTM's
+    x, state = torch.randn(B, T, E), random_state("lstm")
+    out_ref, finals_ref, grads_ref = run(lstm, x, state)
+    out, finals, grads = run(plain, x, state)
+    assert torch.allclose(out, out_ref, atol=1e-5)
+    for a, b in zip(finals, finals_ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    for name in grads_ref:
+        assert torch.allclose(grads[name], grads_ref[name], atol=1e-5), name
+    mogrified = RecurrentStack("mogrifier", E, H, LAYERS, mogrifier_rounds=2)
+    mogrified.load_state_dict(lstm.state_dict(), strict=False)
+    assert not torch.allclose(mogrified(x, state)[0], out_ref, atol=1e-3)
+
+
+def test_the_mogrifier_under_bf16_autocast():
+    """bf16 training autocasts the rounds' products as well as the LSTM's: the outputs and every
+    gradient stay finite and within 3% of fp32's, in norm (five rounds round five times more)."""
+    torch.manual_seed(9)
+    stack = RecurrentStack("mogrifier", E, H, LAYERS)
+    x = torch.randn(B, T, E, requires_grad=True)
+    state = random_state("mogrifier")
+
+    def run(bf16):
+        stack.zero_grad()
+        x.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out, (h, c) = stack(x, state)
+            loss = (out.float() ** 2).sum() + (h.float() ** 3).sum() + (c.float() ** 3).sum()
+        loss.backward()
+        return out, {
+            "x": x.grad.clone(),
+            **{n: p.grad.clone() for n, p in stack.named_parameters()},
+        }
+
+    out, grads = run(bf16=True)
+    out_ref, grads_ref = run(bf16=False)
+    assert not torch.equal(out, out_ref)  # the products ran in bf16
+    assert torch.isfinite(out).all() and relative_error(out, out_ref) < 3e-2
+    for name, grad in grads.items():
+        assert grad.dtype == torch.float32 and torch.isfinite(grad).all(), name
+        assert relative_error(grad, grads_ref[name]) < 3e-2, name
+
+
 def test_a_checkpoint_moves_between_fused_and_hand_written():
     torch.manual_seed(3)
     config = ModelSpec(vocab_size=11, cell="lstm", layers=2, hidden_size=8, embed_size=4)
@@ -257,7 +364,7 @@ def test_a_checkpoint_moves_between_fused_and_hand_written():
     fast.load_state_dict(slow.state_dict())  # and back
 
 
-@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg", "mogrifier"])
 def test_forget_bias_starts_the_forget_gate_open(cell):
     model = CharRNN(ModelSpec(vocab_size=5, cell=cell, hidden_size=6, forget_bias=1.0))
     block = 0 if cell == "cifg" else 1
@@ -265,13 +372,22 @@ def test_forget_bias_starts_the_forget_gate_open(cell):
     assert torch.equal(total[block * 6 : (block + 1) * 6], torch.ones(6))
 
 
-@pytest.mark.parametrize("cell", ["rnn", "rnn-relu", "lstm", "gru", "peephole", "cifg"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_every_cell_trains_samples_and_evaluates(tmp_path, corpus, cell):
     ck = tmp_path / "ck"
+    rounds = ["--mogrifier-rounds", "3"] if cell == "mogrifier" else []
     trained = run_charnn(
-        "train", str(corpus), "--cell", cell, "--max-steps", "3", "--checkpoint-dir", str(ck), *TINY
-    )
+        "train", str(corpus), "--cell", cell, "--max-steps", "3", "--checkpoint-dir", str(ck),
+        *rounds, *TINY,
+    )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
+    if rounds:  # the flag reached the model: Q¹, R², Q³ and no more
+        (checkpoint,) = ck.glob("*/last.pt")
+        model = load_checkpoint(checkpoint).model
+        assert model.config.mogrifier_rounds == 3
+        assert [n for n, _ in model.named_parameters() if "mogrifier" in n] == [
+            "rnn.mogrifier_q1_l0", "rnn.mogrifier_r2_l0", "rnn.mogrifier_q3_l0"
+        ]  # fmt: skip
     sample = run_charnn("sample", "--cell", cell, "--checkpoint-dir", str(ck), "-n", "25")
     assert sample.returncode == 0 and len(sample.stdout) == 25, sample.stderr
     evaluated = run_charnn(
@@ -279,6 +395,12 @@ def test_every_cell_trains_samples_and_evaluates(tmp_path, corpus, cell):
     )
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["bits_per_char"] > 0
+    if rounds:  # what one round of R (R²) multiplied h by, in (0, 2)
+        shown = run_charnn("viz", "--cell", cell, "--checkpoint-dir", str(ck), "--text", "the cell",
+                           "--what", "mogrify", "--json")  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert len(values := json.loads(shown.stdout)["values"]) == 8
+        assert all(0 < v < 2 for v in values) and len(set(values)) > 1
 
 
 @pytest.mark.parametrize("cell", CELLS)

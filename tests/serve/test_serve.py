@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -199,6 +200,15 @@ def test_model_description(served):
     assert info["cell"] == "lstm" and info["layers"] == 1 and info["hidden_size"] == 32
     assert info["vocab_size"] == len(info["vocab"]) > 10
     assert info["limits"]["max_length"] == 1_000_000
+
+
+def test_the_page_says_its_policy_in_a_header_too_and_may_not_be_framed(served):
+    url, _ = served
+    page = httpx.get(f"{url}/ui", timeout=30)
+    policy = page.headers["content-security-policy"]
+    meta = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', page.text)
+    assert meta and policy.startswith(meta.group(1))  # the page's own, and more
+    assert "frame-ancestors 'none'" in policy  # only a header can say it
 
 
 BAD_REQUESTS = [

@@ -140,3 +140,54 @@ def test_lines_that_are_all_blank_are_no_documents(tmp_path):
     path.write_text("\n  \n\n", encoding="utf-8")
     with pytest.raises(CharnnError, match="holds no text"):
         load_corpus(CorpusSpec((str(path),), doc_per_line=True, separator="<|end|>"))
+
+
+def test_csv_rows_that_cannot_be_read_are_one_line_and_a_long_field_is_read(tmp_path):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\nhello,x\nworld,y\ncafé,x\n".encode("latin-1"))
+    big = tmp_path / "big.csv"  # csv's own limit on a field is 128 KiB
+    big.write_text(f"text,label\n{'a' * 200_000},x\n{'b' * 1_000},y\n", encoding="utf-8")
+    common = ["--label-from", "field", "--max-steps", "1", "--checkpoint-dir", str(tmp_path)]
+    proc = run_charnn("train", str(latin), *common, *TINY)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "latin.csv line 4 is not valid utf-8: bad byte 0xe9" in proc.stderr
+    assert "pass --encoding (for example latin-1)" in proc.stderr
+    proc = run_charnn("train", str(latin), *common, "--encoding", "latin-1", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_charnn("train", str(big), *common, *TINY)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_csv_error_is_one_line_naming_the_row(tmp_path, monkeypatch):
+    import csv
+
+    import charnn.text.sources as sources
+
+    path = tmp_path / "rows.csv"
+    path.write_text("text,label\nshort,x\nmuch longer,y\n", encoding="utf-8")
+    monkeypatch.setattr(sources, "MAX_FIELD", 8)
+    try:
+        with pytest.raises(CharnnError) as refused:
+            load_corpus(CorpusSpec((str(path),), label_from="field"))
+    finally:
+        csv.field_size_limit(2**31 - 1)  # as any CSV corpus sets it
+    line = str(refused.value)
+    assert "\n" not in line and "rows.csv row 2 is not valid CSV (field larger" in line, line
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf_8", "UTF8"])
+def test_a_csv_files_byte_order_mark_is_no_character(tmp_path, encoding):
+    path = tmp_path / "bom.csv"
+    text = f"text,label\nhello,x\n{encoding},y\n"  # a corpus of its own, not one cached
+    path.write_text(text, encoding="utf-8-sig")
+    corpus = load_corpus(CorpusSpec((str(path),), encoding, label_from="field"))
+    assert corpus.labels == ("x", "y") and "\ufeff" not in corpus.vocab
+
+
+def test_the_same_bytes_as_csv_and_as_jsonl_are_two_corpora(tmp_path):
+    data = "text,label\nhello,x\nworld,y\n"
+    (tmp_path / "rows.csv").write_text(data, encoding="utf-8")
+    assert load_corpus(CorpusSpec((str(tmp_path / "rows.csv"),), label_from="field")).labels
+    (tmp_path / "rows.jsonl").write_text(data, encoding="utf-8")  # not JSON: no cached CSV
+    with pytest.raises(CharnnError, match="rows.jsonl row 1 is not valid JSON"):
+        load_corpus(CorpusSpec((str(tmp_path / "rows.jsonl"),), label_from="field"))

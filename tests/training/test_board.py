@@ -15,6 +15,7 @@ from conftest import TINY, make_text, run_charnn
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 
 def read_board(folder) -> EventAccumulator:
@@ -56,10 +57,14 @@ def test_a_resumed_run_goes_on_along_the_same_curves(tmp_path):
                     checkpoint_dir=str(tmp_path / "ck"), tensorboard=str(tmp_path / "tb"),
                     model=ModelConfig(hidden_size=16, embed_size=8, layers=1))  # fmt: skip
     steps = iter(range(10**6))
-    train(TrainConfig(max_steps=40, **settings), stop_requested=lambda: next(steps) >= 25)
+    # stopped just after its evaluation and save at step 20: the resumed run starts there
+    train(TrainConfig(max_steps=40, **settings), stop_requested=lambda: next(steps) >= 20)
+    with SummaryWriter(str(tmp_path / "tb")) as late:  # as if logged past the save, then lost
+        late.add_scalar("val/bits_per_char", 99.0, 25)
     train(TrainConfig(max_steps=40, **settings), resume=tmp_path / "ck" / "run")
     val = read_board(tmp_path / "tb").Scalars("val/bits_per_char")
-    assert [e.step for e in val] == [10, 20, 30, 40]  # once each: logged past the save, dropped
+    # once each: the saved step's own kept, what was logged past the save dropped
+    assert [e.step for e in val] == [10, 20, 30, 40] and max(e.value for e in val) < 99
     train_steps = [e.step for e in read_board(tmp_path / "tb").Scalars("train/bits_per_char")]
     assert train_steps == sorted(train_steps)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from charnn.text.corpus import load_corpus
 from charnn.text.sources import CorpusSpec
 from charnn.training.trainer import train
 
-from conftest import make_text, run_charnn
+from conftest import TINY, make_text, run_charnn
 
 
 def write_styles(root, lines: int = 400) -> None:
@@ -136,7 +137,8 @@ def test_labels_come_from_files_and_from_jsonl_and_csv_fields(tmp_path):
     assert rows.labels == ("bob", "ann") and rows.documents == 30
     (tmp_path / "b.csv").write_text("text,label\nhello,x\nworld,y\n", encoding="utf-8")
     table = load_corpus(CorpusSpec((str(tmp_path / "b.csv"),), label_from="field"))
-    assert table.labels == ("x", "y") and table.vocab.decode(table.ids) == "hello\nworld"
+    assert table.labels == ("x", "y")  # each one row: its last two characters held out
+    assert table.vocab.decode(table.ids) == "hel\nwor\nlo\nld"
     for name in ("one.txt", "two.txt"):
         (tmp_path / name).write_text(name * 10, encoding="utf-8")
     files = load_corpus(CorpusSpec((str(tmp_path / "one.txt"), str(tmp_path / "two.txt")),
@@ -238,3 +240,149 @@ def test_the_server_samples_in_a_label_as_charnn_sample_does(styled):
     config = charnn.SampleConfig(length=60, seed=4, label="bees", prime="b")
     assert served == sample_batch(loaded, config)[0]
     assert refused.status_code == 400 and "it knows ayes, bees" in refused.json()["error"]
+
+
+def test_viz_reads_the_text_in_a_label_as_the_model_does(styled):
+    from charnn.inspect.trace import trace
+
+    root, loaded = styled
+    text = "aaab\nbbb"
+    ids = torch.from_numpy(loaded.vocab.encode(text))[None]
+    for label, k in ((None, 0), ("ayes", 1), ("bees", 2)):
+        traced = trace(loaded, text, label)
+        with torch.no_grad():
+            probs = torch.softmax(loaded.model(ids, labels=torch.tensor([k]))[0][0], dim=-1)
+        for t, guesses in enumerate(traced.next_chars):
+            char, p = guesses[0]
+            assert char == loaded.vocab.chars[int(probs[t].argmax())], (label, t)
+            assert p == pytest.approx(float(probs[t].max()), abs=1e-5), (label, t)
+    run = str(root / "ck" / "styles")
+    shown = run_charnn("viz", run, "--text", text, "--label", "bees", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert "".join(json.loads(shown.stdout)["chars"]) == text
+    unknown = run_charnn("viz", run, "--text", text, "--label", "cees")
+    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1
+    assert "--label 'cees' is not a label of this model: it knows ayes, bees" in unknown.stderr
+
+
+def test_dynamic_evaluation_reads_each_character_in_its_label(styled, tmp_path, monkeypatch):
+    from charnn.evaluation import dynamic
+
+    _, loaded = styled
+    static = charnn.evaluate(loaded)  # the validation split, each character in its own label
+    assert abs(charnn.evaluate(loaded, label="any").bits_per_char - static.bits_per_char) > 1e-3
+    # with steps of 0 the weights never move: dynamic evaluation must read as the static one
+    monkeypatch.setattr(dynamic, "choose_settings", lambda *_: dynamic.DynamicSettings(0.0, 0.0))
+    adapted = dynamic.evaluate_dynamic(loaded)
+    assert adapted.bits_per_char == pytest.approx(static.bits_per_char, rel=1e-5)
+    bees = tmp_path / "bees.txt"
+    bees.write_text("\n".join("b" * (3 + i % 20) for i in range(120)), encoding="utf-8")
+    one = charnn.evaluate(loaded, bees, label="bees")
+    assert abs(charnn.evaluate(loaded, bees).bits_per_char - one.bits_per_char) > 1e-3
+    adapted = dynamic.evaluate_dynamic(loaded, bees, tune_on=bees, label="bees")
+    assert adapted.bits_per_char == pytest.approx(one.bits_per_char, rel=1e-5)
+    ids, tags = dynamic._training_tail(loaded, None)  # the steps are set on labelled text too
+    assert tags is not None and len(tags) == len(ids) > 1_000
+    for k, letter in ((1, "a"), (2, "b")):
+        assert set(loaded.vocab.decode(ids[tags == k])) == {letter, "\n"}
+
+
+def test_a_label_with_too_little_validation_text_is_left_out_with_a_note(tmp_path):
+    root = tmp_path / "styles"
+    for name, text in (("big", make_text(3_000)), ("large", make_text(3_000, 1)), ("tiny", "xyz")):
+        (root / name).mkdir(parents=True)
+        (root / name / "t.txt").write_text(text, encoding="utf-8")
+    proc = run_charnn("train", str(root), "--label-from", "folder", "--max-steps", "2",
+                      "--checkpoint-dir", str(tmp_path / "ck"), *TINY)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run = str(tmp_path / "ck" / "styles-lstm")
+    as_json, table = (run_charnn("eval", run, "--by-label", *extra) for extra in (["--json"], []))
+    for proc in (as_json, table):
+        assert proc.returncode == 0, proc.stderr
+        assert "note: label 'tiny' has too little validation text to score" in proc.stderr
+        assert "-0.0000" not in proc.stdout and "Traceback" not in proc.stderr
+    assert [json.loads(line)["label"] for line in as_json.stdout.splitlines()] == ["big", "large"]
+
+
+def test_a_short_label_of_one_document_holds_out_two_characters(tmp_path):
+    root = tmp_path / "styles"
+    for name, text in (("long", "l" * 300), ("short", "abcdefghijklmno")):  # a tenth of 15: 1
+        (root / name).mkdir(parents=True)
+        (root / name / "t.txt").write_text(text, encoding="utf-8")
+    corpus = load_corpus(CorpusSpec((str(root),), label_from="folder"), val_frac=0.1)
+    val = slice(corpus.val_start, None)
+    short = np.asarray(corpus.label_ids)[val] == corpus.labels.index("short") + 1
+    assert corpus.vocab.decode(np.asarray(corpus.ids)[val][short]) == "no"
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("any", 'built-in label for text of no label, "any"'),
+        ("a,b", "write a mix of labels"),
+        ("x=1", "write a mix of labels"),
+        (" x", "starts or ends with whitespace"),
+        ("", "it is empty"),
+    ],  # fmt: skip
+)
+def test_a_label_that_could_never_be_asked_for_is_refused(tmp_path, name, why):
+    rows = [{"text": f"text {i}", "label": name if i % 2 else "ok"} for i in range(10)]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
+    with pytest.raises(CharnnError) as refused:
+        load_corpus(CorpusSpec((str(path),), label_from="field"))
+    line = str(refused.value)
+    assert "\n" not in line and f"the label {name!r} (from label_from field)" in line
+    assert why in line and "could never be asked for" in line, line
+
+
+def test_a_folder_named_any_is_refused_before_training(tmp_path):
+    write_styles(tmp_path / "styles", lines=20)
+    (tmp_path / "styles" / "bees").rename(tmp_path / "styles" / "any")
+    proc = run_charnn("train", str(tmp_path / "styles"), "--label-from", "folder",
+                      "--checkpoint-dir", str(tmp_path / "ck"), *TINY)  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "the label 'any' (from --label-from folder) could never be asked for" in proc.stderr
+    assert not (tmp_path / "ck").exists() or not any((tmp_path / "ck").iterdir())
+
+
+def test_a_mix_may_have_spaces_around_its_names_and_weights(styled):
+    from charnn.config.sample import label_weights
+
+    _, loaded = styled
+    assert label_weights(" ayes = 3 , bees=1 ") == {"ayes": 0.75, "bees": 0.25}
+    spaced = charnn.SampleConfig(length=40, seed=3, label="ayes = 1")
+    assert sample_batch(loaded, spaced) == sample_batch(loaded, replace(spaced, label="ayes"))
+
+
+def test_a_label_that_looks_like_markup_leaves_the_web_page_working(styled, tmp_path):
+    import html
+    import os
+    import shutil
+    import subprocess
+
+    from charnn.export.web import export_html, model_json, script_json
+
+    _, loaded = styled
+    odd = replace(loaded, labels=("<!--<script>", "</script><b>"))
+    embedded = script_json(model_json(odd))
+    assert "<" not in embedded and json.loads(embedded)["labels"] == list(odd.labels)
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing, and CI must run this test")
+        pytest.skip("chromium is not installed")
+    page = export_html(odd, tmp_path / "odd.html")
+    dom = subprocess.run(
+        [
+            chromium, "--headless", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=60000", "--dump-dom", page.as_uri() + "#autogenerate",
+        ],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    options = re.findall(r"<option[^>]*>(.*?)</option>", dom.stdout)
+    assert [html.unescape(option) for option in options] == ["any", *odd.labels]
+    assert re.search(r'id="output"[^>]*data-state="done"', dom.stdout), dom.stdout[-2000:]

@@ -200,6 +200,8 @@ def test_evaluations_take_at_most_five_percent_of_the_training_time():
     assert planned(replace(short, eval_every=7), eval_chars_read=409_600).eval_every == 7
     plan = plan_run(short, Facts(MB, eval_chars_read=204_700))
     assert "eval every 2000" in (plan.notice or "")
+    # a run that keeps the weights' average scores it too: each evaluation costs twice as much
+    assert planned(replace(short, average=0.1), eval_chars_read=102_400).eval_every == 2000
 
 
 def test_evaluations_come_at_least_every_two_passes_over_a_small_text():
@@ -227,3 +229,17 @@ def test_a_short_text_is_planned_for_the_passes_its_fitted_streams_make():
     # 1,000 training characters: fewer rows than 32, each one window, 10 passes by default
     assert planned(TrainConfig(), train_chars=1_000).model.dropout == 0.2
     assert planned(TrainConfig(epochs=20), train_chars=500).model.dropout == 0.3
+
+
+def test_a_wide_vocabulary_plans_a_wider_embedding_and_says_so():
+    def embedding(vocab_size: int, **model) -> int:
+        config = TrainConfig(max_steps=10, model=ModelConfig(**model))
+        return planned(config, vocab_size=vocab_size).model.embed_size
+
+    assert embedding(65) == embedding(256) == embedding(0) == 64  # alphabets; an unknown one
+    assert embedding(257) == embedding(1_128) == 256
+    assert embedding(1_128, embed_size=32) == 32  # given explicitly
+    wide = plan_run(TrainConfig(max_steps=10), Facts(MB, vocab_size=1_128))
+    assert "embed size 256" in (wide.notice or "")
+    narrow = plan_run(TrainConfig(max_steps=10), Facts(MB, vocab_size=65))
+    assert "embed size" not in (narrow.notice or "")

@@ -179,6 +179,11 @@ def test_calibration_measures_widths_until_one_no_longer_fits():
     roomy = calibrate(replace(config, time_budget=3600), Facts(train_chars=10**7), 20,
                       torch.device("cpu"))  # fmt: skip
     assert list(roomy.widths)[:3] == [128, 256, 384]  # narrowest first, on while they fit
+    wide = calibrate(config, Facts(train_chars=10**5), vocab_size=1_000, device=torch.device("cpu"))
+    assert (  # the embedding the plan will give a 1,000-character vocabulary is what is timed
+        wide.widths[128].parameters
+        == 4 * 128 * (256 + 128 + 2) + 4 * 128 * (128 + 128 + 2) + 1_000 * 256 + 129 * 1_000
+    )
 
 
 def test_calibration_takes_the_median_step_so_one_slow_step_does_not_move_the_plan(monkeypatch):
