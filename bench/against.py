@@ -10,8 +10,8 @@ packages), the order swapped from round to round so a machine that slows down ov
 neither side. Both sides' best.pt are then scored by this checkout's `evaluate` on the whole
 validation split, the same characters for both (the script checks that both versions split the
 corpus at the same place). Prints one markdown row per corpus and budget: the mean of each side,
-their ratio (below 1: today's defaults are better), and every run's figure. Run nothing else on
-the machine meanwhile.
+their ratio (below 1: today's defaults are better), and every run's figure, width and steps.
+Run nothing else on the machine meanwhile.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from charnn.checkpoints.format import read_payload
 from charnn.checkpoints.loading import load_checkpoint
 from charnn.evaluation.evaluator import evaluate
 from charnn.text.corpus import load_corpus
 
-HEADER = "| corpus | budget | base | now | ratio | runs (base; now) |"
+HEADER = "| corpus | budget | base | now | ratio | runs: bits/char (width, steps), base; now |"
 # where a checkout's own code ends the training split, for either layout of the package
 TRAIN_END = """
 import sys
@@ -40,8 +41,9 @@ print(load_corpus(sys.argv[1]).train_end(0.1))
 """
 
 
-def bits_per_char(corpus: str, budget: str, source: Path | None) -> float:
-    """One run's best.pt, scored on the whole validation split by this checkout."""
+def bits_per_char(corpus: str, budget: str, source: Path | None) -> tuple[float, str]:
+    """One run's best.pt, scored on the whole validation split by this checkout, and what the
+    run was: its width and steps."""
     env = dict(os.environ)
     if source is not None:  # its own code, and its own corpus cache (its format may differ)
         env["PYTHONPATH"] = str(source)
@@ -50,7 +52,11 @@ def bits_per_char(corpus: str, budget: str, source: Path | None) -> float:
         command = [sys.executable, "-m", "charnn", "train", corpus, "--time-budget", budget,
                    "--checkpoint-dir", root, "--name", "run", "--quiet"]  # fmt: skip
         subprocess.run(command, check=True, env=env, cwd=root)
-        return evaluate(load_checkpoint(Path(root) / "run" / "best.pt")).bits_per_char
+        best = load_checkpoint(Path(root) / "run" / "best.pt")
+        last = read_payload(Path(root) / "run" / "last.pt", mmap=True)
+        model = best.train_config.model
+        shape = f"{model.layers}×{model.hidden_size}, {last['step']:,} steps"
+        return evaluate(best).bits_per_char, shape
 
 
 def train_end(corpus: str, source: Path | None) -> int:
@@ -75,15 +81,18 @@ def main() -> None:
         if train_end(corpus, args.base) != train_end(corpus, None):
             sys.exit(f"{corpus}: the two versions split it at different places")
         for budget in args.budget:
-            runs: dict[str, list[float]] = {"base": [], "now": []}
+            runs: dict[str, list[tuple[float, str]]] = {"base": [], "now": []}
             for round_ in range(args.rounds):
                 sides = ["base", "now"] if round_ % 2 == 0 else ["now", "base"]
                 for side in sides:
                     source = args.base if side == "base" else None
                     runs[side].append(bits_per_char(corpus, budget, source))
-            base, now = statistics.mean(runs["base"]), statistics.mean(runs["now"])
+            base, now = (
+                statistics.mean(bits for bits, _ in runs[side]) for side in ("base", "now")
+            )
             figures = "; ".join(
-                ", ".join(f"{x:.4f}" for x in runs[side]) for side in ("base", "now")
+                ", ".join(f"{bits:.4f} ({shape})" for bits, shape in runs[side])
+                for side in ("base", "now")
             )
             cells = [Path(corpus).name, budget, f"{base:.4f}", f"{now:.4f}", f"{now / base:.4f}",
                      figures]  # fmt: skip

@@ -32,6 +32,8 @@ def summarize_checkpoint(path: str | Path) -> dict[str, Any]:
             "vocab_size": len(payload["vocab"]),
             "vocab": payload["vocab"],
             "parameters": sum(t.numel() for t in payload["model_state"].values()),
+            # the weights the model holds: the run's own, or their moving average (--average)
+            "weights": "average" if payload.get("weights") == "average" else "live",
             "metrics": {  # numbers and flags, as the trainer writes them (hand edits: dropped)
                 name: value
                 for name, value in payload["metrics"].items()

@@ -81,6 +81,10 @@ def info(checkpoint: Path, as_json: bool) -> None:
     for key in ("val_bpc", "best_val_bpc", "train_loss", "elapsed"):
         if metrics.get(key) is not None:
             lines.append(f"{key:12} {metrics[key]:.4f}")
+    if metrics.get("average_val_bpc") is not None:
+        lines.append(f"weights      {described['weights']} (live weights "
+                     f"{metrics['live_val_bpc']:.4f}, their average "
+                     f"{metrics['average_val_bpc']:.4f})")  # fmt: skip
     labels = described.get("labels") or {}
     if labels:
         total = sum(count or 0 for count in labels.values()) or 1

@@ -6,6 +6,7 @@ from torch import nn
 
 from charnn.checkpoints.format import read_payload
 from charnn.checkpoints.loading import load_checkpoint
+from charnn.checkpoints.summary import summarize_checkpoint
 from charnn.config.model import ModelConfig
 from charnn.config.train import TrainConfig
 from charnn.errors import CharnnError
@@ -104,6 +105,8 @@ def test_where_the_average_scores_better_best_pt_holds_it_and_resumes_from_the_l
         assert torch.equal(best["model_state"][name], tensor), name
     loaded = load_checkpoint(run / "best.pt").model.state_dict()
     assert all(torch.equal(loaded[n], best["model_state"][n]) for n in names)
+    assert summarize_checkpoint(run / "best.pt")["weights"] == "average"
+    assert summarize_checkpoint(run / "last.pt")["weights"] == "live"
 
     monkeypatch.undo()
     from_best = train(config_for(corpus, tmp_path, "run", max_steps=20), resume=run / "best.pt")
@@ -145,6 +148,9 @@ def test_the_command_line_reports_both_scores_and_refuses_a_horizon_outside_the_
                       *[a for a in TINY if a != "--quiet"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "(live weights " in proc.stderr and ", average " in proc.stderr
+    [run] = (tmp_path / "ck").iterdir()
+    info = run_charnn("info", str(run / "last.pt"))
+    assert info.returncode == 0 and "weights      live (live weights " in info.stdout
     bad = run_charnn("train", str(corpus), "--average", "1.5", *TINY)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "--average" in bad.stderr
