@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,28 @@ def make_trainer(text: str, run_dir: Path | None = None, **overrides) -> Trainer
 
 def as_loaded(trainer: Trainer) -> LoadedModel:
     return LoadedModel(trainer.model, trainer.vocab, Path("memory"), trainer.config, trainer.step)
+
+
+def needs(program: str) -> str:
+    """The program's path; skips the test without it, except in CI, where it must be there."""
+    path = shutil.which(program)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{program} is missing, and CI must run this test")
+        pytest.skip(f"{program} is not installed")
+    return path
+
+
+def page_dom(page: Path, profile: Path) -> str:
+    """The DOM of an exported page once it has generated (#autogenerate), from headless Chromium."""
+    dom = subprocess.run(
+        [
+            needs("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", f"--user-data-dir={profile}",
+            "--virtual-time-budget=60000", "--dump-dom", page.as_uri() + "#autogenerate",
+        ],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom.stdout

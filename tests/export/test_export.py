@@ -4,9 +4,7 @@ real headless Chromium, and the ml5 folder run through ml5's forward pass writte
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from importlib import resources
@@ -25,19 +23,9 @@ from charnn.nn.model import CharRNN
 from charnn.nn.stepper import Stepper
 from charnn.text.vocab import Vocab
 
-from conftest import run_charnn
+from conftest import needs, page_dom, run_charnn
 
 VOCAB = Vocab('\n !".?ABTabcdehilnorstw\u00e9\U0001f600')  # one character outside the BMP
-
-
-def needs(program: str) -> str:
-    """The program's path; skips the test without it, except in CI, where it must be there."""
-    path = shutil.which(program)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{program} is missing, and CI must run this test")
-        pytest.skip(f"{program} is not installed")
-    return path
 
 
 def random_model(cell: str, layers: int = 2, seed: int = 0) -> LoadedModel:
@@ -136,7 +124,7 @@ class Output(HTMLParser):
 
 
 def test_the_page_generates_in_headless_chromium(trained, tmp_path):
-    chromium = needs("chromium")
+    needs("chromium")
     _, _, run_dir = trained
     page = tmp_path / "page.html"
     proc = run_charnn("export", str(run_dir), "--format", "html", "--out", str(page))
@@ -146,19 +134,10 @@ def test_the_page_generates_in_headless_chromium(trained, tmp_path):
     assert not re.search(r"\b(src|href)\s*=", text)  # nothing fetched: no network, file:// works
     assert "default-src 'none'" in text  # and the browser is told to refuse any fetch
 
-    dom = subprocess.run(
-        [
-            chromium, "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=60000", "--dump-dom", page.as_uri() + "#autogenerate",
-        ],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert dom.returncode == 0, dom.stderr[-2000:]
+    dom = page_dom(page, tmp_path / "profile")
     output = Output()
-    output.feed(dom.stdout)
-    assert output.attrs.get("data-state") == "done", dom.stdout[-2000:]
+    output.feed(dom)
+    assert output.attrs.get("data-state") == "done", dom[-2000:]
     assert output.attrs.get("data-generated") == "500"
     assert len(output.text) == 500  # the page's default length
     vocab = load_checkpoint(run_dir).vocab

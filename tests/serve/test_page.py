@@ -3,12 +3,9 @@ the text /v1/sample gives, and with an API key it asks for the key and sends it.
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
-from conftest import run_charnn
+from conftest import needs, run_charnn
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
@@ -22,11 +19,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 
 @pytest.fixture(scope="module")
 def chromium():
-    path = shutil.which("chromium")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing, and CI must run this test")
-        pytest.skip("chromium is not installed")
+    path = needs("chromium")
     with playwright.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=path, args=CHROMIUM_FLAGS)
         yield browser

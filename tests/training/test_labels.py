@@ -25,7 +25,7 @@ from charnn.text.corpus import load_corpus
 from charnn.text.sources import CorpusSpec
 from charnn.training.trainer import train
 
-from conftest import TINY, make_text, run_charnn
+from conftest import TINY, make_text, needs, page_dom, run_charnn
 
 
 def write_styles(root, lines: int = 400) -> None:
@@ -357,9 +357,6 @@ def test_a_mix_may_have_spaces_around_its_names_and_weights(styled):
 
 def test_a_label_that_looks_like_markup_leaves_the_web_page_working(styled, tmp_path):
     import html
-    import os
-    import shutil
-    import subprocess
 
     from charnn.export.web import export_html, model_json, script_json
 
@@ -367,22 +364,9 @@ def test_a_label_that_looks_like_markup_leaves_the_web_page_working(styled, tmp_
     odd = replace(loaded, labels=("<!--<script>", "</script><b>"))
     embedded = script_json(model_json(odd))
     assert "<" not in embedded and json.loads(embedded)["labels"] == list(odd.labels)
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing, and CI must run this test")
-        pytest.skip("chromium is not installed")
+    needs("chromium")
     page = export_html(odd, tmp_path / "odd.html")
-    dom = subprocess.run(
-        [
-            chromium, "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=60000", "--dump-dom", page.as_uri() + "#autogenerate",
-        ],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    options = re.findall(r"<option[^>]*>(.*?)</option>", dom.stdout)
+    dom = page_dom(page, tmp_path / "profile")
+    options = re.findall(r"<option[^>]*>(.*?)</option>", dom)
     assert [html.unescape(option) for option in options] == ["any", *odd.labels]
-    assert re.search(r'id="output"[^>]*data-state="done"', dom.stdout), dom.stdout[-2000:]
+    assert re.search(r'id="output"[^>]*data-state="done"', dom), dom[-2000:]
