@@ -188,6 +188,16 @@ def test_the_plan_says_once_what_it_chose_and_plans_once():
     assert again.config == plan.config and again.notice is None  # nothing left to decide
 
 
+def test_the_notice_names_the_cell_and_weights_kept_on_the_evidence():
+    facts = Facts(MB, True, WIDTHS)
+    kept = "the LSTM and its live weights"
+    assert kept in (plan_run(TrainConfig(time_budget=120), facts).notice or "")
+    gru = TrainConfig(time_budget=120, model=ModelConfig(cell="gru"))
+    for asked in (gru, TrainConfig(time_budget=120, average=0.1)):
+        assert kept not in (plan_run(asked, facts).notice or "")  # a choice of the user's
+    assert kept not in (plan_run(TrainConfig(max_steps=5), facts).notice or "")  # no budget
+
+
 def test_evaluations_take_at_most_five_percent_of_the_training_time():
     # an evaluation costs half a training character's time per character read; 1000 steps of
     # 1,024 characters leave 5% to one that reads 102,400 characters
