@@ -36,10 +36,9 @@ from charnn.generation.sampler import sample_batch  # noqa: E402
 from charnn.text.builtin import pydoc_text  # noqa: E402
 
 LABELS = {"code": stdlib_code, "prose": pydoc_text, "russian": russian_messages}
-# Both runs hold out a tenth of train/ for their own evaluations: the unconditioned one every
-# tenth file, the conditioned one each label's last files, at least a tenth of the label. With 30
-# parts a label (300,000 characters) both hold out 10%; with parts of 20,000 the conditioned run
-# held out 2 of 15 (13%) and trained on 4% less text than the other
+# Both runs hold out every tenth file of train/ for their own evaluations, the conditioned one
+# counting each label's files: with 30 parts a label (300,000 characters) the same files, so both
+# train on the same characters, in the same order
 PART_CHARS = 10_000
 
 

@@ -24,7 +24,9 @@ import numpy as np
 from charnn.errors import CharnnError
 from charnn.fileio import atomic_write
 
-CACHE_FORMAT = 3  # 2: a single file is read as a corpus of one document; 3: labels
+# 2: a single file is read as a corpus of one document; 3: labels; 4: a label of many documents
+# holds out documents from all over it
+CACHE_FORMAT = 4
 
 
 def cache_root() -> Path:

@@ -5,9 +5,9 @@ held whole as a Python string: the vocabulary is collected in a first pass and t
 in a second, as uint8, uint16 or uint32 by vocabulary size, into the cache (text.cache), which
 the next run maps straight from disk. The validation split is stored after the training text:
 - with many documents, whole documents from all over the corpus (every round(1 / val_frac)-th);
-- in a labelled corpus, the last documents of every label, at least val_frac of its text (a
-  label with one document: the last val_frac of it, two characters at least where it has
-  four), so that every label is measured;
+- in a labelled corpus, of every label: of many documents, every round(1 / val_frac)-th of
+  its own; of fewer, its last documents, at least val_frac of its text; of one, the last
+  val_frac of it (two characters at least where it has four); so that every label is measured;
 - otherwise the last val_frac of the text.
 A labelled corpus also stores each character's label, 1 and up in the order the labels first
 appear (0 is the "any" label a model learns besides them); a separator takes the label of the
@@ -244,20 +244,27 @@ def _check_label(name: str, spec: CorpusSpec) -> None:
 @dataclass(frozen=True)
 class _Split:
     """Which documents go to validation: every `every`-th (many unlabelled documents); of each
-    label, those from `first_val[label]` on, or the part of its one document from `cut[label]`
-    on; neither: the text's tail (val_start None)."""
+    label, every `every`-th of its own (a label of many), those from `first_val[label]` on, or
+    the part of its one document from `cut[label]` on; none: the text's tail (val_start None)."""
 
     every: int | None = None
+    spread: frozenset[str] = frozenset()  # the labels of many documents
     first_val: dict[str, int] = field(default_factory=dict)
     cut: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def plan(cls, scan: _Scan, val_frac: float) -> _Split:
+        every = max(2, round(1 / val_frac))
         if not scan.labels:
-            many = scan.documents >= MANY_DOCUMENTS
-            return cls(every=max(2, round(1 / val_frac)) if many else None)
+            return cls(every=every if scan.documents >= MANY_DOCUMENTS else None)
         first_val, cut = {}, {}
+        # held out from all over a label, as from an unlabelled corpus (the same documents
+        # where each label before holds a multiple of `every`: benchmarks compare the two)
+        spread = frozenset(label for label, lengths in scan.lengths.items()
+                           if len(lengths) >= MANY_DOCUMENTS)  # fmt: skip
         for label, lengths in scan.lengths.items():
+            if label in spread:
+                continue
             if len(lengths) == 1:
                 # at least two characters, the fewest a score can be of, where two stay to train
                 held = max(int(lengths[0] * val_frac), 2 if lengths[0] >= 4 else 0)
@@ -268,7 +275,7 @@ class _Split:
                 start -= 1
                 held += lengths[start]
             first_val[label] = start
-        return cls(first_val=first_val, cut=cut)
+        return cls(every if spread else None, spread, first_val, cut)
 
 
 class _Part:
@@ -348,9 +355,11 @@ def _write(
 
 def _in_validation(split: _Split, label: str | None, number: int, index: int) -> bool:
     """Whether a document goes to validation (see _Split); `number` counts its label's."""
-    if split.every is not None:
-        return index % split.every == split.every - 1
-    return label is not None and label in split.first_val and number >= split.first_val[label]
+    if label is None:
+        return split.every is not None and index % split.every == split.every - 1
+    if label in split.spread:
+        return number % split.every == split.every - 1  # type: ignore[operator]
+    return label in split.first_val and number >= split.first_val[label]
 
 
 class _Collected:

@@ -128,6 +128,24 @@ def test_validation_holds_out_text_of_every_label(tmp_path):
     assert sum(chars.values()) == len(corpus.ids) and chars["letters"] > chars["poems"] > 640
 
 
+def test_a_label_of_many_documents_holds_out_the_documents_an_unlabelled_run_would(tmp_path):
+    root = tmp_path / "styles"
+    for label, count in (("letters", 20), ("poems", 30), ("zettel", 3)):
+        (root / label).mkdir(parents=True)
+        for i in range(count):
+            (root / label / f"{i:02d}.txt").write_text(f"<{label} {i}> " * 5, encoding="utf-8")
+    held = {}
+    for label_from in ("folder", None):
+        corpus = load_corpus(CorpusSpec((str(root),), label_from=label_from))
+        text = corpus.vocab.decode(corpus.ids[corpus.val_start :])
+        held[label_from] = set(re.findall(r"<(\w+ \d+)>", text))
+    # every tenth of each label's own documents, from all over it; of a label of few, its last
+    spread = {f"{label} {i}" for label, count in (("poems", 30), ("letters", 20))
+              for i in range(9, count, 10)}  # fmt: skip
+    assert held["folder"] == spread | {"zettel 2"}
+    assert held[None] == spread  # the same files unlabelled: the same documents held out
+
+
 def test_labels_come_from_files_and_from_jsonl_and_csv_fields(tmp_path):
     (tmp_path / "a.jsonl").write_text(
         "\n".join(json.dumps({"body": f"text {i}", "who": "ann" if i % 2 else "bob"})
