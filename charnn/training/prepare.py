@@ -38,6 +38,12 @@ RESUMABLE = {
 }  # fmt: skip
 
 
+# How a run read its corpus: the corpus is read before the run's other settings are merged, so a
+# resumed run takes these from the run first (unless given now), to read the text the same way
+READING = ("encoding", "glob", "separator", "doc_per_line", "label_from", "text_field",
+           "label_field", "val_frac")  # fmt: skip
+
+
 @dataclass
 class PreparedRun:
     """What a run starts from: its decided settings, vocabulary and folder, and a checkpoint."""
@@ -131,6 +137,21 @@ def _resumed(request: TrainConfig, corpus: EncodedCorpus, path: Path, given: set
     if plan and followed and "dropout" in plan.get("from_passes", []):
         plan = {**plan, "from_passes": [*plan["from_passes"], "decoder_dropout"]}
     return PreparedRun(config, vocab, path.parent, False, payload, True, [], plan)
+
+
+def read_as_resumed(
+    request: TrainConfig, resume: str | Path | None, given: set[str]
+) -> TrainConfig:
+    """`request` with the corpus-reading settings (READING) of the run `resume` continues, where
+    they are not given now: its labels, fields, separator and split, without repeating them."""
+    if resume is None:
+        return request
+    path = resume_checkpoint(str(resume), request, Path(request.corpus_paths[0]))
+    settings = read_payload(path).get("train_config") if path is not None else None
+    if path is None or not isinstance(settings, dict):  # a new run, or one _resumed refuses
+        return request
+    saved = saved_settings(settings, path)
+    return replace(request, **{name: getattr(saved, name) for name in READING if name not in given})
 
 
 def resume_checkpoint(resume: str, config: TrainConfig, corpus: Path) -> Path | None:

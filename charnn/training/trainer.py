@@ -50,7 +50,7 @@ from charnn.training.events import Evaluated, Event, Notice, Progress, Saved, Tr
 from charnn.training.length import Schedule
 from charnn.training.optim import adamw
 from charnn.training.plan import REPLAN_AT, Facts, replan
-from charnn.training.prepare import PreparedRun, prepare_run
+from charnn.training.prepare import PreparedRun, prepare_run, read_as_resumed
 from charnn.training.state import RunState, capture_rng, restore_rng
 from charnn.training.streams import TrainStreams, fit_shape
 
@@ -553,9 +553,10 @@ def train(
     come from the run being resumed, or the model's shape from `init_from`.
     """
     notices: list[str] = []
+    explicit = config.chosen() if given is None else set(given)
+    config = read_as_resumed(config, resume, explicit)
     corpus = load_corpus(corpus_spec(config), on_notice=notices.append, val_frac=config.val_frac)
     device = resolve_device(config.device)  # fail on a bad device before creating any folder
-    explicit = config.chosen() if given is None else set(given)
     with process_group(device) as (ranks, device):
 
         def measure(request: TrainConfig, facts: Facts, vocab_size: int) -> Facts:

@@ -113,6 +113,20 @@ def test_a_resumed_labelled_run_is_the_run_not_interrupted(tmp_path):
     assert all(torch.equal(one[name], two[name]) for name in one)
 
 
+def test_a_labelled_run_resumes_without_repeating_how_its_corpus_is_read(tmp_path):
+    write_styles(tmp_path / "styles", lines=100)
+    small = ("--hidden-size", "24", "--embed-size", "8", "--layers", "1", "--device", "cpu")
+    first = run_charnn("train", "styles", "--label-from", "folder", "--val-frac", "0.2",
+                       "--max-steps", "10", "--name", "run", *small, cwd=tmp_path)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    again = run_charnn("train", "styles", "--resume", "checkpoints/run", "--max-steps", "20",
+                       cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    resumed = load_checkpoint(tmp_path / "checkpoints" / "run" / "last.pt")
+    assert resumed.step == 20 and resumed.labels == ("ayes", "bees")
+    assert resumed.train_config.val_frac == 0.2
+
+
 def test_validation_holds_out_text_of_every_label(tmp_path):
     root = tmp_path / "styles"
     for label in ("poems", "letters"):
