@@ -105,6 +105,8 @@ def evaluate(
     if by_label:
         if paths or dynamic:
             raise click.UsageError("--by-label reads the model's validation split: no FILE")
+        if label is not None:
+            raise click.UsageError("--by-label reads each label's text in every label: no --label")
         _report_by_label(loaded, as_json, quiet)
         return
     files: list[Path | None] = list(paths) or [None]  # None: the model's validation split

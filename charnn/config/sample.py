@@ -64,15 +64,17 @@ def label_weights(text: str) -> dict[str, float]:
     summing to 1."""
     weights: dict[str, float] = {}
     for part in text.split(","):
-        name, _, weight = (side.strip() for side in part.partition("="))  # "poems = 0.7"
+        name, equals, weight = (side.strip() for side in part.partition("="))  # "poems = 0.7"
         try:
-            value = float(weight) if weight else 1.0
+            value = float(weight) if equals else 1.0  # "poems=" names no weight: refused
         except ValueError:
             value = math.nan
         check(bool(name) and math.isfinite(value) and value >= 0,
               f"{{label}} {literal(repr(text))} must be a label, or labels with weights such as "
               "poems=0.7,letters=0.3")  # fmt: skip
         weights[name] = weights.get(name, 0.0) + value
-    total = sum(weights.values())
-    check(total > 0, f"{{label}} {literal(repr(text))}: the weights must not all be 0")
-    return {name: value / total for name, value in weights.items()}
+    largest = max(weights.values())
+    check(largest > 0, f"{{label}} {literal(repr(text))}: the weights must not all be 0")
+    scaled = {name: value / largest for name, value in weights.items()}  # no overflow in the sum
+    total = sum(scaled.values())
+    return {name: value / total for name, value in scaled.items()}

@@ -124,12 +124,18 @@ def model_corpus(loaded: LoadedModel, purpose: str, remedy: str) -> EncodedCorpu
         ) from None
 
 
-def validation_split(loaded: LoadedModel) -> tuple[np.ndarray, np.ndarray | None]:
+FILE_REMEDY = "pass a FILE of held-out text to evaluate on (not the training corpus)"
+# {by_label} reads nothing but the split: the remedy is to reach the corpus
+CORPUS_REMEDY = "run it where the corpus the model trained on is found, unchanged"
+
+
+def validation_split(
+    loaded: LoadedModel, remedy: str = FILE_REMEDY
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The model's validation split, and a labelled corpus's label of each character: the part
     of its corpus that training held out and measured it on, whole (a run's own evaluations may
     score a sample of it: eval_chars). Refused unless the corpus is, to its SHA-256, the text
-    the model trained on."""
-    remedy = "pass a FILE of held-out text to evaluate on (not the training corpus)"
+    the model trained on; `remedy` ends the refusal."""
     purpose = "with no FILE the model is scored on its validation split"
     corpus = model_corpus(loaded, purpose, remedy)
     if loaded.corpus_sha256 != corpus.sha256:
@@ -185,7 +191,7 @@ def evaluate_by_label(
     under two characters of it (nothing to predict) is left out."""
     if not loaded.labels:
         raise SettingError("{by_label} needs a model trained on labels; this one has none")
-    ids, labels = validation_split(loaded)
+    ids, labels = validation_split(loaded, CORPUS_REMEDY)
     assert labels is not None
     model = model_on(loaded.model, device)
     where = next(model.parameters()).device

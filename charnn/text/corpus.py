@@ -6,8 +6,9 @@ in a second, as uint8, uint16 or uint32 by vocabulary size, into the cache (text
 the next run maps straight from disk. The validation split is stored after the training text:
 - with many documents, whole documents from all over the corpus (every round(1 / val_frac)-th);
 - in a labelled corpus, of every label: of many documents, every round(1 / val_frac)-th of
-  its own; of fewer, its last documents, at least val_frac of its text; of one, the last
-  val_frac of it (two characters at least where it has four); so that every label is measured;
+  its own; of fewer, its last documents, at least val_frac of its text; of one, or where those
+  fall short, the last val_frac of its text, cut inside a document (two characters at least
+  where it has four); so that every label is measured;
 - otherwise the last val_frac of the text.
 A labelled corpus also stores each character's label, 1 and up in the order the labels first
 appear (0 is the "any" label a model learns besides them); a separator takes the label of the
@@ -212,8 +213,14 @@ def _scan(spec: CorpusSpec, files: list[Source]) -> _Scan:
     if not chars.strip():
         names = ", ".join(spec.paths)
         raise CharnnError(f"{names} holds only whitespace: a corpus needs some text")
-    for label in lengths:
+    for label, sizes in lengths.items():
         _check_label(label, spec)
+        if not any(sizes):
+            raise SettingError(
+                f"{literal(', '.join(spec.paths))}: the label {literal(repr(label))} (from "
+                f"{{label_from}} {spec.label_from}) has no text, its documents are empty: give "
+                "it some text, or remove it"
+            )
     if spec.label_from is not None and len(lengths) < 2:
         raise SettingError(
             f"{', '.join(spec.paths)} gives {len(lengths)} label with {{label_from}} "
@@ -245,7 +252,7 @@ def _check_label(name: str, spec: CorpusSpec) -> None:
 class _Split:
     """Which documents go to validation: every `every`-th (many unlabelled documents); of each
     label, every `every`-th of its own (a label of many), those from `first_val[label]` on, or
-    the part of its one document from `cut[label]` on; none: the text's tail (val_start None)."""
+    its text from its `cut[label]`-th character on; none: the text's tail (val_start None)."""
 
     every: int | None = None
     spread: frozenset[str] = frozenset()  # the labels of many documents
@@ -265,16 +272,17 @@ class _Split:
         for label, lengths in scan.lengths.items():
             if label in spread:
                 continue
-            if len(lengths) == 1:
-                # at least two characters, the fewest a score can be of, where two stay to train
-                held = max(int(lengths[0] * val_frac), 2 if lengths[0] >= 4 else 0)
-                cut[label] = lengths[0] - held
-                continue
-            held, start = 0, len(lengths)
-            while start > 1 and held < val_frac * sum(lengths):
+            total, held, start = sum(lengths), 0, len(lengths)
+            while start > 1 and held < val_frac * total:
                 start -= 1
                 held += lengths[start]
-            first_val[label] = start
+            if len(lengths) > 1 and held >= val_frac * total:
+                first_val[label] = start
+                continue
+            # one document, or last ones too short to hold val_frac: the label's last val_frac,
+            # cut inside a document; two characters at least, the fewest a score can be of,
+            # where two stay to train
+            cut[label] = total - max(int(total * val_frac), 2 if total >= 4 else 0)
         return cls(every if spread else None, spread, first_val, cut)
 
 
@@ -318,6 +326,7 @@ def _write(
         train = _Part(out, labels_out)
         val = _Part(held_ids, held_labels if labels_out is not None else None)
         seen: dict[str, int] = {}  # documents of each label so far
+        label_chars: dict[str | None, int] = {}  # and their characters
         for index, document in enumerate(spec.documents(files)):
             label = document.label
             tag = None if label is None else np.array([scan.labels.index(label) + 1], label_dtype)
@@ -325,13 +334,14 @@ def _write(
             if label is not None:
                 number = seen[label] = seen.get(label, -1) + 1
             cut = split.cut.get(label) if label is not None else None
-            part = val if _in_validation(split, label, number, index) else train
+            written = label_chars.get(label, 0)  # this label's characters before the document
+            past_cut = cut is not None and written >= cut
+            part = val if past_cut or _in_validation(split, label, number, index) else train
             part.open(separator, joiner, tag)
-            written = 0
             for text in document.text:
                 if cut is None or written + len(text) <= cut:
                     part.write(table[code_points(text)].tobytes(), text, tag)
-                else:  # one document of its label: the rest is validation
+                else:  # the label's text from the cut on is validation
                     keep = max(0, cut - written)
                     if keep:
                         part.write(table[code_points(text[:keep])].tobytes(), text[:keep], tag)
@@ -340,6 +350,7 @@ def _write(
                         part.open(separator, joiner, tag)
                     part.write(table[code_points(text[keep:])].tobytes(), text[keep:], tag)
                 written += len(text)
+            label_chars[label] = written
         val_start, digest = None, train.digest
         if val.started:
             train.write(separator, joiner, train.tag)

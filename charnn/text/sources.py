@@ -145,6 +145,9 @@ class CorpusSpec:
         """The rows of a JSONL or CSV file, each a document (rows with no text left out)."""
         fields = (self.text_field, self.label_field)
         for number, row in _table(path, self.encoding):
+            label = row.get(self.label_field)
+            if isinstance(label, (bool, int, float)):  # JSON's 0, 1.5, true: ids as labels
+                row = {**row, self.label_field: json.dumps(label)}
             missing = [name for name in fields if not isinstance(row.get(name), str)]
             if missing:
                 raise SettingError(

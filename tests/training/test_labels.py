@@ -160,6 +160,25 @@ def test_a_label_of_many_documents_holds_out_the_documents_an_unlabelled_run_wou
     assert held[None] == spread  # the same files unlabelled: the same documents held out
 
 
+def test_a_label_whose_last_documents_fall_short_holds_out_its_last_tenth(tmp_path):
+    root = tmp_path / "styles"
+    (root / "poems").mkdir(parents=True)
+    (root / "poems" / "0.txt").write_text("p" * 3000, encoding="utf-8")
+    (root / "poems" / "1.txt").write_text("qqqq", encoding="utf-8")  # too short a tenth
+    (root / "letters").mkdir()
+    for i in range(3):
+        (root / "letters" / f"{i}.txt").write_text(f"letter {i} " * 30, encoding="utf-8")
+    corpus = load_corpus(CorpusSpec((str(root),), label_from="folder"))
+    held = np.asarray(corpus.label_ids)[corpus.val_start :]
+    poems = int((held == corpus.labels.index("poems") + 1).sum())
+    assert 300 <= poems <= 302  # a tenth of 3,005 characters, a document cut, not only "qqqq"
+    assert corpus.vocab.decode(corpus.ids[corpus.val_start :]).count("p") >= 290
+    (root / "empty").mkdir()
+    (root / "empty" / "nothing.txt").write_text("", encoding="utf-8")
+    with pytest.raises(CharnnError, match="'empty'.* has no text"):
+        load_corpus(CorpusSpec((str(root),), label_from="folder"))
+
+
 def test_labels_come_from_files_and_from_jsonl_and_csv_fields(tmp_path):
     (tmp_path / "a.jsonl").write_text(
         "\n".join(json.dumps({"body": f"text {i}", "who": "ann" if i % 2 else "bob"})
@@ -167,6 +186,11 @@ def test_labels_come_from_files_and_from_jsonl_and_csv_fields(tmp_path):
     rows = load_corpus(CorpusSpec((str(tmp_path / "a.jsonl"),), label_from="field",
                                   text_field="body", label_field="who"))  # fmt: skip
     assert rows.labels == ("bob", "ann") and rows.documents == 30
+    (tmp_path / "ids.jsonl").write_text(
+        "\n".join(json.dumps({"text": f"post {i}", "label": i % 2}) for i in range(4)),
+        encoding="utf-8")  # fmt: skip
+    assert load_corpus(CorpusSpec((str(tmp_path / "ids.jsonl"),), label_from="field")).labels == (
+        "0", "1")  # fmt: skip
     (tmp_path / "b.csv").write_text("text,label\nhello,x\nworld,y\n", encoding="utf-8")
     table = load_corpus(CorpusSpec((str(tmp_path / "b.csv"),), label_from="field"))
     assert table.labels == ("x", "y")  # each one row: its last two characters held out
@@ -334,6 +358,8 @@ def test_a_label_with_too_little_validation_text_is_left_out_with_a_note(tmp_pat
         assert "note: label 'tiny' has too little validation text to score" in proc.stderr
         assert "-0.0000" not in proc.stdout and "Traceback" not in proc.stderr
     assert [json.loads(line)["label"] for line in as_json.stdout.splitlines()] == ["big", "large"]
+    both = run_charnn("eval", run, "--by-label", "--label", "big")
+    assert both.returncode == 2 and "no --label" in both.stderr  # not silently ignored
 
 
 def test_a_short_label_of_one_document_holds_out_two_characters(tmp_path):
@@ -383,6 +409,9 @@ def test_a_mix_may_have_spaces_around_its_names_and_weights(styled):
 
     _, loaded = styled
     assert label_weights(" ayes = 3 , bees=1 ") == {"ayes": 0.75, "bees": 0.25}
+    assert label_weights("ayes=1e308,bees=1e308") == {"ayes": 0.5, "bees": 0.5}  # no overflow
+    with pytest.raises(CharnnError, match="must be a label, or labels with weights"):
+        label_weights("ayes=,bees=1")  # a weight left out is not a weight of 1
     spaced = charnn.SampleConfig(length=40, seed=3, label="ayes = 1")
     assert sample_batch(loaded, spaced) == sample_batch(loaded, replace(spaced, label="ayes"))
 
