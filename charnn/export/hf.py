@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,20 @@ def model_card(loaded: LoadedModel, payload: dict[str, Any], name: str) -> str:
         f"{payload.get('step', 0):,} training steps"
         + (f", {best:.4f} bits per character on its validation split." if best else ".")
     )
+    # the example primes with "The " only where the model knows those characters, and writes
+    # in the first label of a conditioned model
+    known = all(char in loaded.vocab.chars for char in "The ")
+    flags = (" --prime 'The '" if known else "") + (
+        f" --label {shlex.quote(loaded.labels[0])}" if loaded.labels else "")  # fmt: skip
+    options = (', prime="The "' if known else "") + (
+        f", label={loaded.labels[0]!r}" if loaded.labels else "")  # fmt: skip
+    if loaded.labels:
+        lines += ["", "Labels (`--label NAME`, or a mix such as `a=0.7,b=0.3`): "
+                  + ", ".join(f"`{label}`" for label in loaded.labels) + "."]  # fmt: skip
     lines += ["", "## Use", "", "```bash", "pip install torch==2.13.0 charnn",
-              f"charnn sample {name} --length 500 --prime 'The '", "```", "", "```python",
+              f"charnn sample {name} --length 500{flags}", "```", "", "```python",
               "import charnn", f'model = charnn.load("{name}")',
-              'print("".join(charnn.sample(model, 500, prime="The ")))', "```", "",
+              f'print("".join(charnn.sample(model, 500{options})))', "```", "",
               "## Training data", "", "| file | bytes | SHA-256 |", "|---|---|---|"]  # fmt: skip
     for file in payload["corpus_files"]:
         size = "" if file["bytes"] is None else f"{file['bytes']:,}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shlex
 from dataclasses import replace
 
 import numpy as np
@@ -414,6 +415,24 @@ def test_a_mix_may_have_spaces_around_its_names_and_weights(styled):
         label_weights("ayes=,bees=1")  # a weight left out is not a weight of 1
     spaced = charnn.SampleConfig(length=40, seed=3, label="ayes = 1")
     assert sample_batch(loaded, spaced) == sample_batch(loaded, replace(spaced, label="ayes"))
+
+
+def test_a_shared_labelled_model_says_its_labels_and_its_example_runs(styled, tmp_path):
+    root, _ = styled
+    out = tmp_path / "voices"
+    exported = run_charnn("export", str(root / "ck" / "styles"), "--format", "hf", "-o", str(out))
+    assert exported.returncode == 0, exported.stderr
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "Labels (`--label NAME`" in card and "`ayes`, `bees`" in card
+    command = next(line for line in card.splitlines() if line.startswith("charnn sample"))
+    assert "--label ayes" in command and "--prime" not in command  # no "T" in this vocabulary
+    proc = run_charnn(*shlex.split(command)[1:], "--seed", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout.replace("\n", "")
+    assert text.count("a") > 0.9 * len(text)  # in the voice of "ayes"
+    run = run_charnn("sample", str(root / "ck" / "styles"), "--length", "500", "--label", "ayes",
+                     "--seed", "1")  # fmt: skip
+    assert proc.stdout == run.stdout  # the shared folder writes what the run writes
 
 
 def test_a_label_that_looks_like_markup_leaves_the_web_page_working(styled, tmp_path):
