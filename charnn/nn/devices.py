@@ -68,8 +68,15 @@ def use_threads(threads: int | None) -> None:
     The setting is process-wide and stays after training: `charnn.train` with `threads` set
     changes it for everything else the calling program runs with PyTorch.
     """
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if threads is None:
+        return
+    cpus = os.cpu_count() or 1
+    if threads > cpus:  # each thread beyond a core only slows the others (thousands: a stall)
+        raise SettingError(
+            f"{{threads}} {threads} is more than this machine's {cpus} CPUs: give at most {cpus}, "
+            "or leave it out for one thread per core"
+        )
+    torch.set_num_threads(threads)
 
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -1,4 +1,5 @@
 import math
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -161,6 +162,10 @@ def test_threads_setting_reaches_pytorch(tmp_path):
         torch.set_num_threads(2)
         train(config)
         assert torch.get_num_threads() == 1
+        too_many = replace(config, threads=(os.cpu_count() or 1) + 1, name="many")
+        with pytest.raises(CharnnError, match="more than this machine's"):
+            train(too_many)  # not thousands of threads on two cores
+        assert torch.get_num_threads() == 1 and not (tmp_path / "ck" / "many").exists()
     finally:
         torch.set_num_threads(previous)
 
