@@ -42,6 +42,22 @@ class CharnnGroup(click.Group):
             ctx.exit(0)
         except KeyboardInterrupt:
             ctx.exit(130)
+        except OSError as err:  # the machine's refusal (a folder not writable, a full disk)
+            raise click.ClickException(_os_error(err)) from None
+        except UnicodeError as err:  # text in another encoding than the one read as
+            encoding = getattr(err, "encoding", "its encoding")
+            reason = getattr(err, "reason", str(err))
+            raise click.ClickException(
+                f"cannot read a file as {encoding} ({reason}): convert it, or name a corpus's "
+                "encoding with --encoding"
+            ) from None
+
+
+def _os_error(err: OSError) -> str:
+    """One line for a file-system error: what failed, on which path, and what to check."""
+    where = f": {err.filename}" if err.filename else ""
+    what = err.strerror or str(err)
+    return f"{what}{where} (check the path, its permissions and the free space)"
 
 
 def _silence_stdout() -> None:

@@ -107,6 +107,11 @@ class TrainConfig:
         check(self.precision in (None, *PRECISIONS),
               f"{{precision}} must be one of {', '.join(PRECISIONS)}")  # fmt: skip
         check(self.threads is None or self.threads >= 1, "{threads} must be at least 1")
+        check(0 <= self.seed < 2**63, "{seed} must be in [0, 2**63)")
+        check(self.name is None or (self.name not in ("", ".", "..") and "/" not in self.name
+                                    and "\\" not in self.name),
+              "{name} names one folder in the checkpoint folder: not empty, no / or \\, "
+              "not . or ..")  # fmt: skip
         check(self.label_from in (None, *LABEL_FROM),
               f"{{label_from}} must be one of {', '.join(LABEL_FROM)}")  # fmt: skip
         check(0 <= self.any_label < 1, "{any_label} must be in [0, 1)")

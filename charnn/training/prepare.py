@@ -132,6 +132,7 @@ def _resumed(request: TrainConfig, corpus: EncodedCorpus, path: Path, given: set
     vocab = Vocab(payload["vocab"])
     check_same_corpus(payload, corpus, vocab, path)
     check_same_labels(payload, corpus, path, "resume")
+    check_nothing_lost(path, payload["step"], config.max_steps)
     plan = saved_plan(payload.get("plan"))
     followed = payload["model_config"].get("decoder_dropout") is None  # saved before 900f2c9
     if plan and followed and "dropout" in plan.get("from_passes", []):
@@ -177,6 +178,25 @@ def resume_checkpoint(resume: str, config: TrainConfig, corpus: Path) -> Path | 
     if not path.is_file():
         raise CharnnError(f"nothing to resume: {path} not found")
     return path
+
+
+def check_nothing_lost(path: Path, step: int, max_steps: int | None) -> None:
+    """Refuse a resume that would overwrite later training in the run folder (from an older
+    snapshot), or that has no step left to take."""
+    latest = folder.latest_checkpoint(path.parent)
+    if latest is not None and latest.resolve() != path.resolve():
+        later = read_payload(latest).get("step", 0)
+        if isinstance(later, int) and later > step:
+            raise CharnnError(
+                f"cannot resume {path} (step {step:,}): its run folder holds later training "
+                f"({latest.name}, step {later:,}) that resuming would overwrite; copy the "
+                "checkpoint into a folder of its own to go on from it there"
+            )
+    if max_steps is not None and max_steps <= step:
+        raise SettingError(
+            f"nothing to resume: {literal(path)} is at step {step:,}, and {{max_steps}} "
+            f"{max_steps:,} is not past it; give a larger {{max_steps}}"
+        )
 
 
 def check_resumable(config: RunConfig, saved: RunConfig, path: Path) -> None:

@@ -338,3 +338,16 @@ def test_a_time_budget_plans_the_model_unless_told(tmp_path, corpus):
         described = json.loads(info.stdout)
         assert described["model_config"]["hidden_size"] == expected
         assert described["train_config"]["weight_decay"] == decay
+
+
+def test_a_folder_that_cannot_be_made_or_a_name_that_leaves_it_is_one_line(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abc def ghi\n" * 300, encoding="utf-8")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder", encoding="utf-8")
+    for extra in (["--checkpoint-dir", str(blocked / "ck")], ["--name", "../escape"],
+                  ["--name", ""], ["--seed", str(2**70)]):  # fmt: skip
+        proc = run_charnn("train", str(corpus), "--max-steps", "2", *TINY, *extra, cwd=tmp_path)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("Error: ")
+    assert not (tmp_path / "escape").exists() and blocked.read_text() == "not a folder"

@@ -96,6 +96,21 @@ def test_resume_refuses_a_different_corpus_or_model(tmp_path, small_corpus):
         train(config_for(small_corpus, tmp_path, "run", lr_decay="cosine"), resume=run)
 
 
+def test_a_resume_that_would_overwrite_later_training_or_has_no_step_left_is_refused(
+    tmp_path, small_corpus
+):
+    config = config_for(small_corpus, tmp_path, "kept", max_steps=20, keep=4)
+    train(config)
+    run = tmp_path / "ck" / "kept"
+    before = {name: (run / name).read_bytes() for name in ("best.pt", "last.pt")}
+    with pytest.raises(CharnnError, match="holds later training .last.pt, step 20"):
+        train(replace(config, max_steps=30), resume=run / "step-00000010.pt")
+    with pytest.raises(CharnnError, match="is at step 20"):
+        train(replace(config, max_steps=15), resume=run)
+    assert {name: (run / name).read_bytes() for name in before} == before  # nothing rewritten
+    assert train(replace(config, max_steps=25), resume=run).steps == 25  # going on still works
+
+
 def test_a_run_saved_before_beta1_was_planned_resumes_with_pytorchs_0_9(tmp_path, small_corpus):
     train(config_for(small_corpus, tmp_path, "run", max_steps=8), stop_requested=stop_after(4))
     last = tmp_path / "ck" / "run" / "last.pt"
@@ -278,7 +293,8 @@ def test_one_writer_per_run_folder(tmp_path, small_corpus):
     train(config_for(small_corpus, tmp_path, "run", max_steps=3))
     run = tmp_path / "ck" / "run"
     with locked(run):
-        proc = run_charnn("train", str(small_corpus), "--resume", str(run), "--quiet")
+        proc = run_charnn("train", str(small_corpus), "--resume", str(run), "--max-steps", "4",
+                          "--quiet")  # fmt: skip
     assert proc.returncode == 1 and "being written by another" in proc.stderr
     proc = run_charnn(
         "train", str(small_corpus), "--resume", str(run), "--max-steps", "5", "--quiet"
