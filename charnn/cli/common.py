@@ -75,4 +75,10 @@ def print_table(table: Any) -> None:
     for column in table.columns:
         column.overflow = "fold"
     width = None if sys.stdout.isatty() else PIPE_WIDTH
-    Console(width=width).print(table)
+
+    class Piped(Console):
+        def on_broken_pipe(self) -> None:  # Rich exits 1 here; the CLI ends a `| head` with 0
+            self.quiet = True
+            raise BrokenPipeError
+
+    Piped(width=width).print(table)

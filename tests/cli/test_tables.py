@@ -1,14 +1,16 @@
 """Tables keep their content: piped, they take the full width; in a narrow terminal, long cells
 fold onto more lines instead of being cut short."""
 
+import os
 import re
+import subprocess
 import sys
 
 from rich.table import Table
 
 from charnn.cli.common import print_table
 
-from conftest import run_charnn
+from conftest import CHARNN, run_charnn
 
 LONG = "a-run-with-a-name-much-longer-than-any-column-of-an-eighty-column-terminal-allows"
 
@@ -22,6 +24,15 @@ def test_a_piped_list_shows_every_name_and_corpus_whole(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert LONG in proc.stdout and str(corpus) in proc.stdout
     assert "…" not in proc.stdout
+
+
+def test_a_table_into_a_reader_that_has_gone_ends_quietly_with_0(trained):
+    root, _, _ = trained
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARNN_")}
+    proc = subprocess.Popen([*CHARNN, "list", "--checkpoint-dir", str(root / "ck")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.close()  # `| head -0`: the reader is gone before the first line
+    assert proc.wait(timeout=120) == 0 and proc.stderr.read() == b""
 
 
 def test_a_piped_evaluation_keeps_every_cell_in_80_columns(trained):
